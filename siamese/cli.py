@@ -1,0 +1,205 @@
+"""``python -m siamese <command>``: argument parsing only; every command calls the package."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from siamese.config import PRESETS, RunConfig, preset
+from siamese.data import DATASETS, DataError, audit_manifest, load_dataset, read_manifest, read_pairs
+from siamese.data.duplicates import drop_conflicts, label_conflicts
+from siamese.data.images import AUGMENTATIONS
+from siamese.data.splits import kfold_table, split_table, summarize, write_manifest
+from siamese.inference import Predictor, expand_inputs, predictions_table
+from siamese.models import CheckpointError, WeightsUnavailableError
+from siamese.models.backbones import FEATURE_DIMS
+from siamese.training.pipeline import run_training
+
+PRESET_FOR_DATASET = {"digits": "tiny", "synthetic": "tiny", "ham10000": "ham", "isic2020": "isic"}
+
+
+def read_pair_files(paths: Sequence[str] | None) -> pd.DataFrame | None:
+    if not paths:
+        return None
+    return pd.concat([read_pairs(p) for p in paths], ignore_index=True)
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, default: str | None = "digits") -> None:
+    parser.add_argument("--dataset", choices=DATASETS, default=default)
+    parser.add_argument("--data-dir", help="folder with the dataset's images (and metadata)")
+    parser.add_argument("--metadata", help="the dataset's table (CSV or .npz); alone it needs no images")
+    parser.add_argument("--binary", action="store_true", help="malignant-vs-benign view of a 7-class set")
+
+
+def cmd_split(args: argparse.Namespace) -> int:
+    table = load_dataset(args.dataset, args.data_dir, args.metadata, require_images=args.data_dir is not None,
+                         binary=args.binary, seed=args.seed)
+    pairs = read_pair_files(args.duplicates)
+    if pairs is not None:
+        conflicts = label_conflicts(table.frame, pairs)
+        print(f"{len(conflicts)} near-duplicate pair(s) with conflicting labels", file=sys.stderr)
+        if len(conflicts):
+            print(conflicts.to_string(index=False), file=sys.stderr)
+        if args.drop_conflicts:
+            table = drop_conflicts(table, pairs)
+    if args.folds:
+        manifest = kfold_table(table.frame, pairs, folds=args.folds, seed=args.seed)
+    else:
+        manifest = split_table(table.frame, pairs, args.val, args.test, seed=args.seed, strategy=args.strategy)
+    write_manifest(manifest, args.out)
+    print(summarize(manifest).to_string())
+    for reason, count in table.excluded.items():
+        print(f"excluded {count} image(s): {reason}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    report = audit_manifest(read_manifest(args.manifest), read_pair_files(args.duplicates))
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 1 if report["leaks"] else 0
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """Preset first (tiny for the embedded sets, full for --full-model), then explicit overrides."""
+    name = args.preset
+    if name is None:
+        name = "full" if args.full_model else PRESET_FOR_DATASET.get(args.dataset, "lightweight")
+    config = preset(name)
+    data, model, embed, clf = config.data, config.model, config.embed, config.classifier
+    data.dataset = args.dataset
+    if args.full_model:
+        model.backbone = "resnet50"
+    overrides = [(data, "data_dir", args.data_dir), (data, "metadata", args.metadata), (data, "split", args.split),
+                 (data, "duplicates", args.duplicates), (data, "image_size", args.image_size),
+                 (data, "augment", args.augment),
+                 (data, "cache_dir", args.cache_dir), (data, "num_workers", args.num_workers),
+                 (model, "backbone", args.backbone), (model, "weights", args.weights),
+                 (model, "embedding_dim", args.embedding_dim), (embed, "epochs", args.epochs_embed),
+                 (embed, "batch_size", args.batch_size), (embed, "lr", args.lr),
+                 (clf, "epochs", args.epochs_classifier),
+                 (config, "seed", args.seed), (config, "device", args.device), (config, "out", args.out),
+                 (config, "wandb", args.wandb)]
+    for target, field_name, value in overrides:
+        if value is not None:
+            setattr(target, field_name, value)
+    data.full_dataset = data.full_dataset or args.full_dataset
+    data.binary = data.binary or args.binary
+    data.drop_conflicts = data.drop_conflicts or args.drop_conflicts
+    clf.class_weights = clf.class_weights or args.class_weights
+    return config
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    run_dir = run_training(config_from_args(args), resume=args.resume)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for name in ("classifier", "knn"):
+        m = metrics[name]
+        auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"
+        print(f"test {name:10s} accuracy {m['accuracy']:.3f}  balanced {m['balanced_accuracy']:.3f}  "
+              f"macro-F1 {m['macro_f1']:.3f}  AUC {auc}")
+    print(f"results in {run_dir}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    predictor = Predictor(args.run, device=args.device)
+    load_seconds = time.perf_counter() - start
+    rows = predictions_table(predictor.predict(expand_inputs(args.images), top_k=args.top_k))
+    frame = pd.DataFrame(rows)
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+    elif args.format == "csv":
+        print(frame.to_csv(index=False), end="")
+    else:
+        print(frame.to_string(index=False))
+    per_image = frame["seconds"].mean()
+    print(f"{len(rows)} image(s); model load {load_seconds:.2f} s, {per_image * 1000:.1f} ms per image",
+          file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="siamese", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    split = commands.add_parser("split", help="write a leakage-free train/val/test (or k-fold) manifest")
+    add_data_arguments(split, default=None)
+    split.add_argument("--duplicates", action="append", help="near-duplicate pair CSV (repeatable)")
+    split.add_argument("--drop-conflicts", action="store_true", help="drop both images of label-conflicting pairs")
+    split.add_argument("--folds", type=int, help="k-fold manifest (split = fold0..fold{k-1}) instead")
+    split.add_argument("--strategy", choices=("grouped", "random"), default="grouped",
+                       help="'random' is the naive image-level split, for showing leakage")
+    split.add_argument("--val", type=float, default=0.1)
+    split.add_argument("--test", type=float, default=0.2)
+    split.add_argument("--seed", type=int, default=0)
+    split.add_argument("--out", required=True)
+    split.set_defaults(func=cmd_split)
+
+    audit = commands.add_parser("audit", help="check any split manifest for leakage (exit 1 if it leaks)")
+    audit.add_argument("manifest")
+    audit.add_argument("--duplicates", action="append")
+    audit.add_argument("--out", help="also write the JSON report here")
+    audit.set_defaults(func=cmd_audit)
+
+    train = commands.add_parser("train", help="train both stages and evaluate (also: python train.py)")
+    add_train_arguments(train)
+    train.set_defaults(func=cmd_train)
+
+    predict = commands.add_parser("predict", help="classify images with a run (also: python predict.py)")
+    predict.add_argument("images", nargs="+", help="image files or folders")
+    predict.add_argument("--run", required=True, help="a finished run folder")
+    predict.add_argument("--top-k", type=int, default=3)
+    predict.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    predict.add_argument("--device", default="cpu")
+    predict.set_defaults(func=cmd_predict)
+    return parser
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    add_data_arguments(parser)
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="start from a named preset")
+    parser.add_argument("--split", help="a split manifest CSV to use instead of making one")
+    parser.add_argument("--duplicates", help="near-duplicate pair CSV kept together by the split")
+    parser.add_argument("--drop-conflicts", action="store_true")
+    parser.add_argument("--full-dataset", action="store_true", help="whole training split, class-balanced")
+    parser.add_argument("--full-model", action="store_true", help="ResNet50 backbone instead of InceptionV3")
+    parser.add_argument("--backbone", choices=sorted(FEATURE_DIMS))
+    parser.add_argument("--weights", help="imagenet | none | PATH to a local state dict")
+    parser.add_argument("--image-size", type=int)
+    parser.add_argument("--augment", choices=AUGMENTATIONS, help="lesion (flips, rotation, jitter) | light | none")
+    parser.add_argument("--embedding-dim", type=int)
+    parser.add_argument("--epochs-embed", type=int)
+    parser.add_argument("--epochs-classifier", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--class-weights", action="store_true")
+    parser.add_argument("--cache-dir", help="pre-resized uint8 image cache folder")
+    parser.add_argument("--num-workers", type=int)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--out", help="run folder (default runs/DATASET-TIME)")
+    parser.add_argument("--resume", help="continue an interrupted run folder")
+    parser.add_argument("--wandb", choices=("offline", "online", "disabled"))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "dataset", "") is None:
+        print("error: --dataset is required", file=sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (DataError, ValueError, FileNotFoundError, CheckpointError, WeightsUnavailableError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

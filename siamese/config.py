@@ -1,0 +1,180 @@
+"""One typed place for every setting a run uses, with named presets.
+
+A run writes its resolved :class:`RunConfig` as ``config.json`` next to its outputs, and ``--resume``
+reads it back, so a run can always be reproduced or continued from its folder alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how they are split and balanced."""
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    metadata: str | None = None
+    split: str | None = None
+    duplicates: str | None = None
+    drop_conflicts: bool = False
+    binary: bool = False
+    full_dataset: bool = False
+    per_class_cap: int = 500
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    image_size: int = 256
+    normalization: str = "imagenet"
+    augment: str = "lesion"
+    cache_dir: str | None = None
+    num_workers: int = 0
+    synthetic_lesions_per_class: int = 24
+
+
+@dataclass
+class ModelConfig:
+    """The embedding network: backbone, weights and the fully connected head."""
+
+    backbone: str = "inception_v3"
+    weights: str = "imagenet"
+    embedding_dim: int = 128
+    head_hidden: int = 512
+    dropout: float = 0.2
+
+
+@dataclass
+class EmbedTrainConfig:
+    """Stage 1 (triplet metric learning); defaults are the original study's."""
+
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3
+    margin: float = 0.4
+    triplets: str = "semihard"
+    m_per_class: int | None = None
+    monitor: str = "precision_at_1"
+    patience: int = 5
+    knn_k: int = 5
+    max_reference: int = 2000
+
+
+@dataclass
+class ClassifierConfig:
+    """Stage 2: the dense classifier trained on frozen embeddings."""
+
+    epochs: int = 50
+    batch_size: int = 64
+    lr: float = 1e-3
+    hidden: tuple[int, int] = (64, 32)
+    dropout: float = 0.3
+    class_weights: bool = False
+    knn_k: int = 5
+
+
+@dataclass
+class RunConfig:
+    """Everything one training run needs."""
+
+    preset: str = "lightweight"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    embed: EmbedTrainConfig = field(default_factory=EmbedTrainConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    seed: int = 0
+    device: str = "auto"
+    out: str | None = None
+    wandb: str = "offline"
+    amp: bool = True
+    channels_last: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
+        return _from_dict(cls, values)
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _from_dict(cls: type, values: dict[str, Any]) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(values) - set(known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} settings: {sorted(unknown)}")
+    kwargs = {}
+    for name, value in values.items():
+        default = getattr(cls(), name)
+        if dataclasses.is_dataclass(default) and isinstance(value, dict):
+            kwargs[name] = _from_dict(type(default), value)
+        elif isinstance(default, tuple) and isinstance(value, list):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _lightweight() -> RunConfig:
+    return RunConfig(preset="lightweight")
+
+
+def _full() -> RunConfig:
+    config = RunConfig(preset="full")
+    config.model.backbone = "resnet50"
+    return config
+
+
+def _ham() -> RunConfig:
+    config = RunConfig(preset="ham")
+    config.data.dataset = "ham10000"
+    return config
+
+
+def _isic() -> RunConfig:
+    config = RunConfig(preset="isic")
+    config.data.dataset = "isic2020"
+    config.data.binary = True
+    return config
+
+
+def _tiny() -> RunConfig:
+    """Small enough to run the whole pipeline on 2 CPU cores in minutes (the no-argument demo)."""
+    config = RunConfig(preset="tiny")
+    config.data.image_size = 32
+    config.data.augment = "light"
+    config.model.backbone = "resnet18"
+    config.model.weights = "none"
+    config.model.embedding_dim = 64
+    config.model.head_hidden = 256
+    config.embed.epochs = 6
+    config.embed.batch_size = 120
+    config.embed.patience = 3
+    config.classifier.epochs = 40
+    return config
+
+
+PRESETS = {
+    "lightweight": _lightweight,
+    "full": _full,
+    "ham": _ham,
+    "isic": _isic,
+    "tiny": _tiny,
+}
+
+
+def preset(name: str) -> RunConfig:
+    """A fresh config for a named preset (each call returns an independent object)."""
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}") from None

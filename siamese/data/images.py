@@ -1,0 +1,184 @@
+"""Pixels at the training size, augmentation, and the optional pre-resized uint8 cache.
+
+A "pixel source" is anything indexable that returns an ``HxWx3`` uint8 array already resized; files,
+in-memory arrays and the on-disk cache all look the same to the torch ``Dataset``, so the cache is a
+drop-in that saves decoding a 600x450 JPEG every epoch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+from tqdm.auto import tqdm
+
+from siamese.data.table import DataError, DatasetTable
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ImageError(DataError):
+    """An image file that is missing, unreadable or corrupt (the message names it)."""
+
+
+def load_image(path: str | Path, size: int | None = None) -> np.ndarray:
+    """Decode fully to RGB (so truncated JPEGs fail here, not mid-epoch) and resize to a square."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: image file not found")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            rgb = image.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ImageError(f"{path}: unreadable or corrupt image ({exc})") from exc
+    if size is not None and rgb.size != (size, size):
+        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+    return np.array(rgb, dtype=np.uint8)
+
+
+class PixelSource(Protocol):
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, i: int) -> np.ndarray: ...
+
+
+class FilePixels:
+    def __init__(self, paths: Sequence[str], size: int) -> None:
+        self.paths, self.size = list(paths), size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return load_image(self.paths[i], self.size)
+
+
+class ArrayPixels:
+    def __init__(self, images: np.ndarray, index: Sequence[int], size: int) -> None:
+        self.images, self.index, self.size = images, np.asarray(index), size
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        pixels = self.images[self.index[i]]
+        if pixels.shape[:2] == (self.size, self.size):
+            return np.ascontiguousarray(pixels)
+        image = Image.fromarray(pixels).resize((self.size, self.size), Image.Resampling.BILINEAR)
+        return np.asarray(image)
+
+
+class MemmapPixels:
+    """Rows of the on-disk cache, copied out so torch gets writable memory."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return np.array(self.array[i])
+
+
+def pixel_source(table: DatasetTable, size: int, cache_dir: str | Path | None = None) -> PixelSource:
+    """Pixels for the rows of ``table``; with ``cache_dir`` they come from (and build) a memmap cache."""
+    frame = table.frame
+    if "index" in frame.columns and table.images is not None:
+        source: PixelSource = ArrayPixels(table.images, frame["index"].to_numpy(), size)
+    else:
+        source = FilePixels(frame["path"].tolist(), size)
+    if cache_dir is None:
+        return source
+    return cached_pixels(source, cache_path(table, size, cache_dir))
+
+
+def cache_path(table: DatasetTable, size: int, cache_dir: str | Path) -> Path:
+    """One cache file per (dataset, rows, size): a different split or size never reuses a stale cache."""
+    frame = table.frame
+    key = hashlib.sha1()
+    key.update(f"{table.name}|{size}|".encode())
+    key.update("\n".join(frame["image_id"].astype(str)).encode())
+    if "path" in frame.columns:
+        key.update("\n".join(frame["path"].astype(str)).encode())
+    return Path(cache_dir) / f"{table.name}_{size}px_{len(frame)}_{key.hexdigest()[:12]}.npy"
+
+
+def cached_pixels(source: PixelSource, path: Path) -> MemmapPixels:
+    """Decode every image once into an ``N x S x S x 3`` uint8 ``.npy``; later runs memory-map it.
+
+    The file is written under a temporary name and renamed when complete, so an interrupted build
+    is rebuilt rather than read half-empty.
+    """
+    if path.is_file():
+        return MemmapPixels(np.load(path, mmap_mode="r"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    first = source[0]
+    partial = path.with_suffix(".partial.npy")
+    out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(source), *first.shape))
+    out[0] = first
+    for i in tqdm(range(1, len(source)), desc=f"caching {path.name}", leave=False, initial=1,
+                  total=len(source)):
+        out[i] = source[i]
+    out.flush()
+    del out
+    os.replace(partial, path)
+    return MemmapPixels(np.load(path, mmap_mode="r"))
+
+
+def channel_stats(source: PixelSource, max_images: int = 2000, seed: int = 0) -> tuple[tuple, tuple]:
+    """Per-channel mean and std on (a sample of) the training images, for ``normalization='train'``."""
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(source), size=min(max_images, len(source)), replace=False)
+    pixels = np.stack([source[int(i)] for i in picks]).astype(np.float64) / 255.0
+    mean = pixels.mean(axis=(0, 1, 2))
+    std = pixels.std(axis=(0, 1, 2)) + 1e-6
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+AUGMENTATIONS = ("lesion", "light", "none")
+
+
+def build_transform(augment: str = "none", mean: Sequence[float] = IMAGENET_MEAN,
+                    std: Sequence[float] = IMAGENET_STD) -> v2.Compose:
+    """``lesion`` is the original recipe (flips, rotation, colour jitter, light Gaussian noise): a lesion
+    has no up or down. ``light`` (small shifts and rotations, no flips) suits digits, where a flip turns
+    a 6 into a 9. ``none`` is for evaluation."""
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"augment must be one of {AUGMENTATIONS}; got {augment!r}")
+    steps: list = [v2.ToImage()]
+    if augment == "lesion":
+        steps += [v2.RandomHorizontalFlip(), v2.RandomVerticalFlip(), v2.RandomRotation(30),
+                  v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02)]
+    elif augment == "light":
+        steps.append(v2.RandomAffine(degrees=10, translate=(0.08, 0.08), scale=(0.9, 1.1)))
+    steps.append(v2.ToDtype(torch.float32, scale=True))
+    if augment == "lesion":
+        steps.append(v2.GaussianNoise(sigma=0.02))
+    steps.append(v2.Normalize(list(mean), list(std)))
+    return v2.Compose(steps)
+
+
+class ImageDataset(Dataset):
+    """``(image tensor, class index)`` pairs from a pixel source."""
+
+    def __init__(self, source: PixelSource, targets: Sequence[int], transform: v2.Compose) -> None:
+        if len(source) != len(targets):
+            raise ValueError(f"{len(source)} images but {len(targets)} targets")
+        self.source, self.targets, self.transform = source, np.asarray(targets), transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.transform(self.source[i]), int(self.targets[i])

@@ -1,0 +1,255 @@
+"""Readers for the datasets as they are distributed, each returning a :class:`DatasetTable`.
+
+The group column is what must never straddle splits: HAM10000's ``lesion_id`` (several images of one
+lesion), ISIC 2020's ``patient_id``. Readers fail loudly on missing files or columns instead of
+dropping rows, because a silently shrunken test set is the kind of error nobody notices.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from siamese.data.table import DataError, DatasetTable, first_offenders, require_columns
+
+HAM_CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+HAM_MALIGNANT = frozenset({"mel", "bcc", "akiec"})
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+
+HAM_IMAGE_DIRS = ("HAM10000_images_part_1", "HAM10000_images_part_2", "HAM10000_images", "images", ".")
+ISIC2018_IMAGE_DIRS = ("ISIC2018_Task3_Training_Input", "images", ".")
+ISIC2020_IMAGE_DIRS = ("train", "jpeg/train", "ISIC_2020_Training_JPEG", "ISIC_2020_Training_JPEG/train",
+                       "images", ".")
+
+
+def read_csv(path: str | Path, columns: Iterable[str] = ()) -> pd.DataFrame:
+    """Read a CSV with a clear error when it is missing, unparsable or lacks columns."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a readable CSV ({exc})") from exc
+    require_columns(frame, columns, str(path))
+    if frame.empty:
+        raise DataError(f"{path}: the table has no rows")
+    return frame
+
+
+def strip_suffix(image_id: str) -> str:
+    stem, suffix = os.path.splitext(str(image_id))
+    return stem if suffix.lower() in IMAGE_SUFFIXES else str(image_id)
+
+
+def index_images(root: Path, subdirs: Iterable[str]) -> dict[str, Path]:
+    """Map image id (file stem) to path over the folders a dataset is known to ship in."""
+    found: dict[str, Path] = {}
+    for sub in subdirs:
+        folder = (root / sub).resolve()
+        if not folder.is_dir():
+            continue
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                stem, suffix = os.path.splitext(entry.name)
+                if suffix.lower() in IMAGE_SUFFIXES and entry.is_file():
+                    found.setdefault(stem, Path(entry.path))
+    return found
+
+
+def attach_paths(frame: pd.DataFrame, data_dir: str | Path, subdirs: Iterable[str], source: str) -> pd.DataFrame:
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise DataError(f"{root}: image folder not found")
+    index = index_images(root, subdirs)
+    paths = frame["image_id"].map(index)
+    missing = frame.loc[paths.isna(), "image_id"]
+    if len(missing):
+        raise DataError(
+            f"{source}: {len(missing)} of {len(frame)} images listed there are missing under {root}: "
+            f"{first_offenders(missing)}"
+        )
+    return frame.assign(path=paths.map(str))
+
+
+def check_labels(labels: pd.Series, allowed: Iterable[str], source: str) -> None:
+    unknown = sorted(set(labels.dropna()) - set(allowed))
+    if unknown:
+        raise DataError(f"{source}: unknown label(s) {first_offenders(unknown)}; expected {sorted(allowed)}")
+    if labels.isna().any():
+        raise DataError(f"{source}: {int(labels.isna().sum())} rows have no label")
+
+
+def _finish(frame: pd.DataFrame, name: str, data_dir: str | Path | None, subdirs: Iterable[str],
+            source: str) -> DatasetTable:
+    frame = frame.assign(dataset=name)
+    frame = frame.assign(path="") if data_dir is None else attach_paths(frame, data_dir, subdirs, source)
+    columns = ["image_id", "label", "group", "dataset", "path"]
+    extra = [c for c in frame.columns if c not in columns]
+    return DatasetTable(frame[columns + extra].reset_index(drop=True))
+
+
+def _locate(data_dir: str | Path | None, metadata: str | Path | None, names: Iterable[str],
+            dataset: str) -> Path:
+    if metadata is not None:
+        return Path(metadata)
+    if data_dir is None:
+        raise DataError(f"{dataset}: give --data-dir (images and metadata) or --metadata (table only)")
+    for name in names:
+        candidate = Path(data_dir) / name
+        if candidate.is_file():
+            return candidate
+    raise DataError(f"{dataset}: none of {list(names)} found in {data_dir}")
+
+
+def read_ham10000(data_dir: str | Path | None = None, metadata: str | Path | None = None,
+                  require_images: bool = True) -> DatasetTable:
+    """HAM10000 as distributed (metadata CSV + image folders) or the ISIC 2018 Task 3 one-hot layout.
+
+    With ``require_images=False`` only the table is read, so a split can be planned before download.
+    """
+    table_path = _locate(data_dir, metadata, ("HAM10000_metadata.csv", "HAM10000_metadata",
+                                              "ISIC2018_Task3_Training_GroundTruth.csv", "GroundTruth.csv"),
+                         "ham10000")
+    head = read_csv(table_path)
+    if "dx" in head.columns:
+        require_columns(head, ("lesion_id", "image_id", "dx"), str(table_path))
+        frame = head.rename(columns={"dx": "label"}).assign(group=head["lesion_id"])
+        subdirs = HAM_IMAGE_DIRS
+    else:
+        frame = _ham_from_one_hot(head, table_path)
+        subdirs = ISIC2018_IMAGE_DIRS
+    frame["image_id"] = frame["image_id"].map(strip_suffix)
+    check_labels(frame["label"], HAM_CLASSES, str(table_path))
+    images = data_dir if require_images else None
+    return _finish(frame, "ham10000", images, subdirs, str(table_path))
+
+
+def _ham_from_one_hot(frame: pd.DataFrame, table_path: Path) -> pd.DataFrame:
+    one_hot = [c.upper() for c in HAM_CLASSES]
+    require_columns(frame, ("image", *one_hot), str(table_path))
+    values = frame[one_hot].to_numpy()
+    bad = frame.loc[values.sum(axis=1) != 1, "image"]
+    if len(bad):
+        raise DataError(f"{table_path}: rows without exactly one class set: {first_offenders(bad)}")
+    labels = np.array(HAM_CLASSES)[values.argmax(axis=1)]
+    out = pd.DataFrame({"image_id": frame["image"], "label": labels})
+    groupings = table_path.parent / "ISIC2018_Task3_Training_LesionGroupings.csv"
+    if groupings.is_file():
+        lesions = read_csv(groupings, ("image", "lesion_id")).set_index("image")["lesion_id"]
+        out["group"] = out["image_id"].map(lesions)
+        orphans = out.loc[out["group"].isna(), "image_id"]
+        if len(orphans):
+            raise DataError(f"{groupings}: no lesion_id for {first_offenders(orphans)}")
+    else:
+        out["group"] = out["image_id"]
+    return out
+
+
+def read_isic2020(data_dir: str | Path | None = None, metadata: str | Path | None = None,
+                  require_images: bool = True) -> DatasetTable:
+    """ISIC 2020 (Kaggle ``train.csv`` or the official ground-truth CSV); group = ``patient_id``."""
+    table_path = _locate(data_dir, metadata, ("train.csv", "ISIC_2020_Training_GroundTruth.csv",
+                                              "ISIC_2020_Training_GroundTruth_v2.csv"), "isic2020")
+    frame = read_csv(table_path, ("image_name", "patient_id"))
+    if "target" in frame.columns:
+        bad = frame.loc[~frame["target"].isin([0, 1]), "image_name"]
+        if len(bad):
+            raise DataError(f"{table_path}: target must be 0 or 1; offenders: {first_offenders(bad)}")
+        labels = frame["target"].map({0: "benign", 1: "malignant"})
+    elif "benign_malignant" in frame.columns:
+        labels = frame["benign_malignant"]
+    else:
+        raise DataError(f"{table_path}: needs a 'target' or 'benign_malignant' column; found {list(frame.columns)}")
+    check_labels(labels, ("benign", "malignant"), str(table_path))
+    missing_patient = frame.loc[frame["patient_id"].isna(), "image_name"]
+    if len(missing_patient):
+        raise DataError(f"{table_path}: rows without patient_id: {first_offenders(missing_patient)}")
+    out = frame.drop(columns=[c for c in ("target", "benign_malignant") if c in frame.columns]).rename(
+        columns={"image_name": "image_id"}
+    )
+    out = out.assign(image_id=out["image_id"].map(strip_suffix), label=labels.to_numpy(),
+                     group=frame["patient_id"].to_numpy())
+    images = data_dir if require_images else None
+    return _finish(out, "isic2020", images, ISIC2020_IMAGE_DIRS, str(table_path))
+
+
+DERMAMNIST_CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+
+
+def read_npz(path: str | Path, class_names: Iterable[str] | None = DERMAMNIST_CLASSES,
+             name: str = "dermamnist") -> DatasetTable:
+    """A MedMNIST-style ``.npz`` with ``{train,val,test}_{images,labels}``; its split is kept.
+
+    Each image is its own group: the format carries no lesion ids, which is exactly why the published
+    DermaMNIST split leaks; pair it with a duplicate list to repair that.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        arrays = np.load(path)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable .npz ({exc})") from exc
+    images, labels, splits = [], [], []
+    for split in ("train", "val", "test"):
+        if f"{split}_images" not in arrays:
+            continue
+        if f"{split}_labels" not in arrays:
+            raise DataError(f"{path}: has {split}_images but no {split}_labels")
+        x = arrays[f"{split}_images"]
+        y = arrays[f"{split}_labels"].reshape(-1)
+        if len(x) != len(y):
+            raise DataError(f"{path}: {split} has {len(x)} images but {len(y)} labels")
+        images.append(x)
+        labels.append(y)
+        splits += [split] * len(x)
+    if not images:
+        raise DataError(f"{path}: no '<split>_images' arrays; found {list(arrays.keys())}")
+    pixels = np.concatenate(images)
+    if pixels.ndim == 3:
+        pixels = np.repeat(pixels[..., None], 3, axis=-1)
+    codes = np.concatenate(labels).astype(int)
+    names = list(class_names) if class_names is not None else [str(i) for i in range(codes.max() + 1)]
+    if codes.min() < 0 or codes.max() >= len(names):
+        raise DataError(f"{path}: label codes {sorted(set(codes) - set(range(len(names))))} outside {names}")
+    ids = [f"{name}_{i:06d}" for i in range(len(codes))]
+    frame = pd.DataFrame({"image_id": ids, "label": np.array(names)[codes], "group": ids, "dataset": name,
+                          "index": np.arange(len(codes)), "split": splits})
+    return DatasetTable(frame, pixels.astype(np.uint8))
+
+
+def read_image_csv(path: str | Path, name: str = "csv") -> DatasetTable:
+    """A generic ``path,label[,group]`` CSV; relative paths are read from the CSV's folder."""
+    path = Path(path)
+    frame = read_csv(path, ("path", "label"))
+    root = path.parent
+    full = frame["path"].map(lambda p: str(p if Path(p).is_absolute() else (root / p)))
+    missing = frame.loc[~full.map(os.path.isfile), "path"]
+    if len(missing):
+        raise DataError(f"{path}: {len(missing)} image file(s) missing: {first_offenders(missing)}")
+    ids = frame["image_id"] if "image_id" in frame.columns else frame["path"].map(lambda p: Path(p).stem)
+    groups = frame["group"] if "group" in frame.columns else ids
+    out = pd.DataFrame({"image_id": ids.astype(str), "label": frame["label"].astype(str),
+                        "group": groups.astype(str), "dataset": name, "path": full})
+    return DatasetTable(out)
+
+
+def to_binary(table: DatasetTable, malignant: Iterable[str] = HAM_MALIGNANT) -> DatasetTable:
+    """Malignant-vs-benign view (HAM: mel, bcc, akiec are malignant), keeping the original as ``dx``."""
+    malignant = set(malignant)
+    frame = table.frame.assign(
+        dx=table.frame["label"],
+        label=np.where(table.frame["label"].isin(malignant), "malignant", "benign"),
+    )
+    return DatasetTable(frame, table.images, dict(table.excluded))
+
+
+READERS: dict[str, Callable[..., DatasetTable]] = {
+    "ham10000": read_ham10000,
+    "isic2020": read_isic2020,
+}

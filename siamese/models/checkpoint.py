@@ -1,0 +1,45 @@
+"""Atomic checkpoints that know which architecture they belong to.
+
+Each file holds ``arch`` (what the weights fit) besides the state, so loading into another backbone or
+class count fails with a sentence instead of a wall of size-mismatch errors; files are written to a
+temporary name and renamed, so an interrupted save never leaves a truncated checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unreadable, or made for another model."""
+
+
+def save_checkpoint(payload: dict[str, Any], path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    torch.save(payload, partial)
+    os.replace(partial, path)
+
+
+def load_checkpoint(path: str | Path, expect_arch: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Load with ``weights_only=True``; with ``expect_arch`` refuse a checkpoint of another model."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({exc})") from exc
+    if not isinstance(payload, dict) or "arch" not in payload or "state" not in payload:
+        raise CheckpointError(f"{path}: not a siamese-lesions checkpoint (no 'arch'/'state')")
+    if expect_arch is not None:
+        differ = {k: (payload["arch"].get(k), v) for k, v in expect_arch.items() if payload["arch"].get(k) != v}
+        if differ:
+            detail = ", ".join(f"{k}: checkpoint has {a!r}, model needs {b!r}" for k, (a, b) in differ.items())
+            raise CheckpointError(f"{path}: made for another model ({detail})")
+    return payload

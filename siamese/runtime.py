@@ -1,0 +1,42 @@
+"""Device choice, seeding and mixed precision, decided once per run."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but no CUDA device is available")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, enabled: bool = True) -> Iterator[None]:
+    """bf16 autocast on CUDA (no loss scaling needed); a no-op on CPU, where it rarely pays."""
+    if enabled and device.type == "cuda":
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            yield
+    else:
+        yield
+
+
+def to_device(batch: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
+    batch = batch.to(device, non_blocking=True)
+    if channels_last and device.type == "cuda":
+        batch = batch.contiguous(memory_format=torch.channels_last)
+    return batch

@@ -1,0 +1,42 @@
+"""Embeddings of a whole split, computed once and cached in the run folder."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from siamese.runtime import autocast, to_device
+
+
+@torch.no_grad()
+def compute_embeddings(model: torch.nn.Module, dataset: Dataset, device: torch.device, batch_size: int = 128,
+                       num_workers: int = 0, desc: str = "embedding", amp: bool = True,
+                       channels_last: bool = False) -> np.ndarray:
+    was_training = model.training
+    model.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        pin_memory=device.type == "cuda")
+    chunks = []
+    for images, _ in tqdm(loader, desc=desc, leave=False, disable=None):
+        with autocast(device, amp):
+            chunks.append(model(to_device(images, device, channels_last)).float().cpu())
+    model.train(was_training)
+    return torch.cat(chunks).numpy()
+
+
+def cached_embeddings(path: Path, image_ids: np.ndarray, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """Reuse ``path`` when it holds the same images; otherwise compute and save it."""
+    if path.is_file():
+        stored = np.load(path, allow_pickle=False)
+        if np.array_equal(stored["image_id"], np.asarray(image_ids, dtype=str)):
+            return stored["embedding"]
+    embedding = compute()
+    partial = path.with_name(path.stem + ".partial.npz")
+    np.savez(partial, embedding=embedding, image_id=np.asarray(image_ids, dtype=str))
+    partial.replace(path)
+    return embedding

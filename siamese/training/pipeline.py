@@ -1,0 +1,246 @@
+"""The whole two-stage run, from a :class:`RunConfig` to a folder of results.
+
+The run folder is the unit of work: config, split, checkpoints, history, metrics and plots all live
+there, and ``resume`` needs nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from siamese.config import RunConfig
+from siamese.data import DatasetTable, load_dataset
+from siamese.data.balance import balanced_subset, oversample
+from siamese.data.duplicates import drop_conflicts, read_pairs
+from siamese.data.images import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImageDataset,
+    build_transform,
+    channel_stats,
+    pixel_source,
+)
+from siamese.data.splits import SPLITS, apply_manifest, read_manifest, split_table, write_manifest
+from siamese.data.table import DataError
+from siamese.models import EmbeddingNet, check_input_size, load_checkpoint
+from siamese.plots import training_curves
+from siamese.runtime import resolve_device, seed_everything
+from siamese.training.classify import ClassifierTrainer, knn_proba, predict_proba
+from siamese.training.embeddings import cached_embeddings, compute_embeddings
+from siamese.training.evaluate import classification_metrics
+from siamese.training.metric import MetricData, MetricTrainer
+from siamese.training.tracking import Tracker
+
+
+@dataclass
+class Preprocessing:
+    """What inference must repeat exactly: size, normalisation and the class order."""
+
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    classes: list[str]
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.__dict__, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> Preprocessing:
+        if not path.is_file():
+            raise DataError(f"{path}: not found; is this a finished run folder?")
+        values = json.loads(path.read_text())
+        return cls(values["image_size"], tuple(values["mean"]), tuple(values["std"]), values["classes"])
+
+
+def load_run_table(config: RunConfig) -> DatasetTable:
+    """The dataset, with duplicate pairs' label conflicts dropped when asked."""
+    data = config.data
+    table = load_dataset(data.dataset, data.data_dir, data.metadata, binary=data.binary, seed=config.seed,
+                         lesions_per_class=data.synthetic_lesions_per_class)
+    if data.duplicates and data.drop_conflicts:
+        table = drop_conflicts(table, read_pairs(data.duplicates))
+    return table
+
+
+def resolve_split(table: DatasetTable, config: RunConfig, run_dir: Path) -> DatasetTable:
+    """Use the run's own split.csv (resume), a given manifest, the source's split, or make one."""
+    own = run_dir / "split.csv"
+    data = config.data
+    if own.is_file():
+        manifest = read_manifest(own)
+    elif data.split:
+        manifest = read_manifest(data.split)
+    elif "split" in table.frame.columns:
+        manifest = table.frame[["image_id", "label", "group", "split"]].astype(str)
+    else:
+        pairs = read_pairs(data.duplicates) if data.duplicates else None
+        manifest = split_table(table.frame, pairs, data.val_fraction, data.test_fraction, seed=config.seed)
+    write_manifest(manifest, own)
+    table = apply_manifest(table, manifest)
+    missing = [s for s in SPLITS if not (table.frame["split"] == s).any()]
+    if missing:
+        raise DataError(f"the split has no {missing} images; stage 1 needs train and val, evaluation needs test")
+    return table
+
+
+def training_rows(frame: pd.DataFrame, config: RunConfig) -> pd.DataFrame:
+    """The balanced subset by default; the whole training split with ``--full-dataset``."""
+    train = frame[frame["split"] == "train"]
+    if config.data.full_dataset:
+        return train.reset_index(drop=True)
+    cap = None if train["label"].nunique() == 2 else config.data.per_class_cap
+    return balanced_subset(train, cap, seed=config.seed)
+
+
+def default_run_dir(config: RunConfig) -> Path:
+    return Path("runs") / f"{config.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def prepare_run_dir(config: RunConfig, resume: str | Path | None) -> tuple[RunConfig, Path]:
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / "config.json").is_file():
+            raise DataError(f"{run_dir}: no config.json, so nothing to resume")
+        return RunConfig.load(run_dir / "config.json"), run_dir
+    run_dir = Path(config.out) if config.out else default_run_dir(config)
+    if (run_dir / "config.json").is_file():
+        raise DataError(f"{run_dir} already holds a run; pass --resume {run_dir} to continue it, or another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config.out = str(run_dir)
+    config.save(run_dir / "config.json")
+    return config, run_dir
+
+
+def run_training(config: RunConfig, resume: str | Path | None = None) -> Path:
+    """Train both stages and evaluate; returns the run folder. Safe to interrupt and resume."""
+    config, run_dir = prepare_run_dir(config, resume)
+    seed_everything(config.seed)
+    device = resolve_device(config.device)
+    check_input_size(config.model.backbone, config.data.image_size)
+    table = resolve_split(load_run_table(config), config, run_dir)
+    classes = table.classes
+    code = {c: i for i, c in enumerate(classes)}
+    frame = table.frame
+    parts = {"train": training_rows(frame, config),
+             **{s: frame[frame["split"] == s].reset_index(drop=True) for s in ("val", "test")}}
+    size = config.data.image_size
+    sources = {s: pixel_source(DatasetTable(rows, table.images), size, config.data.cache_dir)
+               for s, rows in parts.items()}
+    if config.data.normalization == "train":
+        mean, std = channel_stats(sources["train"], seed=config.seed)
+    else:
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    prep = Preprocessing(size, tuple(mean), tuple(std), classes)
+    prep.save(run_dir / "preprocess.json")
+    targets = {s: rows["label"].map(code).to_numpy() for s, rows in parts.items()}
+    plain = build_transform("none", mean, std)
+    datasets = {s: ImageDataset(sources[s], targets[s], plain) for s in parts}
+    reference = _reference_subset(datasets["train"], config.embed.max_reference, config.seed)
+
+    tracker = Tracker(run_dir, config.to_dict(), config.wandb)
+    try:
+        model = EmbeddingNet(config.model.backbone, config.model.weights, config.model.embedding_dim,
+                             config.model.head_hidden, config.model.dropout)
+        stage1 = MetricTrainer(model, MetricData(ImageDataset(sources["train"], targets["train"],
+                                                              build_transform(config.data.augment, mean, std)),
+                                                 datasets["val"], reference),
+                               config.embed, device, run_dir, tracker, config.amp, config.channels_last,
+                               config.data.num_workers, config.seed)
+        stage1.resume()
+        embed_history = stage1.fit()
+        best = load_checkpoint(run_dir / "embedder.pt", model.arch)
+        model.load_state_dict(best["state"])
+        embeddings = {s: _split_embeddings(model, datasets[s], parts[s], run_dir, config, device) for s in parts}
+
+        stage2 = ClassifierTrainer(len(classes), config.model.embedding_dim, config.classifier, device, run_dir,
+                                   tracker, config.seed)
+        stage2.resume()
+        x_train, y_train = embeddings["train"], targets["train"]
+        if config.data.full_dataset:
+            picks = oversample(pd.DataFrame({"row": np.arange(len(y_train)), "label": y_train}), config.seed)
+            x_train, y_train = x_train[picks["row"].to_numpy()], y_train[picks["row"].to_numpy()]
+        classifier_history = stage2.fit(x_train, y_train, embeddings["val"], targets["val"])
+        classifier = stage2.load_best()
+
+        history = pd.DataFrame(embed_history + classifier_history)
+        history.to_csv(run_dir / "history.csv", index=False)
+        curves = {f"curves_{s}": training_curves(history, s, run_dir / f"curves_{s}.png")
+                  for s in ("embed", "classifier")}
+        results = evaluate_run(run_dir, embeddings, targets, classes, classifier, config, device,
+                               best_epochs={"embed": best["epoch"], "classifier": stage2.state["best_epoch"]},
+                               excluded=table.excluded)
+        tracker.log_images({k: v for k, v in curves.items() if v is not None})
+        tracker.summary({f"test/{k}": v for k, v in results["classifier"].items() if isinstance(v, float)})
+    finally:
+        tracker.finish()
+    return run_dir
+
+
+def _reference_subset(dataset: ImageDataset, limit: int, seed: int) -> ImageDataset:
+    if len(dataset) <= limit:
+        return dataset
+    picks = np.sort(np.random.default_rng(seed).choice(len(dataset), limit, replace=False))
+    source = dataset.source
+    return ImageDataset(_Rows(source, picks), dataset.targets[picks], dataset.transform)
+
+
+class _Rows:
+    """A view of some rows of a pixel source."""
+
+    def __init__(self, source: Any, rows: np.ndarray) -> None:
+        self.source, self.rows = source, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.source[int(self.rows[i])]
+
+
+def _split_embeddings(model: EmbeddingNet, dataset: ImageDataset, rows: pd.DataFrame, run_dir: Path,
+                      config: RunConfig, device: Any) -> np.ndarray:
+    path = run_dir / "embeddings" / f"{rows['split'].iloc[0]}.npz"
+    path.parent.mkdir(exist_ok=True)
+    ids = rows["image_id"].astype(str).to_numpy()
+    return cached_embeddings(path, ids, lambda: compute_embeddings(
+        model, dataset, device, config.embed.batch_size, config.data.num_workers, path.stem, config.amp,
+        config.channels_last))
+
+
+def evaluate_run(run_dir: Path, embeddings: dict[str, np.ndarray], targets: dict[str, np.ndarray],
+                 classes: list[str], classifier: Any, config: RunConfig, device: Any,
+                 best_epochs: dict[str, int], excluded: dict[str, int]) -> dict[str, Any]:
+    """Test metrics for the dense classifier and the k-NN vote: metrics.json, per_class.csv, predictions."""
+    proba = {"classifier": predict_proba(classifier, embeddings["test"], device),
+             "knn": knn_proba(embeddings["train"], targets["train"], embeddings["test"], len(classes),
+                              config.classifier.knn_k)}
+    results: dict[str, Any] = {}
+    tables = []
+    for name, p in proba.items():
+        summary, per_class = classification_metrics(targets["test"], p, classes)
+        results[name] = summary
+        tables.append(per_class.assign(model=name))
+    results.update(best_epochs=best_epochs, excluded=excluded, split_sizes={s: int(len(t)) for s, t in targets.items()},
+                   seed=config.seed)
+    (run_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+    pd.concat(tables)[["model", "class", "precision", "recall", "f1", "support"]].to_csv(
+        run_dir / "per_class.csv", index=False)
+    _write_predictions(run_dir, targets["test"], proba, classes)
+    return results
+
+
+def _write_predictions(run_dir: Path, y_true: np.ndarray, proba: dict[str, np.ndarray], classes: list[str]) -> None:
+    test_ids = np.load(run_dir / "embeddings" / "test.npz")["image_id"]
+    frame = pd.DataFrame({"image_id": test_ids, "label": np.array(classes)[y_true]})
+    for name, p in proba.items():
+        frame[f"{name}_pred"] = np.array(classes)[p.argmax(axis=1)]
+        for i, c in enumerate(classes):
+            frame[f"{name}_p_{c}"] = p[:, i]
+    frame.to_csv(run_dir / "test_predictions.csv", index=False)
