@@ -75,7 +75,7 @@ class ArrayPixels:
         if pixels.shape[:2] == (self.size, self.size):
             return np.ascontiguousarray(pixels)
         image = Image.fromarray(pixels).resize((self.size, self.size), Image.Resampling.BILINEAR)
-        return np.asarray(image)
+        return np.array(image)
 
 
 class MemmapPixels:

@@ -43,8 +43,8 @@ def retrieval_metrics(query: np.ndarray, query_labels: np.ndarray, reference: np
     """precision@1 and MAP@R (pytorch-metric-learning) and k-NN accuracy (scikit-learn), val against train."""
     calculator = AccuracyCalculator(include=("precision_at_1", "mean_average_precision_at_r"),
                                     k="max_bin_count", knn_func=CustomKNN(LpDistance()))
-    scores = calculator.get_accuracy(torch.from_numpy(query), torch.from_numpy(query_labels),
-                                     torch.from_numpy(reference), torch.from_numpy(reference_labels))
+    scores = calculator.get_accuracy(torch.tensor(query), torch.tensor(query_labels),
+                                     torch.tensor(reference), torch.tensor(reference_labels))
     knn = KNeighborsClassifier(n_neighbors=min(knn_k, len(reference))).fit(reference, reference_labels)
     return {"val_precision_at_1": float(scores["precision_at_1"]),
             "val_map_at_r": float(scores["mean_average_precision_at_r"]),

@@ -7,6 +7,7 @@ continues the same dashboard run.
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ class Tracker:
         import wandb
 
         id_file = run_dir / "wandb_id.txt"
-        run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
+        run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)
         id_file.write_text(run_id + "\n")
         self.run = wandb.init(project="siamese-lesions", name=run_dir.name, id=run_id, resume="allow",
                               dir=str(run_dir), mode=mode, config=config)

@@ -1,0 +1,57 @@
+"""Fixtures: small real-format datasets written to a temp folder, and the optional shared HAM data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from siamese.data.embedded import make_synthetic
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_HAM = REPO.parent / "shared" / "data" / "ham10000"
+
+
+@pytest.fixture(scope="session")
+def shared_ham() -> Path:
+    if not (SHARED_HAM / "HAM10000_metadata.csv").is_file():
+        pytest.skip("../shared/data/ham10000 is not present on this machine")
+    return SHARED_HAM
+
+
+@pytest.fixture(scope="session")
+def synthetic():
+    return make_synthetic(lesions_per_class=4, image_size=48, seed=3)
+
+
+def write_ham_layout(root: Path, table, split_parts: bool = True) -> Path:
+    """HAM10000 as distributed: metadata CSV plus JPEGs in part_1/part_2 folders."""
+    frame = table.frame
+    rows = []
+    for i, row in frame.iterrows():
+        folder = root / ("HAM10000_images_part_1" if (i % 2 == 0 or not split_parts) else "HAM10000_images_part_2")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(table.images[row["index"]]).save(folder / f"{row['image_id']}.jpg", quality=95)
+        rows.append({"lesion_id": row["group"], "image_id": row["image_id"], "dx": row["label"],
+                     "dx_type": "histo", "age": 50.0, "sex": "male", "localization": "back"})
+    pd.DataFrame(rows).to_csv(root / "HAM10000_metadata.csv", index=False)
+    return root
+
+
+@pytest.fixture
+def ham_dir(tmp_path, synthetic) -> Path:
+    return write_ham_layout(tmp_path / "ham", synthetic)
+
+
+def random_jpegs(folder: Path, n: int, size: int = 40, seed: int = 0) -> list[Path]:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        path = folder / f"img_{i:03d}.jpg"
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths

@@ -1,0 +1,44 @@
+import numpy as np
+import pytest
+import torch
+
+from siamese.data import ImageDataset, build_transform, load_dataset, pixel_source
+from siamese.data.images import cache_path, channel_stats
+
+
+def test_transforms_shape_and_normalisation(synthetic):
+    source = pixel_source(synthetic, 40)
+    for augment in ("lesion", "light", "none"):
+        x, y = ImageDataset(source, np.zeros(len(source), int), build_transform(augment))[0]
+        assert x.shape == (3, 40, 40) and x.dtype == torch.float32
+    plain = build_transform("none", (0.5,) * 3, (0.5,) * 3)(source[0])
+    assert plain.min() >= -1.0001 and plain.max() <= 1.0001
+    with pytest.raises(ValueError):
+        build_transform("heavy")
+
+
+def test_file_cache_matches_decoding_and_is_reused(ham_dir, tmp_path):
+    table = load_dataset("ham10000", data_dir=ham_dir)
+    direct = pixel_source(table, 32)
+    cached = pixel_source(table, 32, cache_dir=tmp_path / "cache")
+    path = cache_path(table, 32, tmp_path / "cache")
+    assert path.is_file() and not list(path.parent.glob("*.partial.npy"))
+    assert len(cached) == len(direct)
+    np.testing.assert_array_equal(cached[3], direct[3])
+    stamp = path.stat().st_mtime_ns
+    pixel_source(table, 32, cache_dir=tmp_path / "cache")
+    assert path.stat().st_mtime_ns == stamp
+    assert cache_path(table, 48, tmp_path / "cache") != path
+
+
+def test_interrupted_cache_is_rebuilt(ham_dir, tmp_path):
+    table = load_dataset("ham10000", data_dir=ham_dir)
+    path = cache_path(table, 32, tmp_path)
+    path.with_suffix(".partial.npy").write_bytes(b"half written")
+    cached = pixel_source(table, 32, cache_dir=tmp_path)
+    assert path.is_file() and len(cached) == len(table.frame)
+
+
+def test_channel_stats_on_training_images(synthetic):
+    mean, std = channel_stats(pixel_source(synthetic, 32))
+    assert all(0 < m < 1 for m in mean) and all(0 < s < 1 for s in std)

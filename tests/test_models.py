@@ -1,0 +1,87 @@
+import pytest
+import torch
+
+from siamese.models import (
+    CheckpointError,
+    DenseClassifier,
+    EmbeddingNet,
+    WeightsUnavailableError,
+    check_input_size,
+    load_checkpoint,
+    save_checkpoint,
+)
+from siamese.models.backbones import build_backbone
+
+
+def test_embeddings_are_unit_length():
+    net = EmbeddingNet("resnet18", "none", embedding_dim=16, head_hidden=32).eval()
+    out = net(torch.randn(3, 3, 32, 32))
+    assert out.shape == (3, 16)
+    torch.testing.assert_close(out.norm(dim=1), torch.ones(3))
+
+
+def test_inception_minimum_size_is_checked():
+    with pytest.raises(ValueError, match="at least 75 px"):
+        check_input_size("inception_v3", 64)
+    check_input_size("inception_v3", 75)
+
+
+def test_local_weights_file(tmp_path):
+    source, _ = build_backbone("resnet18", "none")
+    torch.save({f"module.{k}": v for k, v in source.state_dict().items()}, tmp_path / "r18.pth")
+    loaded, dim = build_backbone("resnet18", str(tmp_path / "r18.pth"))
+    assert dim == 512
+    torch.testing.assert_close(loaded.conv1.weight, source.conv1.weight)
+    torch.save({"something": torch.zeros(1)}, tmp_path / "wrong.pth")
+    with pytest.raises(WeightsUnavailableError, match="not a resnet18 state dict"):
+        build_backbone("resnet18", str(tmp_path / "wrong.pth"))
+    with pytest.raises(WeightsUnavailableError, match="not found"):
+        build_backbone("resnet18", str(tmp_path / "absent.pth"))
+
+
+def test_imagenet_download_failure_says_what_to_do(monkeypatch, tmp_path):
+    import urllib.error
+
+    from torchvision import models
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(models, "get_model", offline)
+    with pytest.raises(WeightsUnavailableError, match="--weights none"):
+        build_backbone("resnet18", "imagenet")
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path):
+    net = EmbeddingNet("resnet18", "none", embedding_dim=16, head_hidden=32)
+    save_checkpoint({"arch": net.arch, "state": net.state_dict()}, tmp_path / "e.pt")
+    assert not list(tmp_path.glob("*.partial"))
+    other = EmbeddingNet("resnet18", "none", embedding_dim=32, head_hidden=32)
+    with pytest.raises(CheckpointError, match="embedding_dim: checkpoint has 16, model needs 32"):
+        load_checkpoint(tmp_path / "e.pt", other.arch)
+    clf = DenseClassifier(16, 7)
+    save_checkpoint({"arch": clf.arch, "state": clf.state_dict()}, tmp_path / "c.pt")
+    with pytest.raises(CheckpointError, match="n_classes"):
+        load_checkpoint(tmp_path / "c.pt", DenseClassifier(16, 2).arch)
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_binary_head_is_one_sigmoid_and_multiclass_softmax():
+    binary, multi = DenseClassifier(8, 2), DenseClassifier(8, 7)
+    x = torch.randn(4, 8)
+    assert binary(x).shape == (4, 1) and multi(x).shape == (4, 7)
+    torch.testing.assert_close(binary.probabilities(binary(x)).sum(1), torch.ones(4))
+    assert binary.loss(binary(x), torch.tensor([0, 1, 0, 1])).ndim == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", ["inception_v3", "resnet50"])
+def test_full_backbones_forward_backward_at_256(backbone):
+    net = EmbeddingNet(backbone, "none").train()
+    out = net(torch.randn(2, 3, 256, 256))
+    out.sum().backward()
+    assert out.shape == (2, 128)
+    assert net.backbone.conv1.weight.grad is not None if backbone == "resnet50" else \
+        net.backbone.Conv2d_1a_3x3.conv.weight.grad is not None

@@ -1,0 +1,123 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from siamese.data import DataError, ImageError, load_dataset, load_image, read_npz, to_binary
+from siamese.data.readers import read_image_csv, read_isic2020
+
+from .conftest import random_jpegs, write_ham_layout
+
+
+def test_ham_reader_finds_images_in_both_parts(ham_dir, synthetic):
+    table = load_dataset("ham10000", data_dir=ham_dir)
+    assert len(table.frame) == len(synthetic.frame)
+    assert set(table.frame["group"]) == set(synthetic.frame["group"])
+    assert table.frame["path"].str.contains("part_2").any() and table.frame["path"].str.contains("part_1").any()
+    assert load_image(table.frame["path"].iloc[0], 32).shape == (32, 32, 3)
+
+
+def test_ham_flat_folder_and_metadata_only(tmp_path, synthetic):
+    root = write_ham_layout(tmp_path / "flat", synthetic, split_parts=False)
+    assert len(load_dataset("ham10000", data_dir=root).frame) == len(synthetic.frame)
+    only_table = load_dataset("ham10000", metadata=root / "HAM10000_metadata.csv", require_images=False)
+    assert (only_table.frame["path"] == "").all()
+
+
+def test_isic2018_one_hot_layout_with_lesion_groupings(tmp_path):
+    random_jpegs(tmp_path / "ISIC2018_Task3_Training_Input", 3)
+    names = ["img_000", "img_001", "img_002"]
+    onehot = pd.DataFrame({"image": names, "MEL": [1, 0, 0], "NV": [0, 1, 0], "BCC": [0, 0, 1], "AKIEC": 0,
+                           "BKL": 0, "DF": 0, "VASC": 0})
+    onehot.to_csv(tmp_path / "ISIC2018_Task3_Training_GroundTruth.csv", index=False)
+    pd.DataFrame({"image": names, "lesion_id": ["L1", "L1", "L2"]}).to_csv(
+        tmp_path / "ISIC2018_Task3_Training_LesionGroupings.csv", index=False)
+    frame = load_dataset("ham10000", data_dir=tmp_path).frame
+    assert list(frame["label"]) == ["mel", "nv", "bcc"]
+    assert list(frame["group"]) == ["L1", "L1", "L2"]
+
+
+@pytest.mark.parametrize("layout", ["kaggle", "official"])
+def test_isic2020_reader(tmp_path, layout):
+    random_jpegs(tmp_path / "train", 4)
+    ids = [f"img_{i:03d}" for i in range(4)]
+    frame = pd.DataFrame({"image_name": ids, "patient_id": ["P1", "P1", "P2", "P3"]})
+    if layout == "kaggle":
+        frame["target"] = [0, 1, 0, 0]
+        frame.to_csv(tmp_path / "train.csv", index=False)
+    else:
+        frame["benign_malignant"] = ["benign", "malignant", "benign", "benign"]
+        frame.to_csv(tmp_path / "ISIC_2020_Training_GroundTruth.csv", index=False)
+    table = read_isic2020(tmp_path)
+    assert list(table.frame["label"]) == ["benign", "malignant", "benign", "benign"]
+    assert list(table.frame["group"]) == ["P1", "P1", "P2", "P3"]
+
+
+def test_npz_keeps_its_split(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = {f"{s}_images": rng.integers(0, 255, (n, 28, 28, 3), dtype=np.uint8) for s, n in
+              [("train", 6), ("val", 2), ("test", 3)]}
+    arrays.update({f"{s}_labels": rng.integers(0, 7, (n, 1)) for s, n in [("train", 6), ("val", 2), ("test", 3)]})
+    np.savez(tmp_path / "dermamnist.npz", **arrays)
+    table = read_npz(tmp_path / "dermamnist.npz")
+    assert table.frame["split"].value_counts().to_dict() == {"train": 6, "test": 3, "val": 2}
+    assert table.images.shape == (11, 28, 28, 3)
+
+
+def test_generic_csv_and_binary_view(tmp_path):
+    paths = random_jpegs(tmp_path / "imgs", 3)
+    pd.DataFrame({"path": [f"imgs/{p.name}" for p in paths], "label": ["mel", "nv", "bcc"],
+                  "group": ["a", "a", "b"]}).to_csv(tmp_path / "images.csv", index=False)
+    table = read_image_csv(tmp_path / "images.csv")
+    assert list(table.frame["group"]) == ["a", "a", "b"]
+    binary = to_binary(table)
+    assert list(binary.frame["label"]) == ["malignant", "benign", "malignant"]
+    assert list(binary.frame["dx"]) == ["mel", "nv", "bcc"]
+
+
+def test_missing_image_is_named(ham_dir):
+    victim = next((ham_dir / "HAM10000_images_part_1").glob("*.jpg"))
+    victim.unlink()
+    with pytest.raises(DataError, match=victim.stem) as info:
+        load_dataset("ham10000", data_dir=ham_dir)
+    assert "1 of" in str(info.value)
+
+
+def test_corrupt_and_truncated_images_are_named(tmp_path):
+    garbage = tmp_path / "garbage.jpg"
+    garbage.write_bytes(b"not a jpeg at all")
+    with pytest.raises(ImageError, match="garbage.jpg"):
+        load_image(garbage)
+    good = random_jpegs(tmp_path / "ok", 1, size=64)[0]
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(good.read_bytes()[:300])
+    with pytest.raises(ImageError, match="truncated.jpg"):
+        load_image(truncated)
+
+
+def test_csv_without_needed_columns(tmp_path):
+    (tmp_path / "HAM10000_metadata.csv").write_text("image_id,dx\nISIC_1,nv\n")
+    with pytest.raises(DataError, match="lesion_id"):
+        load_dataset("ham10000", metadata=tmp_path / "HAM10000_metadata.csv", require_images=False)
+
+
+def test_unknown_label_and_empty_table(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("lesion_id,image_id,dx\nL1,ISIC_1,nv\nL2,ISIC_2,melanoma\n")
+    with pytest.raises(DataError, match="melanoma"):
+        load_dataset("ham10000", metadata=bad, require_images=False)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("lesion_id,image_id,dx\n")
+    with pytest.raises(DataError, match="no rows"):
+        load_dataset("ham10000", metadata=empty, require_images=False)
+
+
+def test_missing_metadata_file(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        load_dataset("ham10000", metadata=tmp_path / "nope.csv", require_images=False)
+
+
+def test_real_ham_metadata(shared_ham):
+    table = load_dataset("ham10000", metadata=shared_ham / "HAM10000_metadata.csv", require_images=False)
+    assert len(table.frame) == 10015
+    assert table.frame["group"].nunique() == 7470
+    assert table.frame["label"].value_counts()["nv"] == 6705

@@ -1,0 +1,131 @@
+import json
+
+import pandas as pd
+import pytest
+
+from siamese.cli import main
+from siamese.data import (
+    audit_manifest,
+    drop_conflicts,
+    kfold_table,
+    label_conflicts,
+    load_dataset,
+    planted_pairs,
+    read_pairs,
+    split_table,
+    write_manifest,
+)
+from siamese.data.splits import linked_components
+
+
+@pytest.fixture(scope="module")
+def lesions():
+    return load_dataset("synthetic", lesions_per_class=12, seed=1)
+
+
+def test_linked_components_are_transitive():
+    frame = pd.DataFrame({"image_id": list("abcde"), "group": ["g1", "g1", "g2", "g3", "g4"]})
+    pairs = pd.DataFrame({"from_img": ["b", "c"], "to_img": ["c", "d"], "distance": [0.1, 0.1]})
+    comp = linked_components(frame, pairs)
+    assert comp[0] == comp[1] == comp[2] == comp[3] != comp[4]
+
+
+def test_grouped_split_never_shares_groups_or_duplicates(lesions):
+    pairs = planted_pairs(lesions)
+    manifest = split_table(lesions.frame, pairs, seed=0)
+    report = audit_manifest(manifest, pairs)
+    assert report["leaking_groups"] == 0
+    assert report["straddling_duplicate_pairs"] == 0
+    assert report["duplicate_pairs"] == len(pairs)
+    assert not report["leaks"]
+    assert set(manifest["split"]) == {"train", "val", "test"}
+    share = manifest["split"].value_counts(normalize=True)
+    assert 0.1 < share["test"] < 0.3 and 0.03 < share["val"] < 0.2
+
+
+def test_without_duplicate_list_planted_copies_straddle(lesions):
+    pairs = planted_pairs(lesions)
+    straddles = [audit_manifest(split_table(lesions.frame, None, seed=s), pairs)["straddling_duplicate_pairs"]
+                 for s in range(4)]
+    assert max(straddles) > 0
+
+
+def test_random_split_is_reported_as_leaking(lesions):
+    manifest = split_table(lesions.frame, seed=0, strategy="random")
+    report = audit_manifest(manifest)
+    assert report["leaks"] and report["leaking_groups"] > 0
+
+
+def test_same_seed_same_bytes(lesions, tmp_path):
+    pairs = planted_pairs(lesions)
+    for name in ("a.csv", "b.csv"):
+        write_manifest(split_table(lesions.frame, pairs, seed=7), tmp_path / name)
+    write_manifest(split_table(lesions.frame, pairs, seed=8), tmp_path / "c.csv")
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+    assert (tmp_path / "a.csv").read_bytes() != (tmp_path / "c.csv").read_bytes()
+
+
+def test_kfold_keeps_groups_whole(lesions):
+    pairs = planted_pairs(lesions)
+    manifest = kfold_table(lesions.frame, pairs, folds=4, seed=0)
+    assert sorted(manifest["split"].unique()) == ["fold0", "fold1", "fold2", "fold3"]
+    report = audit_manifest(manifest, pairs)
+    assert report["leaking_groups"] == 0 and report["straddling_duplicate_pairs"] == 0
+    assert (manifest.groupby("split")["label"].nunique() == lesions.frame["label"].nunique()).all()
+
+
+def test_conflicting_duplicates_reported_and_dropped(lesions):
+    pairs = planted_pairs(lesions)
+    conflicts = label_conflicts(lesions.frame, pairs)
+    assert len(conflicts) == 1
+    kept = drop_conflicts(lesions, pairs)
+    assert len(kept.frame) == len(lesions.frame) - 2
+    assert kept.excluded == {"label-conflicting near-duplicate": 2}
+
+
+def test_pair_file_formats(tmp_path):
+    (tmp_path / "fastdup.csv").write_text("from_img,to_img,distance\nISIC_1.jpg,ISIC_2.jpg,0.05\n")
+    (tmp_path / "sim.csv").write_text("similarity,from_img,to_img\n0.97,ISIC_1.jpg,ISIC_3\n")
+    (tmp_path / "plain.csv").write_text("a,b\nISIC_4,ISIC_5\n")
+    assert read_pairs(tmp_path / "fastdup.csv").iloc[0].tolist() == ["ISIC_1", "ISIC_2", 0.05]
+    assert read_pairs(tmp_path / "sim.csv").iloc[0]["distance"] == pytest.approx(0.03)
+    assert read_pairs(tmp_path / "plain.csv")[["from_img", "to_img"]].iloc[0].tolist() == ["ISIC_4", "ISIC_5"]
+
+
+def test_cli_split_and_audit_exit_codes(ham_dir, tmp_path, capsys):
+    out = tmp_path / "split.csv"
+    assert main(["split", "--dataset", "ham10000", "--data-dir", str(ham_dir), "--seed", "1", "--out", str(out)]) == 0
+    assert "all" in capsys.readouterr().out
+    assert main(["audit", str(out), "--out", str(tmp_path / "audit.json")]) == 0
+    assert json.loads((tmp_path / "audit.json").read_text())["leaking_groups"] == 0
+    naive = tmp_path / "naive.csv"
+    main(["split", "--dataset", "ham10000", "--data-dir", str(ham_dir), "--strategy", "random", "--out", str(naive)])
+    assert main(["audit", str(naive)]) == 1
+
+
+def test_cli_reports_bad_input(tmp_path, capsys):
+    bad = tmp_path / "m.csv"
+    bad.write_text("image_id,dx\nx,nv\n")
+    assert main(["split", "--dataset", "ham10000", "--metadata", str(bad), "--out", str(tmp_path / "s.csv")]) == 2
+    assert "lesion_id" in capsys.readouterr().err
+
+
+def test_real_ham_split_is_clean_and_random_split_leaks(shared_ham, tmp_path):
+    meta = shared_ham / "HAM10000_metadata.csv"
+    dups = [shared_ham / "newly_discovered_duplicates.csv", shared_ham / "near_duplicates_different_times.csv"]
+    out = tmp_path / "split.csv"
+    args = ["split", "--dataset", "ham10000", "--metadata", str(meta), "--seed", "0", "--out", str(out)]
+    for d in dups:
+        args += ["--duplicates", str(d)]
+    assert main(args) == 0
+    audit_args = ["audit", str(out), "--out", str(tmp_path / "a.json")]
+    for d in dups:
+        audit_args += ["--duplicates", str(d)]
+    assert main(audit_args) == 0
+    report = json.loads((tmp_path / "a.json").read_text())
+    assert report["leaking_groups"] == 0 and report["straddling_duplicate_pairs"] == 0
+    assert report["duplicate_pairs"] == 20
+    assert report["max_class_share_gap_pp"] < 2.0
+    naive = tmp_path / "naive.csv"
+    main(["split", "--dataset", "ham10000", "--metadata", str(meta), "--strategy", "random", "--out", str(naive)])
+    assert main(["audit", str(naive), *sum([["--duplicates", str(d)] for d in dups], [])]) == 1

@@ -1,0 +1,138 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from siamese.cli import main
+from siamese.config import RunConfig, preset
+from siamese.inference import Predictor, expand_inputs
+from siamese.models import CheckpointError, EmbeddingNet, load_checkpoint
+from siamese.training import metric
+from siamese.training.pipeline import run_training
+
+RUN_FILES = ["config.json", "split.csv", "embedder.pt", "classifier.pt", "history.csv", "metrics.json",
+             "per_class.csv", "preprocess.json", "test_predictions.csv", "curves_embed.png", "curves_classifier.png"]
+
+
+def tiny_config(out, epochs_embed=3, **data) -> RunConfig:
+    config = preset("tiny")
+    config.data.dataset = "synthetic"
+    config.data.synthetic_lesions_per_class = 10
+    config.data.image_size = 32
+    config.data.augment = "none"
+    for key, value in data.items():
+        setattr(config.data, key, value)
+    config.embed.epochs = epochs_embed
+    config.embed.batch_size = 56
+    config.embed.patience = 10
+    config.classifier.epochs = 30
+    config.wandb = "disabled"
+    config.out = str(out)
+    return config
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return run_training(tiny_config(tmp_path_factory.mktemp("runs") / "run", epochs_embed=4))
+
+
+def test_run_folder_holds_every_file(run_dir):
+    for name in RUN_FILES:
+        assert (run_dir / name).is_file() and (run_dir / name).stat().st_size > 0, name
+    assert (run_dir / "curves_embed.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = RunConfig.load(run_dir / "config.json")
+    assert saved.data.dataset == "synthetic" and saved.seed == 0
+
+
+def test_triplet_loss_falls_and_mined_triplets_are_logged(run_dir):
+    history = pd.read_csv(run_dir / "history.csv")
+    embed = history[history["stage"] == "embed"]
+    assert len(embed) == 4
+    assert embed["loss"].iloc[-1] < embed["loss"].iloc[0]
+    assert (embed["triplets"] > 0).all()
+    assert embed["empty_batch_fraction"].between(0, 1).all()
+    assert embed["val_precision_at_1"].between(0, 1).all()
+
+
+def test_classifier_beats_chance_on_held_out_data(run_dir):
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    chance = 1 / 7
+    assert metrics["classifier"]["balanced_accuracy"] > 2 * chance
+    assert metrics["knn"]["balanced_accuracy"] > 2 * chance
+    assert metrics["classifier"]["roc_auc"] > 0.6
+    assert len(metrics["classifier"]["confusion_matrix"]) == 7
+    assert "top3_accuracy" in metrics["classifier"]
+    per_class = pd.read_csv(run_dir / "per_class.csv")
+    assert set(per_class["model"]) == {"classifier", "knn"} and len(per_class) == 14
+
+
+def test_split_used_by_the_run_does_not_leak(run_dir):
+    split = pd.read_csv(run_dir / "split.csv")
+    assert (split.groupby("group")["split"].nunique() == 1).all()
+
+
+def test_resume_after_interruption_keeps_history(tmp_path, monkeypatch):
+    config = tiny_config(tmp_path / "run", epochs_embed=3)
+    real_epoch = metric.MetricTrainer.train_epoch
+
+    def interrupted(self, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real_epoch(self, epoch)
+
+    monkeypatch.setattr(metric.MetricTrainer, "train_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(config)
+    before = load_checkpoint(tmp_path / "run" / "checkpoints" / "embed_last.pt")["progress"]["history"]
+    assert [row["epoch"] for row in before] == [1, 2]
+    monkeypatch.setattr(metric.MetricTrainer, "train_epoch", real_epoch)
+    run_training(RunConfig(), resume=tmp_path / "run")
+    history = pd.read_csv(tmp_path / "run" / "history.csv")
+    embed = history[history["stage"] == "embed"]
+    assert list(embed["epoch"]) == [1, 2, 3]
+    assert embed["loss"].iloc[:2].tolist() == pytest.approx([row["loss"] for row in before])
+    assert (history["stage"] == "classifier").sum() == 30
+
+
+def test_existing_run_folder_is_not_overwritten(run_dir):
+    with pytest.raises(ValueError, match="--resume"):
+        run_training(tiny_config(run_dir))
+
+
+def test_checkpoint_from_another_architecture_is_refused(run_dir):
+    other = EmbeddingNet("resnet18", "none", embedding_dim=32, head_hidden=64)
+    with pytest.raises(CheckpointError, match="another model"):
+        load_checkpoint(run_dir / "embedder.pt", other.arch)
+
+
+def test_predict_returns_top_k_for_a_folder(run_dir, tmp_path, capsys):
+    from PIL import Image
+
+    from siamese.data import make_synthetic
+
+    table = make_synthetic(lesions_per_class=1, seed=99)
+    for i in range(3):
+        Image.fromarray(table.images[i]).save(tmp_path / f"new_{i}.jpg")
+    predictions = Predictor(run_dir).predict(expand_inputs([str(tmp_path)]), top_k=3)
+    assert len(predictions) == 3
+    for p in predictions:
+        assert len(p.top_k) == 3 and p.label == p.top_k[0][0]
+        assert sum(prob for _, prob in p.top_k) <= 1.0001
+        assert len(p.neighbours) == 3 and p.neighbours[0][2] <= p.neighbours[-1][2]
+    assert main(["predict", "--run", str(run_dir), str(tmp_path), "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 3 and {"top1", "top3_p", "nn1"} <= set(rows[0])
+    (tmp_path / "broken.jpg").write_bytes(b"nope")
+    assert main(["predict", "--run", str(run_dir), str(tmp_path / "broken.jpg")]) == 2
+    assert "broken.jpg" in capsys.readouterr().err
+
+
+def test_binary_full_dataset_run(tmp_path):
+    config = tiny_config(tmp_path / "bin", epochs_embed=1, binary=True, full_dataset=True)
+    config.classifier.epochs = 5
+    run_dir = run_training(config)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["classifier"]["classes"] == ["benign", "malignant"]
+    assert metrics["classifier"]["roc_auc"] is not None
+    assert np.isfinite(metrics["knn"]["accuracy"])
