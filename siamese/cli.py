@@ -19,6 +19,7 @@ from siamese.data.splits import kfold_table, split_table, summarize, write_manif
 from siamese.inference import Predictor, expand_inputs, predictions_table
 from siamese.models import CheckpointError, WeightsUnavailableError
 from siamese.models.backbones import FEATURE_DIMS
+from siamese.report import write_report
 from siamese.training.pipeline import run_training
 
 PRESET_FOR_DATASET = {"digits": "tiny", "synthetic": "tiny", "ham10000": "ham", "isic2020": "isic"}
@@ -129,6 +130,28 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_visualize(args: argparse.Namespace) -> int:
+    from siamese.projection import METHODS, visualize_run
+
+    methods = METHODS if args.method == "both" else (args.method,)
+    written = visualize_run(args.run, methods, args.split, args.max_points, args.seed, wandb_mode=args.wandb)
+    if written["points"] < written["total_points"]:
+        print(f"subsampled {written['points']} of {written['total_points']} points (--max-points)")
+    for path in written["files"]:
+        print(f"wrote {path}")
+    write_report(Path(args.run))
+    return 0
+
+
+def cmd_saliency(args: argparse.Namespace) -> int:
+    from siamese.saliency import saliency_maps
+
+    for path in saliency_maps(args.run, expand_inputs(args.images), args.out):
+        print(f"wrote {path}")
+    write_report(Path(args.run))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="siamese", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -163,6 +186,22 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--format", choices=("table", "json", "csv"), default="table")
     predict.add_argument("--device", default="cpu")
     predict.set_defaults(func=cmd_predict)
+
+    visualize = commands.add_parser("visualize", help="t-SNE / UMAP plots and coordinates of a run's embeddings")
+    visualize.add_argument("run", help="a finished run folder")
+    visualize.add_argument("--method", choices=("tsne", "umap", "both"), default="both")
+    visualize.add_argument("--split", choices=("train", "val", "test", "all"), default="all")
+    visualize.add_argument("--max-points", type=int, default=5000, help="stratified subsample above this")
+    visualize.add_argument("--seed", type=int, default=0)
+    visualize.add_argument("--wandb", choices=("offline", "online", "disabled"), default="disabled",
+                           help="also log plots and an embedding table to the run's W&B run")
+    visualize.set_defaults(func=cmd_visualize)
+
+    saliency = commands.add_parser("saliency", help="Grad-CAM overlays for the predicted class")
+    saliency.add_argument("run", help="a finished run folder")
+    saliency.add_argument("images", nargs="+", help="image files or folders")
+    saliency.add_argument("--out", help="folder for the PNGs (default RUN/saliency)")
+    saliency.set_defaults(func=cmd_saliency)
     return parser
 
 

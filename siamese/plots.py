@@ -8,7 +8,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay  # noqa: E402
 
 CURVES = {
     "embed": (("loss", "triplet loss"), ("triplets_per_batch", "mined triplets / batch"),
@@ -25,14 +27,74 @@ def training_curves(history: pd.DataFrame, stage: str, path: Path) -> Path | Non
     panels = [(c, t) for c, t in CURVES[stage] if c in rows.columns and rows[c].notna().any()]
     if rows.empty or not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3), squeeze=False)
-    for ax, (column, title) in zip(axes[0], panels, strict=True):
+    ncols = min(3, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.9 * nrows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    for ax, (column, title) in zip(axes.flat, panels, strict=False):
         ax.plot(rows["epoch"], rows[column], marker="o", markersize=3)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     fig.suptitle(f"{stage} stage", fontsize=10)
+    return _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def confusion_matrices(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str], path: Path) -> Path:
+    """Counts and row-normalised side by side: the second shows per-class recall at a glance."""
+    labels = np.arange(len(classes))
+    size = max(4.0, 0.6 * len(classes) + 2)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * size, size))
+    for ax, normalize, title in ((axes[0], None, "counts"), (axes[1], "true", "row-normalised (recall)")):
+        ConfusionMatrixDisplay.from_predictions(y_true, y_pred, labels=labels, display_labels=classes,
+                                                normalize=normalize, ax=ax, colorbar=False,
+                                                values_format=".2f" if normalize else "d", xticks_rotation=45)
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def roc_curves(y_true: np.ndarray, proba: np.ndarray, classes: list[str], path: Path) -> Path | None:
+    """Binary ROC, or one-vs-rest for every class present in the test split."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    if len(classes) == 2:
+        RocCurveDisplay.from_predictions(y_true, proba[:, 1], name=f"{classes[1]} vs {classes[0]}", ax=ax)
+    else:
+        for c, name in enumerate(classes):
+            if 0 < (y_true == c).sum() < len(y_true):
+                RocCurveDisplay.from_predictions(y_true == c, proba[:, c], name=name, ax=ax)
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+    ax.set_title("ROC (test)")
+    return _save(fig, path)
+
+
+def per_class_bars(per_class: pd.DataFrame, path: Path) -> Path:
+    """Precision, recall and F1 per class, one group of bars per class."""
+    frame = per_class.set_index("class")[["precision", "recall", "f1"]]
+    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(frame) + 2), 3.5))
+    frame.plot.bar(ax=ax, rot=0, ylim=(0, 1.05))
+    ax.set_title("per-class precision / recall / F1 (test)")
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def image_grid(images: list[np.ndarray], captions: list[str], path: Path, title: str, columns: int = 4) -> Path:
+    """Images with a caption each (the most confident errors, duplicate pairs, ...)."""
+    rows = max(1, -(-len(images) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.9 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, caption in zip(axes.flat, images, captions, strict=False):
+        ax.imshow(image)
+        ax.set_title(caption, fontsize=7)
+    if not images:
+        axes[0, 0].text(0.5, 0.5, "none", ha="center", va="center")
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)

@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from siamese.config import RunConfig, preset
 from siamese.data.embedded import make_synthetic
+from siamese.training.pipeline import run_training
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_HAM = REPO.parent / "shared" / "data" / "ham10000"
@@ -55,3 +57,27 @@ def random_jpegs(folder: Path, n: int, size: int = 40, seed: int = 0) -> list[Pa
         Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(path)
         paths.append(path)
     return paths
+
+
+def tiny_config(out: Path, epochs_embed: int = 3, **data) -> RunConfig:
+    """A synthetic-lesion run small enough for a test: ResNet18, random init, 32 px."""
+    config = preset("tiny")
+    config.data.dataset = "synthetic"
+    config.data.synthetic_lesions_per_class = 10
+    config.data.image_size = 32
+    config.data.augment = "none"
+    for key, value in data.items():
+        setattr(config.data, key, value)
+    config.embed.epochs = epochs_embed
+    config.embed.batch_size = 56
+    config.embed.patience = 10
+    config.classifier.epochs = 30
+    config.wandb = "disabled"
+    config.out = str(out)
+    return config
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory) -> Path:
+    """One trained run shared by the tests that only read it."""
+    return run_training(tiny_config(tmp_path_factory.mktemp("runs") / "run", epochs_embed=4))

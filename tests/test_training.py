@@ -5,36 +5,17 @@ import pandas as pd
 import pytest
 
 from siamese.cli import main
-from siamese.config import RunConfig, preset
+from siamese.config import RunConfig
 from siamese.inference import Predictor, expand_inputs
 from siamese.models import CheckpointError, EmbeddingNet, load_checkpoint
 from siamese.training import metric
 from siamese.training.pipeline import run_training
 
+from .conftest import tiny_config
+
 RUN_FILES = ["config.json", "split.csv", "embedder.pt", "classifier.pt", "history.csv", "metrics.json",
-             "per_class.csv", "preprocess.json", "test_predictions.csv", "curves_embed.png", "curves_classifier.png"]
-
-
-def tiny_config(out, epochs_embed=3, **data) -> RunConfig:
-    config = preset("tiny")
-    config.data.dataset = "synthetic"
-    config.data.synthetic_lesions_per_class = 10
-    config.data.image_size = 32
-    config.data.augment = "none"
-    for key, value in data.items():
-        setattr(config.data, key, value)
-    config.embed.epochs = epochs_embed
-    config.embed.batch_size = 56
-    config.embed.patience = 10
-    config.classifier.epochs = 30
-    config.wandb = "disabled"
-    config.out = str(out)
-    return config
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    return run_training(tiny_config(tmp_path_factory.mktemp("runs") / "run", epochs_embed=4))
+             "per_class.csv", "preprocess.json", "test_predictions.csv", "curves_embed.png", "curves_classifier.png",
+             "confusion_matrix.png", "roc.png", "per_class.png", "confident_errors.png", "report.md"]
 
 
 def test_run_folder_holds_every_file(run_dir):

@@ -49,9 +49,9 @@ class ClassifierTrainer:
             full = np.ones(self.model.arch["n_classes"], dtype=np.float32)
             full[present] = compute_class_weight("balanced", classes=present, y=y_train)
             weight = torch.from_numpy(full).to(self.device)
-        train = TensorDataset(torch.from_numpy(x_train).float(), torch.from_numpy(y_train).long())
-        val_x = torch.from_numpy(x_val).float().to(self.device)
-        val_y = torch.from_numpy(y_val).long().to(self.device)
+        train = TensorDataset(torch.tensor(x_train, dtype=torch.float32), torch.tensor(y_train, dtype=torch.long))
+        val_x = torch.tensor(x_val, dtype=torch.float32, device=self.device)
+        val_y = torch.tensor(y_val, dtype=torch.long, device=self.device)
         for epoch in tqdm(range(self.state["epoch"], self.cfg.epochs), desc="stage 2 (classifier)",
                           initial=self.state["epoch"], total=self.cfg.epochs):
             generator = torch.Generator().manual_seed(self.seed + epoch)

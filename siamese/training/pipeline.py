@@ -31,6 +31,7 @@ from siamese.data.splits import SPLITS, apply_manifest, read_manifest, split_tab
 from siamese.data.table import DataError
 from siamese.models import EmbeddingNet, check_input_size, load_checkpoint
 from siamese.plots import training_curves
+from siamese.report import write_evaluation_plots, write_report
 from siamese.runtime import resolve_device, seed_everything
 from siamese.training.classify import ClassifierTrainer, knn_proba, predict_proba
 from siamese.training.embeddings import cached_embeddings, compute_embeddings
@@ -118,12 +119,23 @@ def prepare_run_dir(config: RunConfig, resume: str | Path | None) -> tuple[RunCo
     return config, run_dir
 
 
-def run_training(config: RunConfig, resume: str | Path | None = None) -> Path:
-    """Train both stages and evaluate; returns the run folder. Safe to interrupt and resume."""
-    config, run_dir = prepare_run_dir(config, resume)
-    seed_everything(config.seed)
-    device = resolve_device(config.device)
-    check_input_size(config.model.backbone, config.data.image_size)
+@dataclass
+class RunData:
+    """A run's images per split (stage-1 training rows for ``train``), targets and preprocessing."""
+
+    parts: dict[str, pd.DataFrame]
+    sources: dict[str, Any]
+    targets: dict[str, np.ndarray]
+    prep: Preprocessing
+    excluded: dict[str, int]
+
+    def dataset(self, split: str, augment: str = "none") -> ImageDataset:
+        return ImageDataset(self.sources[split], self.targets[split],
+                            build_transform(augment, self.prep.mean, self.prep.std))
+
+
+def build_run_data(config: RunConfig, run_dir: Path) -> RunData:
+    """Dataset, split and pixel sources of a run; the same call serves training and later diagnostics."""
     table = resolve_split(load_run_table(config), config, run_dir)
     classes = table.classes
     code = {c: i for i, c in enumerate(classes)}
@@ -133,31 +145,45 @@ def run_training(config: RunConfig, resume: str | Path | None = None) -> Path:
     size = config.data.image_size
     sources = {s: pixel_source(DatasetTable(rows, table.images), size, config.data.cache_dir)
                for s, rows in parts.items()}
-    if config.data.normalization == "train":
-        mean, std = channel_stats(sources["train"], seed=config.seed)
+    saved = run_dir / "preprocess.json"
+    if saved.is_file():
+        prep = Preprocessing.load(saved)
     else:
-        mean, std = IMAGENET_MEAN, IMAGENET_STD
-    prep = Preprocessing(size, tuple(mean), tuple(std), classes)
-    prep.save(run_dir / "preprocess.json")
+        if config.data.normalization == "train":
+            mean, std = channel_stats(sources["train"], seed=config.seed)
+        else:
+            mean, std = IMAGENET_MEAN, IMAGENET_STD
+        prep = Preprocessing(size, tuple(mean), tuple(std), classes)
+        prep.save(saved)
     targets = {s: rows["label"].map(code).to_numpy() for s, rows in parts.items()}
-    plain = build_transform("none", mean, std)
-    datasets = {s: ImageDataset(sources[s], targets[s], plain) for s in parts}
+    return RunData(parts, sources, targets, prep, table.excluded)
+
+
+def run_training(config: RunConfig, resume: str | Path | None = None) -> Path:
+    """Train both stages and evaluate; returns the run folder. Safe to interrupt and resume."""
+    config, run_dir = prepare_run_dir(config, resume)
+    seed_everything(config.seed)
+    device = resolve_device(config.device)
+    check_input_size(config.model.backbone, config.data.image_size)
+    data = build_run_data(config, run_dir)
+    classes, targets = data.prep.classes, data.targets
+    datasets = {s: data.dataset(s) for s in data.parts}
     reference = _reference_subset(datasets["train"], config.embed.max_reference, config.seed)
 
     tracker = Tracker(run_dir, config.to_dict(), config.wandb)
     try:
         model = EmbeddingNet(config.model.backbone, config.model.weights, config.model.embedding_dim,
                              config.model.head_hidden, config.model.dropout)
-        stage1 = MetricTrainer(model, MetricData(ImageDataset(sources["train"], targets["train"],
-                                                              build_transform(config.data.augment, mean, std)),
-                                                 datasets["val"], reference),
+        stage1 = MetricTrainer(model, MetricData(data.dataset("train", config.data.augment), datasets["val"],
+                                                 reference),
                                config.embed, device, run_dir, tracker, config.amp, config.channels_last,
                                config.data.num_workers, config.seed)
         stage1.resume()
         embed_history = stage1.fit()
         best = load_checkpoint(run_dir / "embedder.pt", model.arch)
         model.load_state_dict(best["state"])
-        embeddings = {s: _split_embeddings(model, datasets[s], parts[s], run_dir, config, device) for s in parts}
+        embeddings = {s: split_embeddings(model, datasets[s], data.parts[s], run_dir, config, device)
+                      for s in data.parts}
 
         stage2 = ClassifierTrainer(len(classes), config.model.embedding_dim, config.classifier, device, run_dir,
                                    tracker, config.seed)
@@ -171,12 +197,18 @@ def run_training(config: RunConfig, resume: str | Path | None = None) -> Path:
 
         history = pd.DataFrame(embed_history + classifier_history)
         history.to_csv(run_dir / "history.csv", index=False)
-        curves = {f"curves_{s}": training_curves(history, s, run_dir / f"curves_{s}.png")
-                  for s in ("embed", "classifier")}
+        figures = {f"curves_{s}": training_curves(history, s, run_dir / f"curves_{s}.png")
+                   for s in ("embed", "classifier")}
         results = evaluate_run(run_dir, embeddings, targets, classes, classifier, config, device,
                                best_epochs={"embed": best["epoch"], "classifier": stage2.state["best_epoch"]},
-                               excluded=table.excluded)
-        tracker.log_images({k: v for k, v in curves.items() if v is not None})
+                               excluded=data.excluded)
+        figures.update(write_evaluation_plots(run_dir, data.sources["test"]))
+        write_report(run_dir)
+        tracker.log_images({k: v for k, v in figures.items() if v is not None})
+        tracker.log_table("test/per_class", pd.read_csv(run_dir / "per_class.csv"))
+        tracker.log_table("test/metrics", pd.DataFrame(
+            [{"model": m, **{k: v for k, v in results[m].items() if isinstance(v, float)}}
+             for m in ("classifier", "knn")]))
         tracker.summary({f"test/{k}": v for k, v in results["classifier"].items() if isinstance(v, float)})
     finally:
         tracker.finish()
@@ -204,7 +236,7 @@ class _Rows:
         return self.source[int(self.rows[i])]
 
 
-def _split_embeddings(model: EmbeddingNet, dataset: ImageDataset, rows: pd.DataFrame, run_dir: Path,
+def split_embeddings(model: EmbeddingNet, dataset: ImageDataset, rows: pd.DataFrame, run_dir: Path,
                       config: RunConfig, device: Any) -> np.ndarray:
     path = run_dir / "embeddings" / f"{rows['split'].iloc[0]}.npz"
     path.parent.mkdir(exist_ok=True)

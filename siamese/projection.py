@@ -1,0 +1,146 @@
+"""2-D projections of a run's embeddings (t-SNE, UMAP), coloured by class and by split.
+
+Colouring by split is what makes leakage or drift visible: test points sitting on top of their own
+training twins, or a split that lives in a corner of the space by itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.offsetbox import AnnotationBbox, OffsetImage  # noqa: E402
+from sklearn.manifold import TSNE  # noqa: E402
+
+from siamese.config import RunConfig  # noqa: E402
+from siamese.data.splits import SPLITS  # noqa: E402
+from siamese.models import EmbeddingNet, load_checkpoint  # noqa: E402
+from siamese.runtime import resolve_device  # noqa: E402
+from siamese.training.pipeline import build_run_data, split_embeddings  # noqa: E402
+
+METHODS = ("tsne", "umap")
+
+
+def run_embeddings(run_dir: Path, splits: list[str]) -> tuple[pd.DataFrame, np.ndarray, Any]:
+    """Embeddings of the requested splits: the run's cache when present, recomputed from embedder.pt if not."""
+    config = RunConfig.load(run_dir / "config.json")
+    data = build_run_data(config, run_dir)
+    model = None
+    frames, arrays = [], []
+    for split in splits:
+        path = run_dir / "embeddings" / f"{split}.npz"
+        ids = data.parts[split]["image_id"].astype(str).to_numpy()
+        if model is None and not path.is_file():
+            checkpoint = load_checkpoint(run_dir / "embedder.pt")
+            model = EmbeddingNet.from_arch(checkpoint["arch"])
+            model.load_state_dict(checkpoint["state"])
+        arrays.append(split_embeddings(model, data.dataset(split), data.parts[split], run_dir, config,
+                                       resolve_device("cpu")))
+        frames.append(pd.DataFrame({"image_id": ids, "split": split, "label": data.parts[split]["label"].to_numpy(),
+                                    "row": np.arange(len(ids))}))
+    return pd.concat(frames, ignore_index=True), np.concatenate(arrays), data
+
+
+def stratified_sample(frame: pd.DataFrame, max_points: int, seed: int = 0) -> np.ndarray:
+    """Row positions of at most ``max_points`` points with every class's share kept."""
+    if len(frame) <= max_points:
+        return np.arange(len(frame))
+    fraction = max_points / len(frame)
+    picks = frame.groupby("label", group_keys=False).apply(
+        lambda g: g.sample(n=max(1, int(round(len(g) * fraction))), random_state=seed), include_groups=False)
+    return np.sort(frame.index.get_indexer(picks.index))
+
+
+def project(embeddings: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
+    n = len(embeddings)
+    if method == "tsne":
+        return TSNE(n_components=2, init="pca", perplexity=min(30.0, max(2.0, (n - 1) / 3)),
+                    random_state=seed).fit_transform(embeddings)
+    if method == "umap":
+        import umap
+
+        reducer = umap.UMAP(n_components=2, n_neighbors=min(15, n - 1), random_state=seed, n_jobs=1)
+        return reducer.fit_transform(embeddings)
+    raise ValueError(f"unknown projection {method!r}; choose from {METHODS}")
+
+
+def scatter(coords: pd.DataFrame, colour_by: str, path: Path, title: str, thumbnails: list | None = None) -> Path:
+    fig, ax = plt.subplots(figsize=(8, 7))
+    groups = sorted(coords[colour_by].unique())
+    cmap = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20")
+    for i, group in enumerate(groups):
+        part = coords[coords[colour_by] == group]
+        ax.scatter(part["x"], part["y"], s=8, color=cmap(i % cmap.N), label=str(group), alpha=0.75, linewidths=0)
+    wrong = coords[coords["misclassified"]]
+    if len(wrong):
+        ax.scatter(wrong["x"], wrong["y"], s=28, facecolors="none", edgecolors="black", linewidths=0.7,
+                   label="misclassified (test)")
+    for image, x, y in thumbnails or []:
+        ax.add_artist(AnnotationBbox(OffsetImage(image, zoom=24 / max(image.shape[:2])), (x, y), frameon=True,
+                                     pad=0.1))
+    ax.legend(markerscale=2, fontsize=8, loc="best")
+    ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def visualize_run(run_dir: str | Path, methods: tuple[str, ...] = METHODS, split: str = "all",
+                  max_points: int = 5000, seed: int = 0, per_class_thumbnails: int = 2,
+                  wandb_mode: str | None = None) -> dict[str, Any]:
+    """Projections, plots and coordinate CSVs under ``RUN_DIR/projections``; returns what it wrote."""
+    run_dir = Path(run_dir)
+    splits = list(SPLITS) if split == "all" else [split]
+    frame, embeddings, data = run_embeddings(run_dir, splits)
+    total = len(frame)
+    picks = stratified_sample(frame, max_points, seed)
+    frame, embeddings = frame.iloc[picks].reset_index(drop=True), embeddings[picks]
+    predictions = pd.read_csv(run_dir / "test_predictions.csv", dtype=str) if (
+        run_dir / "test_predictions.csv").is_file() else pd.DataFrame(columns=["image_id", "label", "classifier_pred"])
+    wrong_ids = set(predictions.loc[predictions["label"] != predictions["classifier_pred"], "image_id"])
+    frame["misclassified"] = (frame["split"] == "test") & frame["image_id"].isin(wrong_ids)
+    out_dir = run_dir / "projections"
+    out_dir.mkdir(exist_ok=True)
+    written: dict[str, Any] = {"points": len(frame), "total_points": total, "files": []}
+    rng = np.random.default_rng(seed)
+    for method in methods:
+        coords = frame.assign(**dict(zip(("x", "y"), project(embeddings, method, seed).T, strict=True)))
+        stem = f"{method}_{split}"
+        coords[["image_id", "split", "label", "x", "y", "misclassified"]].to_csv(out_dir / f"{stem}.csv", index=False)
+        thumbs = []
+        for _, group in coords.groupby("label"):
+            for _, row in group.iloc[rng.permutation(len(group))[:per_class_thumbnails]].iterrows():
+                thumbs.append((data.sources[row["split"]][int(row["row"])], row["x"], row["y"]))
+        name = method.upper() if method == "umap" else "t-SNE"
+        written["files"] += [
+            out_dir / f"{stem}.csv",
+            scatter(coords, "label", out_dir / f"{stem}_by_class.png", f"{name} of embeddings ({split}), by class",
+                    thumbs),
+            scatter(coords, "split", out_dir / f"{stem}_by_split.png", f"{name} of embeddings ({split}), by split"),
+        ]
+        written[method] = coords
+    if wandb_mode and wandb_mode != "disabled":
+        _log_to_wandb(run_dir, written, wandb_mode)
+    return written
+
+
+def _log_to_wandb(run_dir: Path, written: dict[str, Any], mode: str) -> None:
+    from siamese.training.tracking import Tracker
+
+    tracker = Tracker(run_dir, RunConfig.load(run_dir / "config.json").to_dict(), mode)
+    try:
+        tracker.log_images({p.stem: p for p in written["files"] if p.suffix == ".png"})
+        for method in METHODS:
+            if method in written:
+                tracker.log_table(f"projection/{method}", written[method][["image_id", "split", "label", "x", "y"]])
+    finally:
+        tracker.finish()

@@ -1,0 +1,98 @@
+"""The evaluation figures and the one-page ``report.md`` of a run, readable without any dashboard."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from siamese.data.images import PixelSource
+from siamese.plots import confusion_matrices, image_grid, per_class_bars, roc_curves
+
+EVALUATION_PLOTS = ("confusion_matrix.png", "roc.png", "per_class.png", "confident_errors.png")
+
+
+def test_predictions(run_dir: Path) -> tuple[pd.DataFrame, list[str]]:
+    classes = json.loads((run_dir / "preprocess.json").read_text())["classes"]
+    return pd.read_csv(run_dir / "test_predictions.csv", dtype={"image_id": str, "label": str,
+                                                                "classifier_pred": str, "knn_pred": str}), classes
+
+
+def write_evaluation_plots(run_dir: Path, test_pixels: PixelSource, errors: int = 12) -> dict[str, Path]:
+    """Confusion matrices, ROC, per-class bars and the most confident test errors with their images."""
+    frame, classes = test_predictions(run_dir)
+    code = {c: i for i, c in enumerate(classes)}
+    y_true = frame["label"].map(code).to_numpy()
+    proba = frame[[f"classifier_p_{c}" for c in classes]].to_numpy()
+    y_pred = proba.argmax(axis=1)
+    per_class = pd.read_csv(run_dir / "per_class.csv")
+    out = {
+        "confusion_matrix": confusion_matrices(y_true, y_pred, classes, run_dir / "confusion_matrix.png"),
+        "roc": roc_curves(y_true, proba, classes, run_dir / "roc.png"),
+        "per_class": per_class_bars(per_class[per_class["model"] == "classifier"], run_dir / "per_class.png"),
+    }
+    confidence = proba.max(axis=1)
+    wrong = np.flatnonzero(y_pred != y_true)
+    worst = wrong[np.argsort(-confidence[wrong])][:errors]
+    captions = [f"{frame['image_id'].iloc[i]}\ntrue {classes[y_true[i]]}, said {classes[y_pred[i]]} "
+                f"({confidence[i]:.2f})" for i in worst]
+    out["confident_errors"] = image_grid([test_pixels[int(i)] for i in worst], captions,
+                                         run_dir / "confident_errors.png", "most confident test errors")
+    return out
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    cells = frame.map(lambda v: f"{v:.3f}" if isinstance(v, float) else str(v))
+    lines = ["| " + " | ".join(frame.columns) + " |", "|---" * len(frame.columns) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in cells.to_numpy()]
+    return "\n".join(lines)
+
+
+def _metrics_table(metrics: dict) -> str:
+    columns = ["accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1", "roc_auc"]
+    columns += [k for k in metrics["classifier"] if k.startswith("top") and k.endswith("_accuracy")]
+    lines = ["| model | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name in ("classifier", "knn"):
+        values = [metrics[name].get(c) for c in columns]
+        lines.append(f"| {name} | " + " | ".join("n/a" if v is None else f"{v:.3f}" for v in values) + " |")
+    return "\n".join(lines)
+
+
+def write_report(run_dir: Path) -> Path:
+    """``report.md``: metrics, per-class table, data summary and every figure the run folder holds."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    config = json.loads((run_dir / "config.json").read_text())
+    per_class = pd.read_csv(run_dir / "per_class.csv")
+    lines = [
+        f"# Run report: {run_dir.name}",
+        "",
+        f"Dataset `{config['data']['dataset']}`, backbone `{config['model']['backbone']}` "
+        f"(weights `{config['model']['weights']}`), {config['data']['image_size']} px, "
+        f"embedding {config['model']['embedding_dim']}-d, seed {config['seed']}. "
+        f"Best epochs: {metrics['best_epochs']}. Split sizes: {metrics['split_sizes']}.",
+        "",
+        f"Excluded images: {metrics['excluded'] or 'none'}.",
+        "",
+        "## Test metrics",
+        "",
+        _metrics_table(metrics),
+        "",
+        "## Per class (test)",
+        "",
+        _markdown(per_class),
+        "",
+        "## Figures",
+        "",
+    ]
+    figures = sorted(p.relative_to(run_dir) for p in run_dir.glob("*.png"))
+    figures += sorted(p.relative_to(run_dir) for p in (run_dir / "projections").glob("*.png"))
+    figures += sorted(p.relative_to(run_dir) for p in (run_dir / "saliency").glob("*.png"))
+    for figure in figures:
+        lines += [f"### {figure.stem.replace('_', ' ')}", "", f"![{figure.stem}]({figure.as_posix()})", ""]
+    lines += ["## Files", "", "`metrics.json`, `per_class.csv`, `test_predictions.csv`, `history.csv`, "
+              "`split.csv`, `config.json`."]
+    path = run_dir / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

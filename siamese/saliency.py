@@ -1,0 +1,72 @@
+"""Grad-CAM overlays for the predicted class, through the frozen embedder and the classifier together.
+
+Uses the maintained ``grad-cam`` package (pytorch_grad_cam) rather than hand-written hooks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from pytorch_grad_cam import GradCAM  # noqa: E402
+from pytorch_grad_cam.utils.image import show_cam_on_image  # noqa: E402
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
+from torch import nn  # noqa: E402
+
+from siamese.data.images import load_image  # noqa: E402
+from siamese.inference import Predictor  # noqa: E402
+from siamese.models import DenseClassifier, EmbeddingNet  # noqa: E402
+
+
+class EndToEnd(nn.Module):
+    """Image to class logits; a binary head becomes two columns (-z, z) so each class has a target."""
+
+    def __init__(self, embedder: EmbeddingNet, classifier: DenseClassifier) -> None:
+        super().__init__()
+        self.embedder, self.classifier = embedder, classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.classifier(self.embedder(x))
+        return torch.cat([-logits, logits], dim=1) if self.classifier.binary else logits
+
+
+def target_layer(embedder: EmbeddingNet) -> nn.Module:
+    """The last convolutional block, where Grad-CAM still has spatial resolution and high-level meaning."""
+    backbone = embedder.backbone
+    if hasattr(backbone, "Mixed_7c"):
+        return backbone.Mixed_7c
+    return backbone.layer4[-1]
+
+
+def saliency_maps(run_dir: str | Path, images: list[Path], out_dir: str | Path | None = None) -> list[Path]:
+    """One PNG per image: the image, and the Grad-CAM overlay for its predicted class."""
+    predictor = Predictor(run_dir)
+    out_dir = Path(out_dir) if out_dir else Path(run_dir) / "saliency"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = EndToEnd(predictor.embedder, predictor.classifier).eval()
+    written = []
+    with GradCAM(model=model, target_layers=[target_layer(predictor.embedder)]) as cam:
+        for path, prediction in zip(images, predictor.predict(images, top_k=1), strict=True):
+            pixels = load_image(path, predictor.prep.image_size)
+            batch = predictor.transform(pixels).unsqueeze(0)
+            index = predictor.prep.classes.index(prediction.label)
+            mask = cam(input_tensor=batch, targets=[ClassifierOutputTarget(index)])[0]
+            overlay = show_cam_on_image(pixels.astype(np.float32) / 255.0, mask, use_rgb=True)
+            fig, axes = plt.subplots(1, 2, figsize=(6, 3.2))
+            for ax, picture, title in ((axes[0], pixels, Path(path).name),
+                                       (axes[1], overlay, f"Grad-CAM: {prediction.label} "
+                                                          f"({prediction.top_k[0][1]:.2f})")):
+                ax.imshow(picture)
+                ax.set_title(title, fontsize=8)
+                ax.axis("off")
+            fig.tight_layout()
+            target = out_dir / f"{Path(path).stem}_gradcam.png"
+            fig.savefig(target, dpi=110)
+            plt.close(fig)
+            written.append(target)
+    return written

@@ -1,0 +1,74 @@
+import pandas as pd
+import pytest
+from PIL import Image
+
+from siamese.cli import main
+from siamese.data import make_synthetic
+from siamese.projection import stratified_sample, visualize_run
+from siamese.saliency import saliency_maps
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def is_png(path) -> bool:
+    return path.is_file() and path.stat().st_size > 1000 and path.read_bytes()[:8] == PNG
+
+
+def test_visualize_writes_plots_and_one_row_per_embedded_image(run_dir, capsys):
+    assert main(["visualize", str(run_dir), "--method", "both", "--split", "all"]) == 0
+    split = pd.read_csv(run_dir / "split.csv")
+    embedded = len(pd.read_csv(run_dir / "test_predictions.csv"))
+    for method in ("tsne", "umap"):
+        coords = pd.read_csv(run_dir / "projections" / f"{method}_all.csv")
+        assert {"image_id", "split", "label", "x", "y", "misclassified"} <= set(coords.columns)
+        assert coords["image_id"].is_unique and coords[["x", "y"]].notna().all().all()
+        assert set(coords["split"]) == {"train", "val", "test"}
+        assert (coords["split"] == "test").sum() == embedded
+        assert (coords["split"] == "val").sum() == (split["split"] == "val").sum()
+        assert coords.loc[coords["misclassified"], "split"].eq("test").all()
+        for view in ("by_class", "by_split"):
+            assert is_png(run_dir / "projections" / f"{method}_all_{view}.png")
+    report = (run_dir / "report.md").read_text()
+    assert "projections/umap_all_by_split.png" in report and "| classifier |" in report
+
+
+def test_max_points_subsamples_and_says_so(run_dir, capsys):
+    written = visualize_run(run_dir, ("tsne",), "test", max_points=20)
+    assert written["points"] <= 22 and written["total_points"] > written["points"]
+    assert len(pd.read_csv(run_dir / "projections" / "tsne_test.csv")) == written["points"]
+    main(["visualize", str(run_dir), "--method", "tsne", "--split", "test", "--max-points", "20"])
+    assert "subsampled" in capsys.readouterr().out
+
+
+def test_stratified_sample_keeps_every_class():
+    frame = pd.DataFrame({"label": ["a"] * 90 + ["b"] * 10})
+    picks = stratified_sample(frame, 20)
+    assert frame.iloc[picks]["label"].value_counts().to_dict() == {"a": 18, "b": 2}
+
+
+def test_evaluation_plots_are_valid_pngs(run_dir):
+    for name in ("confusion_matrix.png", "roc.png", "per_class.png", "confident_errors.png", "curves_embed.png"):
+        assert is_png(run_dir / name), name
+
+
+def test_saliency_overlays(run_dir, tmp_path):
+    table = make_synthetic(lesions_per_class=1, seed=5)
+    paths = []
+    for i in range(2):
+        Image.fromarray(table.images[i]).save(tmp_path / f"lesion_{i}.png")
+        paths.append(tmp_path / f"lesion_{i}.png")
+    written = saliency_maps(run_dir, paths, tmp_path / "cams")
+    assert [p.name for p in written] == ["lesion_0_gradcam.png", "lesion_1_gradcam.png"]
+    assert all(is_png(p) for p in written)
+
+
+def test_saliency_refuses_a_missing_image(run_dir, tmp_path, capsys):
+    assert main(["saliency", str(run_dir), str(tmp_path / "absent.jpg")]) == 2
+    assert "absent.jpg" in capsys.readouterr().err
+
+
+def test_unknown_projection_method():
+    from siamese.projection import project
+
+    with pytest.raises(ValueError, match="unknown projection"):
+        project(pd.DataFrame([[0.0, 1.0]] * 5).to_numpy(), "pca")
