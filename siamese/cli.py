@@ -152,6 +152,52 @@ def cmd_saliency(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dedup(args: argparse.Namespace) -> int:
+    from siamese.dedup.find import DEFAULT_THRESHOLDS, DedupSettings, find_duplicates
+
+    methods = ("embedding", "phash") if args.method == "both" else (args.method,)
+    settings = DedupSettings(
+        methods=methods, backbone=args.backbone, weights=args.weights, run_dir=args.run, image_size=args.image_size,
+        embedding_threshold=args.threshold if args.threshold is not None else DEFAULT_THRESHOLDS["embedding"],
+        phash_threshold=args.phash_threshold, cache_dir=args.cache_dir)
+    if args.method == "phash" and args.threshold is not None:
+        settings.phash_threshold = args.threshold
+    table = load_dataset(args.dataset, args.data_dir, args.metadata, binary=args.binary)
+    against = None
+    if args.against:
+        against = load_dataset(args.against_dataset or args.dataset, args.against, binary=args.binary)
+    result = find_duplicates(table, settings, args.out, against)
+    by_method = result.pairs["method"].value_counts().to_dict()
+    print(f"{len(result.pairs)} pair(s) {by_method}, {result.clusters['cluster'].nunique()} cluster(s), "
+          f"{len(result.conflicts)} label-conflicting pair(s)")
+    for path in result.files:
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_compare_pairs(args: argparse.Namespace) -> int:
+    from siamese.dedup.compare import compare_pairs
+
+    report = compare_pairs(read_pairs(args.found), read_pair_files(args.reference))
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+def cmd_leakage(args: argparse.Namespace) -> int:
+    from siamese.leakage import run_leakage_experiment
+
+    config = config_from_args(args)
+    config.data.duplicates = None
+    out = args.out or f"runs/leakage-{config.data.dataset}"
+    table = run_leakage_experiment(config, out, args.duplicates)
+    print(table.to_string(index=False))
+    print(f"results in {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="siamese", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -202,6 +248,32 @@ def build_parser() -> argparse.ArgumentParser:
     saliency.add_argument("images", nargs="+", help="image files or folders")
     saliency.add_argument("--out", help="folder for the PNGs (default RUN/saliency)")
     saliency.set_defaults(func=cmd_saliency)
+
+    dedup = commands.add_parser("dedup", help="find near-duplicate images (CNN features and/or perceptual hash)")
+    add_data_arguments(dedup, default=None)
+    dedup.add_argument("--method", choices=("embedding", "phash", "both"), default="embedding")
+    dedup.add_argument("--threshold", type=float,
+                       help="max distance of a pair (embedding: cosine, default 0.1; phash: bits/64, default 3/64)")
+    dedup.add_argument("--phash-threshold", type=float, default=3 / 64, help="phash threshold with --method both")
+    dedup.add_argument("--backbone", choices=sorted(FEATURE_DIMS), default="resnet50")
+    dedup.add_argument("--weights", default="imagenet", help="imagenet | none | PATH")
+    dedup.add_argument("--run", help="use this run's trained embedder instead of a backbone")
+    dedup.add_argument("--image-size", type=int, default=224)
+    dedup.add_argument("--against", help="a second dataset's folder: report only pairs across the two")
+    dedup.add_argument("--against-dataset", choices=DATASETS, help="reader for --against (default --dataset)")
+    dedup.add_argument("--cache-dir", help="descriptor cache (default OUT_DIR/.dedup_cache)")
+    dedup.add_argument("--out", required=True, help="pairs CSV; *_clusters.csv, *_conflicts.csv, *_top.png beside it")
+    dedup.set_defaults(func=cmd_dedup)
+
+    compare = commands.add_parser("compare-pairs", help="recall and distances of found pairs vs a reference list")
+    compare.add_argument("found", help="pairs CSV from dedup")
+    compare.add_argument("--reference", action="append", required=True, help="reference pair CSV (repeatable)")
+    compare.add_argument("--out", help="also write the JSON here")
+    compare.set_defaults(func=cmd_compare_pairs)
+
+    leakage = commands.add_parser("leakage", help="same model trained on a naive and on a grouped split")
+    add_train_arguments(leakage)
+    leakage.set_defaults(func=cmd_leakage, dataset="synthetic")
     return parser
 
 

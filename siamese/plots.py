@@ -98,3 +98,16 @@ def image_grid(images: list[np.ndarray], captions: list[str], path: Path, title:
         axes[0, 0].text(0.5, 0.5, "none", ha="center", va="center")
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)
+
+
+def confusion_matrix_panels(matrices: dict[str, list[list[int]]], classes: list[str], path: Path) -> Path:
+    """Row-normalised confusion matrices side by side, one per named model or split."""
+    size = max(4.0, 0.6 * len(classes) + 2)
+    fig, axes = plt.subplots(1, len(matrices), figsize=(size * len(matrices), size), squeeze=False)
+    for ax, (title, counts) in zip(axes[0], matrices.items(), strict=True):
+        counts = np.asarray(counts, dtype=float)
+        shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        ConfusionMatrixDisplay(shares, display_labels=classes).plot(ax=ax, colorbar=False, values_format=".2f",
+                                                                     xticks_rotation=45)
+        ax.set_title(title)
+    return _save(fig, path)

@@ -43,8 +43,9 @@ def write_evaluation_plots(run_dir: Path, test_pixels: PixelSource, errors: int 
     return out
 
 
-def _markdown(frame: pd.DataFrame) -> str:
-    cells = frame.map(lambda v: f"{v:.3f}" if isinstance(v, float) else str(v))
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A DataFrame as a Markdown table (floats to 3 decimals, missing values as n/a)."""
+    cells = frame.map(lambda v: "n/a" if v is None or v != v else (f"{v:.3f}" if isinstance(v, float) else str(v)))
     lines = ["| " + " | ".join(frame.columns) + " |", "|---" * len(frame.columns) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in cells.to_numpy()]
     return "\n".join(lines)
@@ -81,7 +82,7 @@ def write_report(run_dir: Path) -> Path:
         "",
         "## Per class (test)",
         "",
-        _markdown(per_class),
+        markdown_table(per_class),
         "",
         "## Figures",
         "",

@@ -1,0 +1,148 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from siamese.cli import main
+from siamese.data import DatasetTable, audit_manifest, make_synthetic, read_manifest
+from siamese.dedup.compare import compare_pairs
+from siamese.dedup.find import DedupSettings, find_duplicates
+from siamese.dedup.search import cosine_pairs, dbscan_clusters, hamming_pairs
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """One image per distinct lesion, plus exact, rescaled, mirrored and re-lit copies under new ids."""
+    source = make_synthetic(lesions_per_class=5, max_images_per_lesion=1, duplicate_fraction=0, seed=11)
+    frame = source.frame[source.frame["copy_kind"] == ""]
+    images = [source.images[i] for i in frame["index"]]
+    rows = frame[["image_id", "label", "group"]].to_dict("records")
+    truth = []
+    for k, (src, kind) in enumerate([(0, "exact"), (6, "rescaled"), (12, "mirrored"), (18, "relit"),
+                                     (24, "conflict")]):
+        pixels = images[src]
+        if kind == "rescaled":
+            pixels = np.array(Image.fromarray(pixels).resize((40, 40)).resize((64, 64)))
+        elif kind == "mirrored":
+            pixels = pixels[:, ::-1]
+        elif kind == "relit":
+            pixels = np.clip(pixels.astype(float) * 1.05 + 4, 0, 255).astype(np.uint8)
+        label = rows[src]["label"] if kind != "conflict" else ("nv" if rows[src]["label"] != "nv" else "mel")
+        images.append(np.ascontiguousarray(pixels))
+        rows.append({"image_id": f"COPY_{kind}", "label": label, "group": f"COPY_G{k}"})
+        truth.append((rows[src]["image_id"], f"COPY_{kind}"))
+    table = pd.DataFrame(rows).assign(dataset="planted", index=np.arange(len(rows)))
+    root = tmp_path_factory.mktemp("planted")
+    for row, pixels in zip(rows, images, strict=True):
+        Image.fromarray(pixels).save(root / f"{row['image_id']}.png")
+    pd.DataFrame({"path": [f"{r['image_id']}.png" for r in rows], "label": [r["label"] for r in rows],
+                  "group": [r["group"] for r in rows]}).to_csv(root / "images.csv", index=False)
+    return DatasetTable(table, np.stack(images)), {tuple(sorted(p)) for p in truth}, root
+
+
+def keys(pairs: pd.DataFrame) -> set:
+    return {tuple(sorted(p)) for p in zip(pairs["from_img"], pairs["to_img"], strict=True)}
+
+
+def test_phash_finds_every_planted_copy_and_no_distinct_pair(planted, tmp_path):
+    table, truth, _ = planted
+    settings = DedupSettings(methods=("phash",), image_size=64, cache_dir=str(tmp_path / "cache"))
+    result = find_duplicates(table, settings, tmp_path / "pairs.csv")
+    assert keys(result.pairs) == truth
+
+
+@pytest.mark.parametrize("descriptor", ["backbone", "run"])
+def test_embedding_finds_exact_and_mirrored_copies_and_no_distinct_pair(planted, run_dir, tmp_path, descriptor):
+    """Random or briefly trained weights can only vouch for pixel-identical content (mirrors included,
+    thanks to flip-averaged features); rescaled and re-lit copies need real pretrained weights."""
+    table, truth, _ = planted
+    settings = DedupSettings(methods=("embedding",), backbone="resnet18", weights="none", image_size=64,
+                             cache_dir=str(tmp_path / "cache"), embedding_threshold=1e-4)
+    if descriptor == "run":
+        settings.run_dir, settings.image_size = str(run_dir), 32
+    found = keys(find_duplicates(table, settings, tmp_path / "pairs.csv").pairs)
+    pixel_identical = {k for k in truth if any(name in k[0] for name in ("exact", "mirrored", "conflict"))}
+    assert pixel_identical <= found <= truth
+
+
+def test_outputs_conflicts_clusters_grid_and_cache(planted, tmp_path):
+    table, truth, _ = planted
+    settings = DedupSettings(methods=("phash",), image_size=64, cache_dir=str(tmp_path / "cache"))
+    result = find_duplicates(table, settings, tmp_path / "pairs.csv")
+    assert result.files[0] == tmp_path / "pairs.csv"
+    assert list(pd.read_csv(tmp_path / "pairs.csv").columns) == ["from_img", "to_img", "distance", "method"]
+    conflicts = pd.read_csv(tmp_path / "pairs_conflicts.csv")
+    assert conflicts["to_img"].tolist() == ["COPY_conflict"]
+    clusters = pd.read_csv(tmp_path / "pairs_clusters.csv")
+    assert clusters["cluster"].nunique() == len(truth) and (clusters["size"] == 2).all()
+    assert (tmp_path / "pairs_top.png").stat().st_size > 1000
+    cache_files = sorted((tmp_path / "cache").glob("*.npy"))
+    assert len(cache_files) == 1
+    stamp = cache_files[0].stat().st_mtime_ns
+    settings.phash_threshold = 0.0
+    find_duplicates(table, settings, tmp_path / "strict.csv")
+    assert cache_files[0].stat().st_mtime_ns == stamp
+
+
+def test_pairs_round_trip_into_split(planted, tmp_path):
+    _, truth, root = planted
+    pairs = tmp_path / "pairs.csv"
+    assert main(["dedup", "--dataset", "csv", "--metadata", str(root / "images.csv"), "--method", "phash",
+                 "--image-size", "64", "--out", str(pairs)]) == 0
+    split = tmp_path / "split.csv"
+    assert main(["split", "--dataset", "csv", "--metadata", str(root / "images.csv"), "--duplicates", str(pairs),
+                 "--test", "0.25", "--val", "0.25", "--out", str(split)]) == 0
+    report = audit_manifest(read_manifest(split), pd.read_csv(pairs))
+    assert report["duplicate_pairs"] == len(truth) and report["straddling_duplicate_pairs"] == 0
+    assert report["label_conflict_pairs"] == 1
+
+
+def test_against_reports_only_cross_dataset_pairs(planted, tmp_path):
+    table, _, _ = planted
+    first = DatasetTable(table.frame.iloc[:20].reset_index(drop=True), table.images)
+    second = DatasetTable(table.frame.iloc[20:].reset_index(drop=True), table.images)
+    settings = DedupSettings(methods=("phash",), image_size=64, cache_dir=str(tmp_path / "cache"))
+    pairs = find_duplicates(first, settings, tmp_path / "cross.csv", against=second).pairs
+    assert len(pairs) > 0
+    assert pairs["from_img"].isin(first.frame["image_id"]).all()
+    assert pairs["to_img"].isin(second.frame["image_id"]).all()
+
+
+def test_search_primitives():
+    a = np.eye(4, dtype=np.float32)
+    a[3] = a[0]
+    pairs = cosine_pairs(a, threshold=0.01, chunk=2)
+    assert pairs[["i", "j"]].values.tolist() == [[0, 3]]
+    codes = np.array([[0, 0, 0], [1, 1, 1], [0xFFFF, 0xFFFF, 0xFFFF]], dtype=np.uint64)
+    assert hamming_pairs(codes, threshold=1 / 64)[["i", "j"]].values.tolist() == [[0, 1]]
+    labels = dbscan_clusters(5, pd.DataFrame({"i": [0, 1], "j": [1, 2], "distance": [0.0, 0.05]}), 0.1)
+    assert labels[0] == labels[1] == labels[2] >= 0 and labels[3] == labels[4] == -1
+
+
+def test_compare_pairs_against_a_reference(tmp_path, capsys):
+    found = pd.DataFrame({"from_img": ["a", "c", "e"], "to_img": ["b", "d", "f"], "distance": [0.01, 0.02, 0.3]})
+    reference = pd.DataFrame({"from_img": ["b", "x"], "to_img": ["a", "y"], "distance": [np.nan, np.nan]})
+    report = compare_pairs(found, reference)
+    assert report["recall"] == 0.5 and report["extra_pairs"] == 2
+    assert report["reference_pair_distance"]["max"] == 0.01
+    assert report["missed_examples"] == [["x", "y"]]
+    found.to_csv(tmp_path / "found.csv", index=False)
+    reference.iloc[:, :2].to_csv(tmp_path / "ref.csv", index=False)
+    assert main(["compare-pairs", str(tmp_path / "found.csv"), "--reference", str(tmp_path / "ref.csv")]) == 0
+    assert json.loads(capsys.readouterr().out)["recall"] == 0.5
+
+
+def test_compare_with_published_ham_lists(shared_ham, tmp_path):
+    reference = pd.concat([pd.read_csv(shared_ham / f) for f in ("newly_discovered_duplicates.csv",
+                                                                  "near_duplicates_different_times.csv")])
+    found = reference.rename(columns={"similarity": "distance"}).head(10)
+    found["from_img"] = found["from_img"].str.replace(".jpg", "")
+    found.to_csv(tmp_path / "found.csv", index=False)
+    args = ["compare-pairs", str(tmp_path / "found.csv"), "--out", str(tmp_path / "c.json")]
+    for name in ("newly_discovered_duplicates.csv", "near_duplicates_different_times.csv"):
+        args += ["--reference", str(shared_ham / name)]
+    assert main(args) == 0
+    report = json.loads((tmp_path / "c.json").read_text())
+    assert report["reference_pairs"] == 20 and report["recall"] == 0.5
