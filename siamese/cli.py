@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -97,11 +98,14 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     data.binary = data.binary or args.binary
     data.drop_conflicts = data.drop_conflicts or args.drop_conflicts
     clf.class_weights = clf.class_weights or args.class_weights
+    config.compile = config.compile or args.compile
     return config
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     run_dir = run_training(config_from_args(args), resume=args.resume)
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun workers leave reporting to rank 0
+        return 0
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for name in ("classifier", "knn"):
         m = metrics[name]
@@ -299,6 +303,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-workers", type=int)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--compile", action="store_true", help="torch.compile the embedding net (stage 1)")
     parser.add_argument("--out", help="run folder (default runs/DATASET-TIME)")
     parser.add_argument("--resume", help="continue an interrupted run folder")
     parser.add_argument("--wandb", choices=("offline", "online", "disabled"))

@@ -91,6 +91,7 @@ class RunConfig:
     wandb: str = "offline"
     amp: bool = True
     channels_last: bool = True
+    compile: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

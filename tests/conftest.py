@@ -72,6 +72,7 @@ def tiny_config(out: Path, epochs_embed: int = 3, **data) -> RunConfig:
     config.embed.batch_size = 56
     config.embed.patience = 10
     config.classifier.epochs = 30
+    config.classifier.batch_size = 16
     config.wandb = "disabled"
     config.out = str(out)
     return config

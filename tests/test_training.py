@@ -57,10 +57,10 @@ def test_resume_after_interruption_keeps_history(tmp_path, monkeypatch):
     config = tiny_config(tmp_path / "run", epochs_embed=3)
     real_epoch = metric.MetricTrainer.train_epoch
 
-    def interrupted(self, epoch):
+    def interrupted(self, epoch, loader):
         if epoch == 2:
             raise KeyboardInterrupt
-        return real_epoch(self, epoch)
+        return real_epoch(self, epoch, loader)
 
     monkeypatch.setattr(metric.MetricTrainer, "train_epoch", interrupted)
     with pytest.raises(KeyboardInterrupt):

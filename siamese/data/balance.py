@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 from pytorch_metric_learning.samplers import MPerClassSampler
+from torch.utils.data import Sampler
 
 
 def oversample(frame: pd.DataFrame, seed: int = 0, proportions: Mapping[str, float] | None = None) -> pd.DataFrame:
@@ -61,3 +62,29 @@ def class_balanced_sampler(labels: Sequence[int] | np.ndarray, batch_size: int, 
     length = length or len(labels)
     length = max(batch_size, length - length % batch_size)
     return MPerClassSampler(labels, m=m, batch_size=batch_size, length_before_new_iter=length)
+
+
+class DistributedClassBalancedSampler(Sampler[int]):
+    """Each rank's share of one class-balanced *global* batch stream.
+
+    Every rank draws the same ``MPerClassSampler`` sequence (same seed) and keeps its own contiguous
+    slice of each global batch, so the batch gathered across ranks, which pytorch-metric-learning's
+    distributed miner sees, holds m images of each of its classes exactly as on one device.
+    """
+
+    def __init__(self, labels: Sequence[int] | np.ndarray, global_batch: int, world_size: int, rank: int,
+                 m: int | None = None) -> None:
+        if global_batch % world_size:
+            raise ValueError(f"batch size {global_batch} must be divisible by the {world_size} processes")
+        self.inner = class_balanced_sampler(labels, global_batch, m)
+        self.global_batch, self.world_size, self.rank = global_batch, world_size, rank
+        self.local = global_batch // world_size
+
+    def __len__(self) -> int:
+        return len(self.inner) // self.world_size
+
+    def __iter__(self):
+        order = np.fromiter(iter(self.inner), dtype=np.int64)
+        batches = order.reshape(-1, self.global_batch)
+        mine = batches[:, self.rank * self.local:(self.rank + 1) * self.local]
+        return iter(mine.reshape(-1).tolist())

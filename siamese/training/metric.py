@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,15 +12,18 @@ import numpy as np
 import torch
 from pytorch_metric_learning import losses, miners
 from pytorch_metric_learning.distances import LpDistance
+from pytorch_metric_learning.utils import distributed as pml_distributed
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 from pytorch_metric_learning.utils.inference import CustomKNN
 from sklearn.neighbors import KNeighborsClassifier
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from siamese.config import EmbedTrainConfig
-from siamese.data.balance import class_balanced_sampler
+from siamese.data.balance import DistributedClassBalancedSampler, class_balanced_sampler
 from siamese.data.images import ImageDataset
+from siamese.distributed import DistContext, parameter_digest
 from siamese.models.checkpoint import load_checkpoint, save_checkpoint
 from siamese.models.embedder import EmbeddingNet
 from siamese.runtime import autocast, to_device
@@ -52,19 +57,34 @@ def retrieval_metrics(query: np.ndarray, query_labels: np.ndarray, reference: np
 
 
 class MetricTrainer:
-    """Runs stage 1 epoch by epoch, checkpointing after each so an interruption loses nothing."""
+    """Runs stage 1 epoch by epoch, checkpointing after each so an interruption loses nothing.
+
+    Under torchrun the model is wrapped in DistributedDataParallel, the miner and loss in
+    pytorch-metric-learning's distributed wrappers (triplets are mined over the global batch), and
+    only rank 0 validates and writes; the others receive its progress so they stop together.
+    """
 
     def __init__(self, model: EmbeddingNet, data: MetricData, cfg: EmbedTrainConfig, device: torch.device,
                  run_dir: Path, tracker: Tracker, amp: bool = True, channels_last: bool = False,
-                 num_workers: int = 0, seed: int = 0) -> None:
+                 num_workers: int = 0, seed: int = 0, dist: DistContext | None = None,
+                 compile_model: bool = False) -> None:
         self.model, self.data, self.cfg, self.device = model.to(device), data, cfg, device
         self.run_dir, self.tracker = run_dir, tracker
         self.amp, self.channels_last, self.num_workers, self.seed = amp, channels_last, num_workers, seed
+        self.dist = dist or DistContext()
         if channels_last and device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.loss = losses.TripletMarginLoss(margin=cfg.margin)
         self.miner = miners.TripletMarginMiner(margin=cfg.margin, type_of_triplets=cfg.triplets)
+        self.forward = self.model
+        if self.dist.enabled:
+            self.forward = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda"
+                                                   else None)
+            self.loss = pml_distributed.DistributedLossWrapper(self.loss)
+            self.miner = pml_distributed.DistributedMinerWrapper(self.miner)
+        if compile_model:
+            self.forward = torch.compile(self.forward)
         self.state: dict[str, Any] = {"epoch": 0, "history": [], "best": None, "best_epoch": None,
                                       "bad_epochs": 0, "done": False}
         self.checkpoint = run_dir / "checkpoints" / LAST
@@ -78,36 +98,66 @@ class MetricTrainer:
         self.optimizer.load_state_dict(payload["optimizer"])
         self.state = payload["progress"]
 
+    def loader(self) -> DataLoader:
+        targets = self.data.train.targets
+        if self.dist.enabled:
+            sampler = DistributedClassBalancedSampler(targets, self.cfg.batch_size, self.dist.world_size,
+                                                      self.dist.rank, self.cfg.m_per_class)
+            batch = self.cfg.batch_size // self.dist.world_size
+        else:
+            sampler = class_balanced_sampler(targets, self.cfg.batch_size, self.cfg.m_per_class)
+            batch = self.cfg.batch_size
+        return DataLoader(self.data.train, batch_size=batch, sampler=sampler, drop_last=True,
+                          num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
+                          persistent_workers=self.num_workers > 0)
+
     def fit(self) -> list[dict[str, Any]]:
+        loader = self.loader()
         epochs = range(self.state["epoch"], self.cfg.epochs)
-        for epoch in tqdm(epochs, desc="stage 1 (triplet)", initial=self.state["epoch"], total=self.cfg.epochs):
+        bar = tqdm(epochs, desc="stage 1 (triplet)", initial=self.state["epoch"], total=self.cfg.epochs,
+                   disable=not self.dist.is_main)
+        for epoch in bar:
             if self.state["done"]:
                 break
-            row = {"stage": "embed", "epoch": epoch + 1, **self.train_epoch(epoch), **self.validate()}
-            self.record(row)
+            trained = self.train_epoch(epoch, loader)
+            if self.dist.is_main:
+                self.record({"stage": "embed", "epoch": epoch + 1, **trained, **self.validate()})
+            self.state = self.dist.broadcast(self.state)
         self.state["done"] = True
-        self.save_last()
+        if self.dist.is_main:
+            self.save_last()
+        if self.dist.enabled:
+            self.check_ranks_agree()
+        self.dist.barrier()
         return self.state["history"]
 
-    def train_epoch(self, epoch: int) -> dict[str, float]:
+    def check_ranks_agree(self) -> None:
+        """DDP keeps replicas identical; verify it rather than trust it, and leave the evidence on disk."""
+        digests = self.dist.gather(parameter_digest(self.model))
+        if self.dist.is_main:
+            (self.run_dir / "checkpoints" / "rank_digests.json").write_text(json.dumps(digests, indent=2) + "\n")
+        if len(set(digests)) != 1:
+            raise RuntimeError(f"ranks disagree on the stage-1 weights after training: {digests}")
+
+    def train_epoch(self, epoch: int, loader: DataLoader) -> dict[str, float]:
         np.random.seed(self.seed + epoch)  # pml's MPerClassSampler draws from numpy's global RNG
         torch.manual_seed(self.seed + epoch)
-        sampler = class_balanced_sampler(self.data.train.targets, self.cfg.batch_size, self.cfg.m_per_class)
-        loader = DataLoader(self.data.train, batch_size=self.cfg.batch_size, sampler=sampler, drop_last=True,
-                            num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
-                            persistent_workers=False)
         self.model.train()
-        losses_, triplets, empty = [], [], 0
-        for images, labels in tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=None):
+        losses_, triplets, empty, waiting = [], [], 0, 0.0
+        start = ready = time.perf_counter()
+        for images, labels in tqdm(loader, desc=f"epoch {epoch + 1}", leave=False,
+                                   disable=None if self.dist.is_main else True):
+            waiting += time.perf_counter() - ready
             images = to_device(images, self.device, self.channels_last)
-            labels = labels.to(self.device)
+            labels = labels.to(self.device, non_blocking=True)
             with autocast(self.device, self.amp):
-                embeddings = self.model(images)
+                embeddings = self.forward(images)
             mined = self.miner(embeddings, labels)
             count = int(mined[0].numel())
             triplets.append(count)
             if count == 0:
                 empty += 1
+                ready = time.perf_counter()
                 continue
             loss = self.loss(embeddings, labels, mined)
             self.optimizer.zero_grad(set_to_none=True)
@@ -115,10 +165,14 @@ class MetricTrainer:
             self.optimizer.step()
             losses_.append(float(loss.detach()))
             self.tracker.log({"embed/batch_loss": losses_[-1], "embed/batch_triplets": count})
+            ready = time.perf_counter()
+        seconds = time.perf_counter() - start
         batches = max(len(triplets), 1)
         return {"loss": float(np.mean(losses_)) if losses_ else float("nan"),
                 "triplets": int(np.sum(triplets)), "triplets_per_batch": float(np.mean(triplets or [0])),
-                "empty_batch_fraction": empty / batches}
+                "empty_batch_fraction": empty / batches, "seconds": seconds,
+                "images_per_second": len(triplets) * loader.batch_size * self.dist.world_size / max(seconds, 1e-9),
+                "data_wait_fraction": waiting / max(seconds, 1e-9)}
 
     def embed(self, dataset: ImageDataset, name: str) -> np.ndarray:
         return compute_embeddings(self.model, dataset, self.device, self.cfg.batch_size, self.num_workers, name,

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from siamese.config import RunConfig
 from siamese.data import DatasetTable, load_dataset
@@ -29,6 +30,7 @@ from siamese.data.images import (
 )
 from siamese.data.splits import SPLITS, apply_manifest, read_manifest, split_table, write_manifest
 from siamese.data.table import DataError
+from siamese.distributed import DistContext, init_distributed
 from siamese.models import EmbeddingNet, check_input_size, load_checkpoint
 from siamese.plots import training_curves
 from siamese.report import write_evaluation_plots, write_report
@@ -160,26 +162,48 @@ def build_run_data(config: RunConfig, run_dir: Path) -> RunData:
 
 
 def run_training(config: RunConfig, resume: str | Path | None = None) -> Path:
-    """Train both stages and evaluate; returns the run folder. Safe to interrupt and resume."""
-    config, run_dir = prepare_run_dir(config, resume)
-    seed_everything(config.seed)
+    """Train both stages and evaluate; returns the run folder. Safe to interrupt and resume.
+
+    Under torchrun every rank trains stage 1; rank 0 alone prepares the folder, writes, and runs
+    stage 2 and the evaluation (cheap, on cached embeddings).
+    """
     device = resolve_device(config.device)
+    dist = init_distributed(device)
+    if dist.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
+    try:
+        return _train(config, resume, device, dist)
+    finally:
+        dist.close()
+
+
+def _train(config: RunConfig, resume: str | Path | None, device: torch.device, dist: DistContext) -> Path:
+    prepared = prepare_run_dir(config, resume) if dist.is_main else None
+    config_dict, run_dir = dist.broadcast(None if prepared is None else (prepared[0].to_dict(), str(prepared[1])))
+    config, run_dir = RunConfig.from_dict(config_dict), Path(run_dir)
+    seed_everything(config.seed)
     check_input_size(config.model.backbone, config.data.image_size)
+    if not dist.is_main:
+        dist.barrier()
     data = build_run_data(config, run_dir)
+    if dist.is_main:
+        dist.barrier()
     classes, targets = data.prep.classes, data.targets
     datasets = {s: data.dataset(s) for s in data.parts}
     reference = _reference_subset(datasets["train"], config.embed.max_reference, config.seed)
 
-    tracker = Tracker(run_dir, config.to_dict(), config.wandb)
+    tracker = Tracker(run_dir, config.to_dict(), config.wandb if dist.is_main else "disabled")
     try:
         model = EmbeddingNet(config.model.backbone, config.model.weights, config.model.embedding_dim,
                              config.model.head_hidden, config.model.dropout)
         stage1 = MetricTrainer(model, MetricData(data.dataset("train", config.data.augment), datasets["val"],
                                                  reference),
                                config.embed, device, run_dir, tracker, config.amp, config.channels_last,
-                               config.data.num_workers, config.seed)
+                               config.data.num_workers, config.seed, dist, config.compile)
         stage1.resume()
         embed_history = stage1.fit()
+        if not dist.is_main:
+            return run_dir
         best = load_checkpoint(run_dir / "embedder.pt", model.arch)
         model.load_state_dict(best["state"])
         embeddings = {s: split_embeddings(model, datasets[s], data.parts[s], run_dir, config, device)
