@@ -9,24 +9,24 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
+from siamese.config import AUGMENTATIONS, BACKBONES, DATASETS, PRESETS, RunConfig, preset
+from siamese.data import DataError, load_dataset
 
-from siamese.config import PRESETS, RunConfig, preset
-from siamese.data import DATASETS, DataError, audit_manifest, load_dataset, read_manifest, read_pairs
-from siamese.data.duplicates import drop_conflicts, label_conflicts
-from siamese.data.images import AUGMENTATIONS
-from siamese.data.splits import kfold_table, split_table, summarize, write_manifest
-from siamese.inference import Predictor, expand_inputs, predictions_table
-from siamese.models import CheckpointError, WeightsUnavailableError
-from siamese.models.backbones import FEATURE_DIMS
-from siamese.report import write_report
-from siamese.training.pipeline import run_training
+if TYPE_CHECKING:
+    import pandas as pd
+
+# Each command imports what it needs when it runs: `predict` starts without loading the training stack.
 
 PRESET_FOR_DATASET = {"digits": "tiny", "synthetic": "tiny", "ham10000": "ham", "isic2020": "isic"}
 
 
 def read_pair_files(paths: Sequence[str] | None) -> pd.DataFrame | None:
+    import pandas as pd
+
+    from siamese.data.duplicates import read_pairs
+
     if not paths:
         return None
     return pd.concat([read_pairs(p) for p in paths], ignore_index=True)
@@ -40,6 +40,9 @@ def add_data_arguments(parser: argparse.ArgumentParser, default: str | None = "d
 
 
 def cmd_split(args: argparse.Namespace) -> int:
+    from siamese.data.duplicates import drop_conflicts, label_conflicts
+    from siamese.data.splits import kfold_table, split_table, summarize, write_manifest
+
     table = load_dataset(args.dataset, args.data_dir, args.metadata, require_images=args.data_dir is not None,
                          binary=args.binary, seed=args.seed)
     pairs = read_pair_files(args.duplicates)
@@ -63,6 +66,9 @@ def cmd_split(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
+    from siamese.data.audit import audit_manifest
+    from siamese.data.splits import read_manifest
+
     report = audit_manifest(read_manifest(args.manifest), read_pair_files(args.duplicates))
     text = json.dumps(report, indent=2)
     print(text)
@@ -103,6 +109,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from siamese.training.pipeline import run_training
+
     run_dir = run_training(config_from_args(args), resume=args.resume)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun workers leave reporting to rank 0
         return 0
@@ -117,6 +125,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from siamese.inference import Predictor, expand_inputs, predictions_table
+
     start = time.perf_counter()
     predictor = Predictor(args.run, device=args.device)
     load_seconds = time.perf_counter() - start
@@ -136,6 +148,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_visualize(args: argparse.Namespace) -> int:
     from siamese.projection import METHODS, visualize_run
+    from siamese.report import write_report
 
     methods = METHODS if args.method == "both" else (args.method,)
     written = visualize_run(args.run, methods, args.split, args.max_points, args.seed, wandb_mode=args.wandb)
@@ -148,6 +161,8 @@ def cmd_visualize(args: argparse.Namespace) -> int:
 
 
 def cmd_saliency(args: argparse.Namespace) -> int:
+    from siamese.inference import expand_inputs
+    from siamese.report import write_report
     from siamese.saliency import saliency_maps
 
     for path in saliency_maps(args.run, expand_inputs(args.images), args.out):
@@ -180,6 +195,7 @@ def cmd_dedup(args: argparse.Namespace) -> int:
 
 
 def cmd_compare_pairs(args: argparse.Namespace) -> int:
+    from siamese.data.duplicates import read_pairs
     from siamese.dedup.compare import compare_pairs
 
     report = compare_pairs(read_pairs(args.found), read_pair_files(args.reference))
@@ -259,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     dedup.add_argument("--threshold", type=float,
                        help="max distance of a pair (embedding: cosine, default 0.1; phash: bits/64, default 3/64)")
     dedup.add_argument("--phash-threshold", type=float, default=3 / 64, help="phash threshold with --method both")
-    dedup.add_argument("--backbone", choices=sorted(FEATURE_DIMS), default="resnet50")
+    dedup.add_argument("--backbone", choices=BACKBONES, default="resnet50")
     dedup.add_argument("--weights", default="imagenet", help="imagenet | none | PATH")
     dedup.add_argument("--run", help="use this run's trained embedder instead of a backbone")
     dedup.add_argument("--image-size", type=int, default=224)
@@ -289,7 +305,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drop-conflicts", action="store_true")
     parser.add_argument("--full-dataset", action="store_true", help="whole training split, class-balanced")
     parser.add_argument("--full-model", action="store_true", help="ResNet50 backbone instead of InceptionV3")
-    parser.add_argument("--backbone", choices=sorted(FEATURE_DIMS))
+    parser.add_argument("--backbone", choices=BACKBONES)
     parser.add_argument("--weights", help="imagenet | none | PATH to a local state dict")
     parser.add_argument("--image-size", type=int)
     parser.add_argument("--augment", choices=AUGMENTATIONS, help="lesion (flips, rotation, jitter) | light | none")
@@ -310,6 +326,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from siamese.models import CheckpointError, WeightsUnavailableError
+
     args = build_parser().parse_args(argv)
     if getattr(args, "dataset", "") is None:
         print("error: --dataset is required", file=sys.stderr)

@@ -12,6 +12,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+DATASETS = ("ham10000", "isic2020", "dermamnist", "csv", "digits", "synthetic")
+BACKBONES = ("inception_v3", "resnet50", "resnet18")
+AUGMENTATIONS = ("lesion", "light", "none")
+
 
 @dataclass
 class DataConfig:

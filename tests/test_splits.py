@@ -129,3 +129,11 @@ def test_real_ham_split_is_clean_and_random_split_leaks(shared_ham, tmp_path):
     naive = tmp_path / "naive.csv"
     main(["split", "--dataset", "ham10000", "--metadata", str(meta), "--strategy", "random", "--out", str(naive)])
     assert main(["audit", str(naive), *sum([["--duplicates", str(d)] for d in dups], [])]) == 1
+
+
+def test_too_small_dataset_gets_a_clear_error():
+    from siamese.data import DataError
+
+    frame = pd.DataFrame({"image_id": list("abcdef"), "label": list("xxxyyy"), "group": list("abcdef")})
+    with pytest.raises(DataError, match="too few images"):
+        split_table(frame, seed=0)

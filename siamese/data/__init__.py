@@ -2,24 +2,39 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from typing import Any
 
-from siamese.data.audit import audit_manifest
-from siamese.data.balance import balanced_subset, class_balanced_sampler, oversample
-from siamese.data.duplicates import drop_conflicts, label_conflicts, read_pairs
-from siamese.data.embedded import make_synthetic, planted_pairs, read_digits
-from siamese.data.images import ImageDataset, ImageError, build_transform, load_image, pixel_source
-from siamese.data.readers import read_ham10000, read_image_csv, read_isic2020, read_npz, to_binary
-from siamese.data.splits import kfold_table, read_manifest, split_table, write_manifest
+from siamese.config import DATASETS
 from siamese.data.table import DataError, DatasetTable
 
-DATASETS = ("ham10000", "isic2020", "dermamnist", "csv", "digits", "synthetic")
+# Exports load on first use (PEP 562), so `predict` does not pay for the samplers, splitters and
+# pytorch-metric-learning it never touches.
+_EXPORTS = {
+    "audit_manifest": "audit", "balanced_subset": "balance", "class_balanced_sampler": "balance",
+    "oversample": "balance", "drop_conflicts": "duplicates", "label_conflicts": "duplicates",
+    "read_pairs": "duplicates", "make_synthetic": "embedded", "planted_pairs": "embedded",
+    "read_digits": "embedded", "ImageDataset": "images", "ImageError": "images", "build_transform": "images",
+    "load_image": "images", "pixel_source": "images", "read_ham10000": "readers", "read_image_csv": "readers",
+    "read_isic2020": "readers", "read_npz": "readers", "to_binary": "readers", "kfold_table": "splits",
+    "read_manifest": "splits", "split_table": "splits", "write_manifest": "splits",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"siamese.data.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'siamese.data' has no attribute {name!r}")
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None, metadata: str | Path | None = None,
                  require_images: bool = True, binary: bool = False, seed: int = 0,
                  lesions_per_class: int = 24) -> DatasetTable:
     """Any supported dataset by name; ``binary`` gives HAM-style data a malignant-vs-benign view."""
+    from siamese.data.embedded import make_synthetic, read_digits
+    from siamese.data.readers import read_ham10000, read_image_csv, read_isic2020, read_npz, to_binary
+
     if name == "ham10000":
         table = read_ham10000(data_dir, metadata, require_images=require_images)
     elif name == "isic2020":

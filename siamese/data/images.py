@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
+from siamese.config import AUGMENTATIONS
 from siamese.data.table import DataError, DatasetTable
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -146,20 +147,18 @@ def channel_stats(source: PixelSource, max_images: int = 2000, seed: int = 0) ->
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
-AUGMENTATIONS = ("lesion", "light", "none")
-
-
 def build_transform(augment: str = "none", mean: Sequence[float] = IMAGENET_MEAN,
                     std: Sequence[float] = IMAGENET_STD) -> v2.Compose:
-    """``lesion`` is the original recipe (flips, rotation, colour jitter, light Gaussian noise): a lesion
-    has no up or down. ``light`` (small shifts and rotations, no flips) suits digits, where a flip turns
-    a 6 into a 9. ``none`` is for evaluation."""
+    """``lesion`` is the original recipe (flips, rotation, brightness/contrast/saturation jitter, light
+    Gaussian noise): a lesion has no up or down. Hue is left alone: its RGB-HSV round trip cost half the
+    time of the whole pipeline (9.7 -> 4.6 ms per 256 px image on one core). ``light`` (small shifts and
+    rotations, no flips) suits digits, where a flip turns a 6 into a 9. ``none`` is for evaluation."""
     if augment not in AUGMENTATIONS:
         raise ValueError(f"augment must be one of {AUGMENTATIONS}; got {augment!r}")
     steps: list = [v2.ToImage()]
     if augment == "lesion":
         steps += [v2.RandomHorizontalFlip(), v2.RandomVerticalFlip(), v2.RandomRotation(30),
-                  v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02)]
+                  v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2)]
     elif augment == "light":
         steps.append(v2.RandomAffine(degrees=10, translate=(0.08, 0.08), scale=(0.9, 1.1)))
     steps.append(v2.ToDtype(torch.float32, scale=True))

@@ -52,7 +52,12 @@ def _folds_for(fraction: float, name: str) -> int:
 
 def _one_fold(labels: np.ndarray, components: np.ndarray, folds: int, seed: int) -> np.ndarray:
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    _, held_out = next(splitter.split(np.zeros(len(labels)), labels, components))
+    try:
+        _, held_out = next(splitter.split(np.zeros(len(labels)), labels, components))
+    except ValueError as exc:
+        counts = dict(zip(*np.unique(labels, return_counts=True), strict=True))
+        raise DataError(f"too few images for a grouped split into {folds} parts (images per class: {counts}): "
+                        f"{exc}") from exc
     mask = np.zeros(len(labels), dtype=bool)
     mask[held_out] = True
     return mask

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from siamese.data.images import ImageDataset, PixelSource, build_transform
 from siamese.models import EmbeddingNet, build_backbone, load_checkpoint
-from siamese.training.pipeline import Preprocessing
+from siamese.preprocess import Preprocessing
 
 
 def descriptor_model(backbone: str = "resnet50", weights: str = "imagenet",

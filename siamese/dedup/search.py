@@ -16,21 +16,23 @@ def cosine_pairs(a: np.ndarray, b: np.ndarray | None = None, threshold: float = 
                  chunk: int = 2048) -> pd.DataFrame:
     """All pairs with cosine distance <= threshold, exactly, in chunks so memory stays ``chunk x N``.
 
-    Rows of ``a`` and ``b`` must be unit length. With ``b`` None pairs are within ``a`` (i < j).
+    Rows of ``a`` and ``b`` must be unit length. With ``b`` None pairs are within ``a`` (i < j), and each
+    chunk is compared only with the rows from its own start on: half the work of the full square.
     """
     within = b is None
     ref = torch.from_numpy(np.ascontiguousarray(a if within else b, dtype=np.float32))
     query = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
     found_i, found_j, found_d = [], [], []
     for start in tqdm(range(0, len(query), chunk), desc="neighbours", disable=None):
-        distance = 1 - query[start:start + chunk] @ ref.T
+        offset = start if within else 0
+        similarity = query[start:start + chunk] @ ref[offset:].T
+        hits = similarity >= 1 - threshold
         if within:
-            rows = torch.arange(start, start + len(distance)).unsqueeze(1)
-            distance[torch.arange(len(ref)).unsqueeze(0) <= rows] = float("inf")
-        i, j = torch.nonzero(distance <= threshold, as_tuple=True)
+            hits = torch.triu(hits, diagonal=1)
+        i, j = torch.nonzero(hits, as_tuple=True)
         found_i.append(i.numpy() + start)
-        found_j.append(j.numpy())
-        found_d.append(distance[i, j].clamp_min(0).numpy())
+        found_j.append(j.numpy() + offset)
+        found_d.append((1 - similarity[i, j]).clamp_min(0).numpy())
     return pd.DataFrame({"i": np.concatenate(found_i), "j": np.concatenate(found_j),
                          "distance": np.concatenate(found_d).astype(float)})
 
@@ -42,15 +44,16 @@ def hamming_pairs(a: np.ndarray, b: np.ndarray | None = None, threshold: float =
     ref = a if within else b
     found_i, found_j, found_d = [], [], []
     for start in tqdm(range(0, len(a), chunk), desc="hash pairs", disable=None):
+        offset = start if within else 0
         query = a[start:start + chunk, 0][:, None, None]
-        bits = np.bitwise_count(query ^ ref[None, :, :]).min(axis=2).astype(float) / HASH_BITS
+        bits = np.bitwise_count(query ^ ref[None, offset:, :]).min(axis=2)
+        hits = bits <= threshold * HASH_BITS
         if within:
-            rows = np.arange(start, start + len(bits))[:, None]
-            bits[np.arange(len(ref))[None, :] <= rows] = np.inf
-        i, j = np.nonzero(bits <= threshold)
+            hits = np.triu(hits, k=1)
+        i, j = np.nonzero(hits)
         found_i.append(i + start)
-        found_j.append(j)
-        found_d.append(bits[i, j])
+        found_j.append(j + offset)
+        found_d.append(bits[i, j].astype(float) / HASH_BITS)
     return pd.DataFrame({"i": np.concatenate(found_i), "j": np.concatenate(found_j),
                          "distance": np.concatenate(found_d)})
 

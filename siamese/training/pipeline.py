@@ -33,6 +33,7 @@ from siamese.data.table import DataError
 from siamese.distributed import DistContext, init_distributed
 from siamese.models import EmbeddingNet, check_input_size, load_checkpoint
 from siamese.plots import training_curves
+from siamese.preprocess import Preprocessing
 from siamese.report import write_evaluation_plots, write_report
 from siamese.runtime import resolve_device, seed_everything
 from siamese.training.classify import ClassifierTrainer, knn_proba, predict_proba
@@ -40,26 +41,6 @@ from siamese.training.embeddings import cached_embeddings, compute_embeddings
 from siamese.training.evaluate import classification_metrics
 from siamese.training.metric import MetricData, MetricTrainer
 from siamese.training.tracking import Tracker
-
-
-@dataclass
-class Preprocessing:
-    """What inference must repeat exactly: size, normalisation and the class order."""
-
-    image_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    classes: list[str]
-
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.__dict__, indent=2) + "\n")
-
-    @classmethod
-    def load(cls, path: Path) -> Preprocessing:
-        if not path.is_file():
-            raise DataError(f"{path}: not found; is this a finished run folder?")
-        values = json.loads(path.read_text())
-        return cls(values["image_size"], tuple(values["mean"]), tuple(values["std"]), values["classes"])
 
 
 def load_run_table(config: RunConfig) -> DatasetTable:

@@ -1,0 +1,29 @@
+"""What inference must repeat exactly from training: image size, normalisation and the class order."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from siamese.data.table import DataError
+
+
+@dataclass
+class Preprocessing:
+    """What inference must repeat exactly: size, normalisation and the class order."""
+
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    classes: list[str]
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.__dict__, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> Preprocessing:
+        if not path.is_file():
+            raise DataError(f"{path}: not found; is this a finished run folder?")
+        values = json.loads(path.read_text())
+        return cls(values["image_size"], tuple(values["mean"]), tuple(values["std"]), values["classes"])
