@@ -1,0 +1,97 @@
+"""Images per second delivered to the model (decode + resize + augment + collate).
+
+    python benchmarks/bench_data.py [--images 300] [--size 256] [--workers 0]
+
+Baseline, same images and same run: a plain ``torchvision.datasets.ImageFolder`` with PIL Resize and the
+same augmentation recipe in classic PIL transforms (flips, rotation, jitter, noise). Full-size JPEGs are
+written at HAM10000's 600x450 from the synthetic lesion generator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+from torchvision import datasets, transforms
+
+from benchmarks.harness import isolated, print_table
+from siamese.data import ImageDataset, build_transform, load_dataset, make_synthetic, pixel_source
+
+
+def write_images(root: Path, count: int) -> Path:
+    table = make_synthetic(lesions_per_class=max(1, count // 14), seed=0)
+    rows = []
+    for _, row in table.frame.head(count).iterrows():
+        folder = root / "images" / row["label"]
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{row['image_id']}.jpg"
+        Image.fromarray(table.images[row["index"]]).resize((600, 450), Image.Resampling.BICUBIC).save(path, quality=90)
+        rows.append({"path": str(path), "label": row["label"]})
+    pd.DataFrame(rows).to_csv(root / "images.csv", index=False)
+    return root
+
+
+def epoch(dataset, workers: int) -> dict:
+    loader = DataLoader(dataset, batch_size=32, shuffle=True, num_workers=workers)
+    start = time.perf_counter()
+    seen = sum(len(batch[0]) for batch in loader)
+    return {"images_per_s": seen / (time.perf_counter() - start)}
+
+
+def baseline(root: Path, size: int, workers: int) -> dict:
+    plain = transforms.Compose([transforms.Resize((size, size)), transforms.RandomHorizontalFlip(),
+                                transforms.RandomVerticalFlip(), transforms.RandomRotation(30),
+                                transforms.ColorJitter(0.2, 0.2, 0.2), transforms.ToTensor(),
+                                transforms.Lambda(lambda x: x + 0.02 * torch.randn_like(x)),
+                                transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    return epoch(datasets.ImageFolder(str(root / "images"), transform=plain), workers)
+
+
+def project(root: Path, size: int, workers: int, cache: Path | None, augment: str = "lesion") -> dict:
+    table = load_dataset("csv", metadata=root / "images.csv")
+    targets = np.zeros(len(table.frame), dtype=int)
+    build = 0.0
+    if cache is not None:
+        start = time.perf_counter()
+        source = pixel_source(table, size, cache)
+        build = time.perf_counter() - start
+    else:
+        source = pixel_source(table, size)
+    result = epoch(ImageDataset(source, targets, build_transform(augment)), workers)
+    result["cache_build_s"] = build
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--images", type=int, default=300)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--workers", type=int, default=0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = write_images(Path(tmp), args.images)
+        cache = Path(tmp) / "cache"
+        rows = [
+            {"case": "ImageFolder + PIL (baseline)", **isolated(baseline, root, args.size, args.workers)},
+            {"case": "project loader, decoding JPEGs", **isolated(project, root, args.size, args.workers, None)},
+            {"case": "project loader, building cache", **isolated(project, root, args.size, args.workers, cache)},
+            {"case": "project loader, from uint8 cache", **isolated(project, root, args.size, args.workers, cache)},
+            {"case": "no augmentation, decoding JPEGs", **isolated(project, root, args.size, args.workers, None,
+                                                                   "none")},
+            {"case": "no augmentation, from uint8 cache", **isolated(project, root, args.size, args.workers, cache,
+                                                                     "none")},
+        ]
+    print_table(f"data pipeline: {args.images} JPEGs 600x450 -> {args.size}px, lesion augmentation, batch 32, "
+                f"{args.workers} workers", rows, "images_per_s", "ImageFolder + PIL (baseline)")
+    print(f"one-time cache build: {rows[2]['cache_build_s']:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

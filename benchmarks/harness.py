@@ -1,0 +1,60 @@
+"""Shared by the benchmark scripts: run a case in a fresh process (so its peak memory is its own) and
+print a table of figures with the ratio to the baseline measured in the same run."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import platform
+import resource
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+
+def _child(fn: Callable[..., dict[str, Any]], args: tuple) -> dict[str, Any]:
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
+    result = fn(*args)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if torch.cuda.is_available():
+        result["cuda_max_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return result
+
+
+def isolated(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """``fn(*args)`` in a spawned process; its dict comes back with that process's peak RSS."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_child, (fn, args))
+
+
+def timed(fn: Callable[[], Any], repeat: int = 1) -> float:
+    """Seconds per call (CUDA synchronised), after one warm-up call."""
+    fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / repeat
+
+
+def machine() -> str:
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{platform.node()} | {os.cpu_count()} CPUs | torch {torch.__version__} | {gpu} | "
+            f"{time.strftime('%Y-%m-%d')}")
+
+
+def print_table(title: str, rows: list[dict[str, Any]], value: str, baseline_case: str,
+                higher_is_better: bool = True) -> None:
+    """Rows need 'case' and ``value``; the ratio is against the row named ``baseline_case``."""
+    base = next(r[value] for r in rows if r["case"] == baseline_case)
+    print(f"\n{title}\n{machine()}")
+    print(f"{'case':38s} {value:>16s} {'x baseline':>11s} {'peak RSS MB':>12s} {'CUDA MB':>9s}")
+    for row in rows:
+        ratio = row[value] / base if higher_is_better else base / row[value]
+        cuda = f"{row['cuda_max_mb']:9.0f}" if "cuda_max_mb" in row else f"{'-':>9s}"
+        print(f"{row['case']:38s} {row[value]:16.2f} {ratio:11.2f} {row.get('peak_rss_mb', float('nan')):12.0f} {cuda}")

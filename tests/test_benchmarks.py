@@ -1,0 +1,28 @@
+"""The benchmark scripts' measuring functions, at toy sizes: they must keep running as the package changes."""
+
+from benchmarks import bench_data, bench_dedup, bench_extract, bench_train_step
+
+
+def test_data_benchmark_cases(tmp_path):
+    root = bench_data.write_images(tmp_path, 20)
+    assert bench_data.baseline(root, 32, 0)["images_per_s"] > 0
+    cached = bench_data.project(root, 32, 0, tmp_path / "cache", "none")
+    assert cached["images_per_s"] > 0 and cached["cache_build_s"] > 0
+
+
+def test_training_step_benchmark_cases():
+    project = bench_train_step.project("resnet18", 32, 16, 2)
+    assert project["images_per_s"] > 0 and 0 <= project["data_wait"] <= 1
+    assert bench_train_step.bare("resnet18", 32, 16, 2)["images_per_s"] > 0
+
+
+def test_extraction_and_stage2_benchmark_cases():
+    assert bench_extract.extract_project("resnet18", 32, 16)["per_s"] > 0
+    assert bench_extract.extract_bare("resnet18", 32, 16)["per_s"] > 0
+    assert bench_extract.classifier_project(256)["per_s"] > 0
+    assert bench_extract.classifier_bare(256)["per_s"] > 0
+
+
+def test_dedup_benchmark_finds_the_same_pairs_as_sklearn():
+    project, baseline = bench_dedup.project(400, 32), bench_dedup.sklearn_baseline(400, 32)
+    assert project["pairs"] == baseline["pairs"] >= 50
