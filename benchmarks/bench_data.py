@@ -1,6 +1,6 @@
-"""Images per second delivered to the model (decode + resize + augment + collate).
+"""Images per second delivered to the model (decode + resize + augment + collate + normalise).
 
-    python benchmarks/bench_data.py [--images 300] [--size 256] [--workers 0]
+    python -m benchmarks.bench_data [--images 300] [--size 256] [--workers 0]
 
 Baseline, same images and same run: a plain ``torchvision.datasets.ImageFolder`` with PIL Resize and the
 same augmentation recipe in classic PIL transforms (flips, rotation, jitter, noise). Full-size JPEGs are
@@ -23,6 +23,8 @@ from torchvision import datasets, transforms
 
 from benchmarks.harness import isolated, print_table
 from siamese.data import ImageDataset, build_transform, load_dataset, make_synthetic, pixel_source
+from siamese.data.images import LESION_NOISE
+from siamese.models import InputNormalization
 
 
 def write_images(root: Path, count: int) -> Path:
@@ -38,10 +40,16 @@ def write_images(root: Path, count: int) -> Path:
     return root
 
 
-def epoch(dataset, workers: int) -> dict:
+def epoch(dataset, workers: int, finish: torch.nn.Module | None = None) -> dict:
+    """``finish`` is the work the project leaves to the model's first layer (uint8 -> normalised float,
+    noise), counted here so both sides deliver the same thing."""
     loader = DataLoader(dataset, batch_size=32, shuffle=True, num_workers=workers)
     start = time.perf_counter()
-    seen = sum(len(batch[0]) for batch in loader)
+    seen = 0
+    for images, _ in loader:
+        if finish is not None:
+            images = finish(images)
+        seen += len(images)
     return {"images_per_s": seen / (time.perf_counter() - start)}
 
 
@@ -64,7 +72,8 @@ def project(root: Path, size: int, workers: int, cache: Path | None, augment: st
         build = time.perf_counter() - start
     else:
         source = pixel_source(table, size)
-    result = epoch(ImageDataset(source, targets, build_transform(augment)), workers)
+    finish = InputNormalization(noise=LESION_NOISE if augment == "lesion" else 0.0).train()
+    result = epoch(ImageDataset(source, targets, build_transform(augment)), workers, finish)
     result["cache_build_s"] = build
     return result
 

@@ -1,6 +1,6 @@
 """Exact near-duplicate search time at HAM10000 (10,015) and ISIC 2020 (33,126) sizes.
 
-    python benchmarks/bench_dedup.py [--dim 2048] [--sizes 10015 33126]
+    python -m benchmarks.bench_dedup [--dim 2048] [--sizes 10015 33126]
 
 Project: chunked exact cosine neighbours (torch matmul) and pHash Hamming pairs. Baseline in the same run:
 scikit-learn's brute-force ``NearestNeighbors.radius_neighbors`` with the cosine metric.

@@ -1,8 +1,9 @@
 """Embedding extraction and stage-2 classifier training throughput, each against a bare loop.
 
-    python benchmarks/bench_extract.py [--backbone inception_v3] [--size 256] [--images 256]
+    python -m benchmarks.bench_extract [--backbone inception_v3] [--size 256] [--images 256] [--workers 0]
 
-Extraction baseline: ``model(x)`` under ``no_grad`` over the same preloaded batches. Stage-2 baseline: the
+Extraction baseline: ``model(x)`` under ``no_grad`` (and the same bf16 autocast on CUDA) over the same
+batches, preloaded, so the ratio is what the project's loading and bookkeeping cost. Stage-2 baseline: the
 same three-layer MLP trained with plain cross-entropy over the same embeddings, no checkpoints or logs.
 """
 
@@ -20,7 +21,7 @@ from benchmarks.bench_train_step import dataset
 from benchmarks.harness import isolated, print_table
 from siamese.config import ClassifierConfig
 from siamese.models import DenseClassifier, EmbeddingNet
-from siamese.runtime import resolve_device
+from siamese.runtime import autocast, resolve_device
 from siamese.training.classify import ClassifierTrainer
 from siamese.training.embeddings import compute_embeddings
 from siamese.training.tracking import Tracker
@@ -28,13 +29,13 @@ from siamese.training.tracking import Tracker
 EPOCHS = 20
 
 
-def extract_project(backbone: str, size: int, images: int) -> dict:
+def extract_project(backbone: str, size: int, images: int, workers: int = 0) -> dict:
     device = resolve_device("auto")
     model = EmbeddingNet(backbone, "none").to(device)
     data = dataset(size, images)
-    compute_embeddings(model, data, device, 64, channels_last=True)
+    compute_embeddings(model, data, device, 64, workers, channels_last=True)
     start = time.perf_counter()
-    compute_embeddings(model, data, device, 64, channels_last=True)
+    compute_embeddings(model, data, device, 64, workers, channels_last=True)
     return {"per_s": images / (time.perf_counter() - start)}
 
 
@@ -45,7 +46,7 @@ def extract_bare(backbone: str, size: int, images: int) -> dict:
                for s in range(0, images, 64)]
 
     def run() -> None:
-        with torch.no_grad():
+        with torch.no_grad(), autocast(device):
             for batch in batches:
                 model(batch.to(device)).cpu()
 
@@ -94,10 +95,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--embeddings", type=int, default=10015)
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the project's extraction")
     args = parser.parse_args()
     rows = [{"case": "bare no_grad loop", **isolated(extract_bare, args.backbone, args.size, args.images)},
             {"case": "project compute_embeddings", **isolated(extract_project, args.backbone, args.size,
-                                                               args.images)}]
+                                                               args.images, args.workers)}]
     print_table(f"embedding extraction: {args.backbone} {args.size}px, {args.images} images, batch 64 (images/s)",
                 rows, "per_s", "bare no_grad loop")
     rows = [{"case": "bare MLP loop", **isolated(classifier_bare, args.embeddings)},

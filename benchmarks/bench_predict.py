@@ -1,6 +1,6 @@
 """predict.py latency on CPU: cold (process start to first answer, model load included) and warm per image.
 
-    python benchmarks/bench_predict.py [--backbone inception_v3] [--size 256]
+    python -m benchmarks.bench_predict [--backbone inception_v3] [--size 256]
 
 A run folder is trained first (one short epoch on synthetic lesions, random init: latency does not depend
 on the weights' values). Baselines in the same run: cold, the bare ``python -c "import torch"`` start; warm,

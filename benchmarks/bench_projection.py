@@ -1,6 +1,6 @@
 """Seconds for t-SNE and UMAP on N embeddings (default 10,015, HAM10000's size) on this machine.
 
-    python benchmarks/bench_projection.py [--points 10015] [--dim 128]
+    python -m benchmarks.bench_projection [--points 10015] [--dim 128]
 
 Baseline in the same run: PCA to 2-D, the cheapest projection, so the ratio says what the nonlinear
 methods cost on top of it.

@@ -9,6 +9,7 @@ import platform
 import resource
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import torch
@@ -24,9 +25,10 @@ def _child(fn: Callable[..., dict[str, Any]], args: tuple) -> dict[str, Any]:
 
 
 def isolated(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
-    """``fn(*args)`` in a spawned process; its dict comes back with that process's peak RSS."""
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_child, (fn, args))
+    """``fn(*args)`` in a spawned process; its dict comes back with that process's peak RSS. The worker is
+    not a daemon (unlike a ``multiprocessing.Pool``'s), so a case may start DataLoader workers of its own."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_child, fn, args).result()
 
 
 def timed(fn: Callable[[], Any], repeat: int = 1) -> float:

@@ -67,7 +67,7 @@ class Predictor:
         self.classifier = DenseClassifier.from_arch(classifier["arch"])
         self.classifier.load_state_dict(classifier["state"])
         self.classifier.to(self.device).eval()
-        self.transform = build_transform("none", self.prep.mean, self.prep.std)
+        self.transform = build_transform("none")
         reference = np.load(run_dir / "embeddings" / "train.npz")
         self.reference_ids = reference["image_id"]
         self.reference_labels = _reference_labels(run_dir, self.reference_ids)

@@ -4,17 +4,30 @@ import torch
 
 from siamese.data import ImageDataset, build_transform, load_dataset, pixel_source
 from siamese.data.images import cache_path, channel_stats
+from siamese.models import InputNormalization
 
 
-def test_transforms_shape_and_normalisation(synthetic):
+def test_transforms_keep_uint8_and_evaluation_is_exact(synthetic):
     source = pixel_source(synthetic, 40)
     for augment in ("lesion", "light", "none"):
         x, y = ImageDataset(source, np.zeros(len(source), int), build_transform(augment))[0]
-        assert x.shape == (3, 40, 40) and x.dtype == torch.float32
-    plain = build_transform("none", (0.5,) * 3, (0.5,) * 3)(source[0])
-    assert plain.min() >= -1.0001 and plain.max() <= 1.0001
+        assert x.shape == (3, 40, 40) and x.dtype == torch.uint8
+    plain = build_transform("none")(source[0])
+    torch.testing.assert_close(plain, torch.from_numpy(source[0]).permute(2, 0, 1))
     with pytest.raises(ValueError):
         build_transform("heavy")
+
+
+def test_input_normalization_scales_uint8_and_adds_noise_only_in_training():
+    layer = InputNormalization((0.5,) * 3, (0.5,) * 3, noise=0.1).eval()
+    images = torch.tensor([0, 255], dtype=torch.uint8).view(1, 1, 2, 1).expand(1, 3, 2, 1)
+    torch.testing.assert_close(layer(images)[0, :, :, 0], torch.tensor([[-1.0, 1.0]] * 3))
+    already = torch.randn(1, 3, 2, 1)
+    assert layer(already) is already
+    torch.manual_seed(0)
+    noisy = layer.train()(images)
+    assert not torch.equal(noisy, layer.eval()(images))
+    assert (noisy - layer(images)).abs().max() < 1.0
 
 
 def test_file_cache_matches_decoding_and_is_reused(ham_dir, tmp_path):

@@ -147,12 +147,15 @@ def channel_stats(source: PixelSource, max_images: int = 2000, seed: int = 0) ->
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
-def build_transform(augment: str = "none", mean: Sequence[float] = IMAGENET_MEAN,
-                    std: Sequence[float] = IMAGENET_STD) -> v2.Compose:
-    """``lesion`` is the original recipe (flips, rotation, brightness/contrast/saturation jitter, light
-    Gaussian noise): a lesion has no up or down. Hue is left alone: its RGB-HSV round trip cost half the
-    time of the whole pipeline (9.7 -> 4.6 ms per 256 px image on one core). ``light`` (small shifts and
-    rotations, no flips) suits digits, where a flip turns a 6 into a 9. ``none`` is for evaluation."""
+def build_transform(augment: str = "none") -> v2.Compose:
+    """uint8 image tensors, augmented; the float conversion, normalisation and the recipe's Gaussian noise
+    happen in the model's first layer (``InputNormalization``), on its device.
+
+    ``lesion`` is the original recipe (flips, rotation, brightness/contrast/saturation jitter; the noise is
+    the model's ``input_noise``): a lesion has no up or down. Hue is left alone: its RGB-HSV round trip
+    cost half the time of the whole pipeline (9.7 -> 4.6 ms per 256 px image on one core). ``light`` (small
+    shifts and rotations, no flips) suits digits, where a flip turns a 6 into a 9. ``none`` is for
+    evaluation."""
     if augment not in AUGMENTATIONS:
         raise ValueError(f"augment must be one of {AUGMENTATIONS}; got {augment!r}")
     steps: list = [v2.ToImage()]
@@ -161,11 +164,11 @@ def build_transform(augment: str = "none", mean: Sequence[float] = IMAGENET_MEAN
                   v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2)]
     elif augment == "light":
         steps.append(v2.RandomAffine(degrees=10, translate=(0.08, 0.08), scale=(0.9, 1.1)))
-    steps.append(v2.ToDtype(torch.float32, scale=True))
-    if augment == "lesion":
-        steps.append(v2.GaussianNoise(sigma=0.02))
-    steps.append(v2.Normalize(list(mean), list(std)))
     return v2.Compose(steps)
+
+
+LESION_NOISE = 0.02
+"""Sigma (0-1 scale) of the lesion recipe's Gaussian noise, added by the model in training mode."""
 
 
 class ImageDataset(Dataset):

@@ -21,36 +21,28 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from siamese.data.images import ImageDataset, PixelSource, build_transform
-from siamese.models import EmbeddingNet, build_backbone, load_checkpoint
-from siamese.preprocess import Preprocessing
+from siamese.models import EmbeddingNet, InputNormalization, build_backbone, load_checkpoint
 
 
 def descriptor_model(backbone: str = "resnet50", weights: str = "imagenet",
                      run_dir: str | Path | None = None) -> nn.Module:
-    """Pooled features of a torchvision backbone, or of a run's trained backbone."""
+    """Pooled features (uint8 images in) of a torchvision backbone with ImageNet normalisation, or of a
+    run's trained backbone with the run's own."""
     if run_dir is not None:
         checkpoint = load_checkpoint(Path(run_dir) / "embedder.pt")
         embedder = EmbeddingNet.from_arch(checkpoint["arch"])
         embedder.load_state_dict(checkpoint["state"])
-        return embedder.backbone.eval()
+        return nn.Sequential(embedder.normalize, embedder.backbone).eval()
     model, _ = build_backbone(backbone, weights)
-    return model.eval()
-
-
-def run_preprocessing(run_dir: str | Path | None, size: int) -> Preprocessing:
-    if run_dir is not None:
-        return Preprocessing.load(Path(run_dir) / "preprocess.json")
-    from siamese.data.images import IMAGENET_MEAN, IMAGENET_STD
-
-    return Preprocessing(size, IMAGENET_MEAN, IMAGENET_STD, [])
+    return nn.Sequential(InputNormalization(), model).eval()
 
 
 @torch.no_grad()
-def cnn_features(model: nn.Module, pixels: PixelSource, prep: Preprocessing, batch_size: int = 64,
+def cnn_features(model: nn.Module, pixels: PixelSource, batch_size: int = 64,
                  device: torch.device | None = None, desc: str = "features") -> np.ndarray:
     device = device or torch.device("cpu")
     model = model.to(device).eval()
-    dataset = ImageDataset(pixels, np.zeros(len(pixels), dtype=int), build_transform("none", prep.mean, prep.std))
+    dataset = ImageDataset(pixels, np.zeros(len(pixels), dtype=int), build_transform("none"))
     chunks = []
     for images, _ in tqdm(DataLoader(dataset, batch_size=batch_size), desc=desc):
         images = images.to(device)

@@ -17,7 +17,6 @@ from siamese.dedup.features import (
     descriptor_model,
     normalise,
     phash_codes,
-    run_preprocessing,
 )
 from siamese.dedup.search import cosine_pairs, dbscan_clusters, hamming_pairs
 from siamese.plots import image_grid
@@ -63,8 +62,7 @@ def _descriptors(table: DatasetTable, settings: DedupSettings, cache_dir: Path, 
 
     def compute() -> np.ndarray:
         model = descriptor_model(settings.backbone, settings.weights, settings.run_dir)
-        prep = run_preprocessing(settings.run_dir, settings.image_size)
-        return cnn_features(model, pixels, prep, settings.batch_size)
+        return cnn_features(model, pixels, settings.batch_size)
 
     return cached(cache_dir / f"{table.name}_cnn_{key}.npy", compute)
 

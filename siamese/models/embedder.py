@@ -8,15 +8,45 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from siamese.data.images import IMAGENET_MEAN, IMAGENET_STD
 from siamese.models.backbones import build_backbone
+
+
+class InputNormalization(nn.Module):
+    """uint8 images in, normalised floats out, as the model's first layer.
+
+    Loaders then ship uint8 batches (a quarter of the bytes through worker queues, pinning and the PCIe
+    copy; on the H100 float batches left the GPU waiting for data) and the float work runs on the model's
+    device, as timm's ``PrefetchLoader`` does. The statistics travel with the checkpoint, so inference
+    repeats training exactly. ``noise`` (the original recipe's Gaussian noise, sigma on the 0-1 scale) is
+    added in training mode only, like Keras' ``GaussianNoise`` layer. Floating-point input is taken to be
+    normalised already and passes through.
+    """
+
+    def __init__(self, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD,
+                 noise: float = 0.0) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.noise = noise
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_floating_point():
+            return x
+        x = x.float().div_(255)
+        if self.training and self.noise > 0:
+            x = x + self.noise * torch.randn_like(x)
+        return (x - self.mean) / self.std
 
 
 class EmbeddingNet(nn.Module):
     """Maps an image to a unit vector, so distances are comparable across the whole space."""
 
     def __init__(self, backbone: str = "inception_v3", weights: str = "imagenet", embedding_dim: int = 128,
-                 head_hidden: int = 512, dropout: float = 0.2) -> None:
+                 head_hidden: int = 512, dropout: float = 0.2, mean: tuple[float, ...] = IMAGENET_MEAN,
+                 std: tuple[float, ...] = IMAGENET_STD, input_noise: float = 0.0) -> None:
         super().__init__()
+        self.normalize = InputNormalization(mean, std, input_noise)
         self.backbone, feature_dim = build_backbone(backbone, weights)
         self.head = nn.Sequential(
             nn.Linear(feature_dim, head_hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
@@ -26,12 +56,13 @@ class EmbeddingNet(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features (what the near-duplicate search compares)."""
-        return self.backbone(x)
+        return self.backbone(self.normalize(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.head(self.backbone(x)).float(), dim=1)
+        return F.normalize(self.head(self.features(x)).float(), dim=1)
 
     @classmethod
     def from_arch(cls, arch: dict[str, Any]) -> EmbeddingNet:
-        """An untrained net with a checkpoint's architecture (weights come from the checkpoint)."""
+        """An untrained net with a checkpoint's architecture (weights, statistics included, come from the
+        checkpoint)."""
         return cls(arch["backbone"], "none", arch["embedding_dim"], arch["head_hidden"])

@@ -23,6 +23,7 @@ from siamese.data.duplicates import drop_conflicts, read_pairs
 from siamese.data.images import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    LESION_NOISE,
     ImageDataset,
     build_transform,
     channel_stats,
@@ -113,8 +114,7 @@ class RunData:
     excluded: dict[str, int]
 
     def dataset(self, split: str, augment: str = "none") -> ImageDataset:
-        return ImageDataset(self.sources[split], self.targets[split],
-                            build_transform(augment, self.prep.mean, self.prep.std))
+        return ImageDataset(self.sources[split], self.targets[split], build_transform(augment))
 
 
 def build_run_data(config: RunConfig, run_dir: Path) -> RunData:
@@ -176,7 +176,8 @@ def _train(config: RunConfig, resume: str | Path | None, device: torch.device, d
     tracker = Tracker(run_dir, config.to_dict(), config.wandb if dist.is_main else "disabled")
     try:
         model = EmbeddingNet(config.model.backbone, config.model.weights, config.model.embedding_dim,
-                             config.model.head_hidden, config.model.dropout)
+                             config.model.head_hidden, config.model.dropout, data.prep.mean, data.prep.std,
+                             LESION_NOISE if config.data.augment == "lesion" else 0.0)
         stage1 = MetricTrainer(model, MetricData(data.dataset("train", config.data.augment), datasets["val"],
                                                  reference),
                                config.embed, device, run_dir, tracker, config.amp, config.channels_last,
