@@ -15,6 +15,11 @@ class DenseClassifier(nn.Module):
                  dropout: float = 0.3) -> None:
         super().__init__()
         outputs = 1 if n_classes == 2 else n_classes
+        # Per-dimension centre and scale of the training embeddings (``fit_standardization``), saved with
+        # the weights. A briefly trained or untrained embedder packs every image into a small cap of the
+        # sphere; standardising re-opens it, where a fixed rescaling left the classifier at chance.
+        self.register_buffer("center", torch.zeros(embedding_dim))
+        self.register_buffer("scale", torch.full((embedding_dim,), embedding_dim ** -0.5))
         self.layers = nn.Sequential(
             nn.Linear(embedding_dim, hidden[0]), nn.ReLU(inplace=True), nn.Dropout(dropout),
             nn.Linear(hidden[0], hidden[1]), nn.ReLU(inplace=True), nn.Dropout(dropout),
@@ -22,14 +27,17 @@ class DenseClassifier(nn.Module):
         )
         self.arch = {"embedding_dim": embedding_dim, "n_classes": n_classes, "hidden": list(hidden)}
 
+    @torch.no_grad()
+    def fit_standardization(self, embeddings: torch.Tensor) -> None:
+        self.center.copy_(embeddings.mean(dim=0))
+        self.scale.copy_(embeddings.std(dim=0).clamp_min(1e-6))
+
     @property
     def binary(self) -> bool:
         return self.arch["n_classes"] == 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Unit-length embeddings have components of about 1/sqrt(d); scaling them to unit variance is what
-        # the default layer initialisation assumes, and stage 2 then converges in tens of steps, not thousands.
-        return self.layers(x * self.arch["embedding_dim"] ** 0.5)
+        return self.layers((x - self.center) / self.scale)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Class probabilities ``(N, n_classes)`` for either head."""

@@ -50,6 +50,7 @@ class ClassifierTrainer:
             full[present] = compute_class_weight("balanced", classes=present, y=y_train)
             weight = torch.from_numpy(full).to(self.device)
         train = TensorDataset(torch.tensor(x_train, dtype=torch.float32), torch.tensor(y_train, dtype=torch.long))
+        self.model.fit_standardization(train.tensors[0].to(self.device))
         val_x = torch.tensor(x_val, dtype=torch.float32, device=self.device)
         val_y = torch.tensor(y_val, dtype=torch.long, device=self.device)
         for epoch in tqdm(range(self.state["epoch"], self.cfg.epochs), desc="stage 2 (classifier)",
