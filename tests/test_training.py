@@ -117,3 +117,18 @@ def test_binary_full_dataset_run(tmp_path):
     assert metrics["classifier"]["classes"] == ["benign", "malignant"]
     assert metrics["classifier"]["roc_auc"] is not None
     assert np.isfinite(metrics["knn"]["accuracy"])
+
+
+def test_compiled_training_writes_a_plain_checkpoint(tmp_path):
+    """``--compile``: torch.compile runs the stage-1 forward; the saved weights load into an uncompiled net."""
+    config = tiny_config(tmp_path / "run", epochs_embed=1, augment="lesion")
+    config.compile = True
+    config.classifier.epochs = 2
+    run_dir = run_training(config)
+    saved = load_checkpoint(run_dir / "embedder.pt")
+    net = EmbeddingNet.from_arch(saved["arch"])
+    net.load_state_dict(saved["state"])
+    assert not any(key.startswith("_orig_mod") for key in saved["state"])
+    assert json.loads((run_dir / "config.json").read_text())["compile"] is True
+    history = pd.read_csv(run_dir / "history.csv")
+    assert np.isfinite(history.loc[history["stage"] == "embed", "loss"]).all()
