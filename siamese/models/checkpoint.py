@@ -43,3 +43,20 @@ def load_checkpoint(path: str | Path, expect_arch: dict[str, Any] | None = None)
             detail = ", ".join(f"{k}: checkpoint has {a!r}, model needs {b!r}" for k, (a, b) in differ.items())
             raise CheckpointError(f"{path}: made for another model ({detail})")
     return payload
+
+
+def save_training_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                        progress: dict[str, Any]) -> None:
+    """Everything an interrupted stage needs to go on from its last complete epoch."""
+    save_checkpoint({"arch": model.arch, "state": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "progress": progress}, path)
+
+
+def load_training_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
+    """Restore ``model`` and ``optimizer`` from ``path`` and return the saved progress; None if absent."""
+    if not path.is_file():
+        return None
+    payload = load_checkpoint(path, model.arch)
+    model.load_state_dict(payload["state"])
+    optimizer.load_state_dict(payload["optimizer"])
+    return payload["progress"]

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from siamese.config import ClassifierConfig
-from siamese.models.checkpoint import load_checkpoint, save_checkpoint
+from siamese.models.checkpoint import load_checkpoint, load_training_state, save_checkpoint, save_training_state
 from siamese.models.classifier import DenseClassifier
 from siamese.training.tracking import Tracker
 
@@ -34,12 +34,8 @@ class ClassifierTrainer:
         self.checkpoint = run_dir / "checkpoints" / LAST
 
     def resume(self) -> None:
-        if not self.checkpoint.is_file():
-            return
-        payload = load_checkpoint(self.checkpoint, self.model.arch)
-        self.model.load_state_dict(payload["state"])
-        self.optimizer.load_state_dict(payload["optimizer"])
-        self.state = payload["progress"]
+        """Continue from the last complete epoch, if there is one."""
+        self.state = load_training_state(self.checkpoint, self.model, self.optimizer) or self.state
 
     def fit(self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
             y_val: np.ndarray) -> list[dict[str, Any]]:
@@ -87,8 +83,7 @@ class ClassifierTrainer:
             state.update(best=list(score), best_epoch=row["epoch"])
             save_checkpoint({"arch": self.model.arch, "state": self.model.state_dict(), "epoch": row["epoch"]},
                             self.run_dir / BEST)
-        save_checkpoint({"arch": self.model.arch, "state": self.model.state_dict(),
-                         "optimizer": self.optimizer.state_dict(), "progress": state}, self.checkpoint)
+        save_training_state(self.checkpoint, self.model, self.optimizer, state)
         self.tracker.log({f"classifier/{k}": v for k, v in row.items() if k != "stage"})
 
     def load_best(self) -> DenseClassifier:

@@ -24,7 +24,7 @@ from siamese.config import EmbedTrainConfig
 from siamese.data.balance import DistributedClassBalancedSampler, class_balanced_sampler
 from siamese.data.images import ImageDataset
 from siamese.distributed import DistContext, parameter_digest
-from siamese.models.checkpoint import load_checkpoint, save_checkpoint
+from siamese.models.checkpoint import load_training_state, save_checkpoint, save_training_state
 from siamese.models.embedder import EmbeddingNet
 from siamese.runtime import autocast, to_device
 from siamese.training.embeddings import compute_embeddings
@@ -91,12 +91,7 @@ class MetricTrainer:
 
     def resume(self) -> None:
         """Continue from the last complete epoch, if there is one."""
-        if not self.checkpoint.is_file():
-            return
-        payload = load_checkpoint(self.checkpoint, self.model.arch)
-        self.model.load_state_dict(payload["state"])
-        self.optimizer.load_state_dict(payload["optimizer"])
-        self.state = payload["progress"]
+        self.state = load_training_state(self.checkpoint, self.model, self.optimizer) or self.state
 
     def loader(self) -> DataLoader:
         targets = self.data.train.targets
@@ -199,5 +194,4 @@ class MetricTrainer:
         self.tracker.log({f"embed/{k}": v for k, v in row.items() if k != "stage"})
 
     def save_last(self) -> None:
-        save_checkpoint({"arch": self.model.arch, "state": self.model.state_dict(),
-                         "optimizer": self.optimizer.state_dict(), "progress": self.state}, self.checkpoint)
+        save_training_state(self.checkpoint, self.model, self.optimizer, self.state)
