@@ -11,7 +11,7 @@ from siamese.models import CheckpointError, EmbeddingNet, load_checkpoint
 from siamese.training import metric
 from siamese.training.pipeline import run_training
 
-from .conftest import tiny_config
+from .conftest import REPO, tiny_config
 
 RUN_FILES = ["config.json", "split.csv", "embedder.pt", "classifier.pt", "history.csv", "metrics.json",
              "per_class.csv", "preprocess.json", "test_predictions.csv", "curves_embed.png", "curves_classifier.png",
@@ -104,6 +104,8 @@ def test_predict_returns_top_k_for_a_folder(run_dir, tmp_path, capsys):
     assert main(["predict", "--run", str(run_dir), str(tmp_path), "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == 3 and {"top1", "top3_p", "nn1"} <= set(rows[0])
+    samples = expand_inputs([str(REPO / "assets" / "samples")])  # the README's 8x8 PNG digits, upscaled
+    assert len(samples) == 3 and all(len(p.top_k) == 3 for p in Predictor(run_dir).predict(samples))
     (tmp_path / "broken.jpg").write_bytes(b"nope")
     assert main(["predict", "--run", str(run_dir), str(tmp_path / "broken.jpg")]) == 2
     assert "broken.jpg" in capsys.readouterr().err
