@@ -32,6 +32,14 @@ def read_pair_files(paths: Sequence[str] | None) -> pd.DataFrame | None:
     return pd.concat([read_pairs(p) for p in paths], ignore_index=True)
 
 
+def print_json(report: dict, out: str | None) -> None:
+    """A command's JSON report on stdout, and in ``out`` too when given."""
+    text = json.dumps(report, indent=2)
+    print(text)
+    if out:
+        Path(out).write_text(text + "\n")
+
+
 def add_data_arguments(parser: argparse.ArgumentParser, default: str | None = "digits") -> None:
     parser.add_argument("--dataset", choices=DATASETS, default=default)
     parser.add_argument("--data-dir", help="folder with the dataset's images (and metadata)")
@@ -70,10 +78,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from siamese.data.splits import read_manifest
 
     report = audit_manifest(read_manifest(args.manifest), read_pair_files(args.duplicates))
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    print_json(report, args.out)
     return 1 if report["leaks"] else 0
 
 
@@ -198,11 +203,7 @@ def cmd_compare_pairs(args: argparse.Namespace) -> int:
     from siamese.data.duplicates import read_pairs
     from siamese.dedup.compare import compare_pairs
 
-    report = compare_pairs(read_pairs(args.found), read_pair_files(args.reference))
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    print_json(compare_pairs(read_pairs(args.found), read_pair_files(args.reference)), args.out)
     return 0
 
 

@@ -109,7 +109,10 @@ class RunConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: not found; is {path.parent} a run folder written by train.py?")
+        return cls.from_dict(json.loads(path.read_text()))
 
 
 def _from_dict(cls: type, values: dict[str, Any]) -> Any:

@@ -38,10 +38,11 @@ def training_curves(history: pd.DataFrame, stage: str, path: Path) -> Path | Non
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     fig.suptitle(f"{stage} stage", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def save_figure(fig: plt.Figure, path: Path) -> Path:
+    """Tight layout, 110 dpi, and the figure closed so long runs do not pile up open figures."""
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -58,7 +59,7 @@ def confusion_matrices(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str
                                                 normalize=normalize, ax=ax, colorbar=False,
                                                 values_format=".2f" if normalize else "d", xticks_rotation=45)
         ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def roc_curves(y_true: np.ndarray, proba: np.ndarray, classes: list[str], path: Path) -> Path | None:
@@ -72,7 +73,7 @@ def roc_curves(y_true: np.ndarray, proba: np.ndarray, classes: list[str], path: 
                 RocCurveDisplay.from_predictions(y_true == c, proba[:, c], name=name, ax=ax)
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
     ax.set_title("ROC (test)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def per_class_bars(per_class: pd.DataFrame, path: Path) -> Path:
@@ -82,7 +83,7 @@ def per_class_bars(per_class: pd.DataFrame, path: Path) -> Path:
     frame.plot.bar(ax=ax, rot=0, ylim=(0, 1.05))
     ax.set_title("per-class precision / recall / F1 (test)")
     ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def image_grid(images: list[np.ndarray], captions: list[str], path: Path, title: str, columns: int = 4) -> Path:
@@ -97,7 +98,7 @@ def image_grid(images: list[np.ndarray], captions: list[str], path: Path, title:
     if not images:
         axes[0, 0].text(0.5, 0.5, "none", ha="center", va="center")
     fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def confusion_matrix_panels(matrices: dict[str, list[list[int]]], classes: list[str], path: Path) -> Path:
@@ -110,4 +111,4 @@ def confusion_matrix_panels(matrices: dict[str, list[list[int]]], classes: list[
         ConfusionMatrixDisplay(shares, display_labels=classes).plot(ax=ax, colorbar=False, values_format=".2f",
                                                                      xticks_rotation=45)
         ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -21,6 +21,7 @@ from sklearn.manifold import TSNE  # noqa: E402
 from siamese.config import RunConfig  # noqa: E402
 from siamese.data.splits import SPLITS  # noqa: E402
 from siamese.models import EmbeddingNet, load_checkpoint  # noqa: E402
+from siamese.plots import save_figure  # noqa: E402
 from siamese.runtime import resolve_device  # noqa: E402
 from siamese.training.pipeline import build_run_data, split_embeddings  # noqa: E402
 
@@ -88,10 +89,7 @@ def scatter(coords: pd.DataFrame, colour_by: str, path: Path, title: str, thumbn
     ax.set_title(title)
     ax.set_xticks([])
     ax.set_yticks([])
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def visualize_run(run_dir: str | Path, methods: tuple[str, ...] = METHODS, split: str = "all",

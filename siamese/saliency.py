@@ -21,6 +21,7 @@ from torch import nn  # noqa: E402
 from siamese.data.images import load_image  # noqa: E402
 from siamese.inference import Predictor  # noqa: E402
 from siamese.models import DenseClassifier, EmbeddingNet  # noqa: E402
+from siamese.plots import save_figure  # noqa: E402
 
 
 class EndToEnd(nn.Module):
@@ -64,9 +65,5 @@ def saliency_maps(run_dir: str | Path, images: list[Path], out_dir: str | Path |
                 ax.imshow(picture)
                 ax.set_title(title, fontsize=8)
                 ax.axis("off")
-            fig.tight_layout()
-            target = out_dir / f"{Path(path).stem}_gradcam.png"
-            fig.savefig(target, dpi=110)
-            plt.close(fig)
-            written.append(target)
+            written.append(save_figure(fig, out_dir / f"{Path(path).stem}_gradcam.png"))
     return written

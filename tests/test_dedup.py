@@ -132,6 +132,8 @@ def test_compare_pairs_against_a_reference(tmp_path, capsys):
     reference.iloc[:, :2].to_csv(tmp_path / "ref.csv", index=False)
     assert main(["compare-pairs", str(tmp_path / "found.csv"), "--reference", str(tmp_path / "ref.csv")]) == 0
     assert json.loads(capsys.readouterr().out)["recall"] == 0.5
+    assert main(["compare-pairs", str(tmp_path / "ref.csv"), "--reference", str(tmp_path / "ref.csv")]) == 2
+    assert "have no distance" in capsys.readouterr().err
 
 
 def test_compare_with_published_ham_lists(shared_ham, tmp_path):

@@ -62,6 +62,11 @@ def test_saliency_overlays(run_dir, tmp_path):
     assert all(is_png(p) for p in written)
 
 
+def test_visualize_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
+    assert main(["visualize", str(tmp_path)]) == 2
+    assert "a run folder written by train.py" in capsys.readouterr().err
+
+
 def test_saliency_refuses_a_missing_image(run_dir, tmp_path, capsys):
     assert main(["saliency", str(run_dir), str(tmp_path / "absent.jpg")]) == 2
     assert "absent.jpg" in capsys.readouterr().err

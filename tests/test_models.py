@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from siamese.config import ClassifierConfig
+from siamese.config import BACKBONES, ClassifierConfig
 from siamese.models import (
     CheckpointError,
     DenseClassifier,
@@ -12,7 +12,7 @@ from siamese.models import (
     load_checkpoint,
     save_checkpoint,
 )
-from siamese.models.backbones import build_backbone
+from siamese.models.backbones import FEATURE_DIMS, MIN_INPUT_SIZE, build_backbone
 from siamese.training.classify import ClassifierTrainer
 from siamese.training.tracking import Tracker
 
@@ -22,6 +22,10 @@ def test_embeddings_are_unit_length():
     out = net(torch.randn(3, 3, 32, 32))
     assert out.shape == (3, 16)
     torch.testing.assert_close(out.norm(dim=1), torch.ones(3))
+
+
+def test_every_listed_backbone_has_its_dimensions():
+    assert set(BACKBONES) == set(FEATURE_DIMS) == set(MIN_INPUT_SIZE)
 
 
 def test_inception_minimum_size_is_checked():

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from siamese.data.table import DataError
+
 
 def _key(frame: pd.DataFrame) -> pd.Series:
     a, b = frame["from_img"].astype(str), frame["to_img"].astype(str)
@@ -26,6 +28,9 @@ def _describe(values: np.ndarray) -> dict[str, float | None]:
 
 def compare_pairs(found: pd.DataFrame, reference: pd.DataFrame) -> dict[str, Any]:
     """Recall of the reference pairs, the extra pairs, and the distance distribution of each."""
+    if found["distance"].isna().any():
+        raise DataError(f"{found['distance'].isna().sum()} found pair(s) have no distance: compare-pairs needs the "
+                        "pairs CSV written by dedup (from_img,to_img,distance,method)")
     found = found.assign(key=_key(found)).sort_values("distance").drop_duplicates("key")
     reference_keys = set(_key(reference))
     hit = found["key"].isin(reference_keys)

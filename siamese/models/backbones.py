@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torchvision import models
 
-FEATURE_DIMS = {"inception_v3": 2048, "resnet50": 2048, "resnet18": 512}  # one per config.BACKBONES
+FEATURE_DIMS = {"inception_v3": 2048, "resnet50": 2048, "resnet18": 512}  # one per config.BACKBONES (tested)
 MIN_INPUT_SIZE = {"inception_v3": 75, "resnet50": 32, "resnet18": 32}
 
 
