@@ -20,7 +20,7 @@ from sklearn.manifold import TSNE  # noqa: E402
 
 from siamese.config import RunConfig  # noqa: E402
 from siamese.data.splits import SPLITS  # noqa: E402
-from siamese.models import EmbeddingNet, load_checkpoint  # noqa: E402
+from siamese.models import EmbeddingNet  # noqa: E402
 from siamese.plots import save_figure  # noqa: E402
 from siamese.runtime import resolve_device  # noqa: E402
 from siamese.training.pipeline import build_run_data, split_embeddings  # noqa: E402
@@ -38,9 +38,7 @@ def run_embeddings(run_dir: Path, splits: list[str]) -> tuple[pd.DataFrame, np.n
         path = run_dir / "embeddings" / f"{split}.npz"
         ids = data.parts[split]["image_id"].astype(str).to_numpy()
         if model is None and not path.is_file():
-            checkpoint = load_checkpoint(run_dir / "embedder.pt")
-            model = EmbeddingNet.from_arch(checkpoint["arch"])
-            model.load_state_dict(checkpoint["state"])
+            model = EmbeddingNet.from_checkpoint(run_dir / "embedder.pt")
         arrays.append(split_embeddings(model, data.dataset(split), data.parts[split], run_dir, config,
                                        resolve_device("cpu")))
         frames.append(pd.DataFrame({"image_id": ids, "split": split, "label": data.parts[split]["label"].to_numpy(),

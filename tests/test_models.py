@@ -120,3 +120,13 @@ def test_classifier_learns_embeddings_packed_into_a_small_cap(tmp_path):
     history = trainer.fit(x[:500], labels[:500], x[500:], labels[500:])
     assert history[-1]["val_accuracy"] > 0.8
     assert trainer.model.scale.max() < 0.01
+
+
+def test_checkpoint_of_an_older_layout_fails_with_a_sentence(tmp_path):
+    net = EmbeddingNet("resnet18", "none", embedding_dim=8, head_hidden=16)
+    state = {k: v for k, v in net.state_dict().items() if not k.startswith("normalize.")}
+    save_checkpoint({"arch": net.arch, "state": state}, tmp_path / "old.pt")
+    with pytest.raises(CheckpointError, match=r"old\.pt: weights do not fit this version's model"):
+        EmbeddingNet.from_checkpoint(tmp_path / "old.pt")
+    save_checkpoint({"arch": net.arch, "state": net.state_dict()}, tmp_path / "new.pt")
+    assert EmbeddingNet.from_checkpoint(tmp_path / "new.pt").arch == net.arch

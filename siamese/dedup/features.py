@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from siamese.data.images import ImageDataset, PixelSource, build_transform
-from siamese.models import EmbeddingNet, InputNormalization, build_backbone, load_checkpoint
+from siamese.models import EmbeddingNet, InputNormalization, build_backbone
 
 
 def descriptor_model(backbone: str = "resnet50", weights: str = "imagenet",
@@ -29,9 +29,7 @@ def descriptor_model(backbone: str = "resnet50", weights: str = "imagenet",
     """Pooled features (uint8 images in) of a torchvision backbone with ImageNet normalisation, or of a
     run's trained backbone with the run's own."""
     if run_dir is not None:
-        checkpoint = load_checkpoint(Path(run_dir) / "embedder.pt")
-        embedder = EmbeddingNet.from_arch(checkpoint["arch"])
-        embedder.load_state_dict(checkpoint["state"])
+        embedder = EmbeddingNet.from_checkpoint(Path(run_dir) / "embedder.pt")
         return nn.Sequential(embedder.normalize, embedder.backbone).eval()
     model, _ = build_backbone(backbone, weights)
     return nn.Sequential(InputNormalization(), model).eval()

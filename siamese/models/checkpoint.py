@@ -45,6 +45,17 @@ def load_checkpoint(path: str | Path, expect_arch: dict[str, Any] | None = None)
     return payload
 
 
+def restore_state(model: torch.nn.Module, payload: dict[str, Any], path: str | Path) -> None:
+    """Load ``payload``'s weights into ``model``; a checkpoint of another layout (e.g. one written before
+    the embedder carried its input statistics) fails with a sentence naming the file."""
+    try:
+        model.load_state_dict(payload["state"])
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1:2] or [str(exc)]
+        raise CheckpointError(f"{path}: weights do not fit this version's model ({first[0].strip()}); "
+                              "retrain, or load it with the version that wrote it") from exc
+
+
 def save_training_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                         progress: dict[str, Any]) -> None:
     """Everything an interrupted stage needs to go on from its last complete epoch."""
@@ -57,6 +68,6 @@ def load_training_state(path: Path, model: torch.nn.Module, optimizer: torch.opt
     if not path.is_file():
         return None
     payload = load_checkpoint(path, model.arch)
-    model.load_state_dict(payload["state"])
+    restore_state(model, payload, path)
     optimizer.load_state_dict(payload["optimizer"])
     return payload["progress"]

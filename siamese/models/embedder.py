@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -10,6 +11,7 @@ from torch import nn
 
 from siamese.data.images import IMAGENET_MEAN, IMAGENET_STD
 from siamese.models.backbones import build_backbone
+from siamese.models.checkpoint import load_checkpoint, restore_state
 
 
 class InputNormalization(nn.Module):
@@ -66,3 +68,11 @@ class EmbeddingNet(nn.Module):
         """An untrained net with a checkpoint's architecture (weights, statistics included, come from the
         checkpoint)."""
         return cls(arch["backbone"], "none", arch["embedding_dim"], arch["head_hidden"])
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> EmbeddingNet:
+        """A trained net, weights and input statistics, from an ``embedder.pt``."""
+        payload = load_checkpoint(path)
+        model = cls.from_arch(payload["arch"])
+        restore_state(model, payload, path)
+        return model
