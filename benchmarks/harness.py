@@ -15,10 +15,27 @@ from typing import Any
 import torch
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak resident memory.
+
+    Linux's ``VmHWM`` belongs to the process image, so it starts afresh at exec. ``ru_maxrss`` does not:
+    a spawned child starts from its parent's figure (it survives fork and exec), which put a floor of the
+    parent's memory under every case. ``ru_maxrss`` is the fallback where there is no ``/proc``.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _child(fn: Callable[..., dict[str, Any]], args: tuple) -> dict[str, Any]:
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
     result = fn(*args)
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mb"] = peak_rss_mb()
     if torch.cuda.is_available():
         result["cuda_max_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return result
@@ -55,8 +72,10 @@ def print_table(title: str, rows: list[dict[str, Any]], value: str, baseline_cas
     """Rows need 'case' and ``value``; the ratio is against the row named ``baseline_case``."""
     base = next(r[value] for r in rows if r["case"] == baseline_case)
     print(f"\n{title}\n{machine()}")
-    print(f"{'case':38s} {value:>16s} {'x baseline':>11s} {'peak RSS MB':>12s} {'CUDA MB':>9s}")
+    width = max(len(r["case"]) for r in rows)
+    print(f"{'case':{width}s} {value:>16s} {'x baseline':>11s} {'peak RSS MB':>12s} {'CUDA MB':>9s}")
     for row in rows:
         ratio = row[value] / base if higher_is_better else base / row[value]
         cuda = f"{row['cuda_max_mb']:9.0f}" if "cuda_max_mb" in row else f"{'-':>9s}"
-        print(f"{row['case']:38s} {row[value]:16.2f} {ratio:11.2f} {row.get('peak_rss_mb', float('nan')):12.0f} {cuda}")
+        rss = row.get("peak_rss_mb", float("nan"))
+        print(f"{row['case']:{width}s} {row[value]:16.2f} {ratio:11.2f} {rss:12.0f} {cuda}")

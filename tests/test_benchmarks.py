@@ -1,6 +1,19 @@
 """The benchmark scripts' measuring functions, at toy sizes: they must keep running as the package changes."""
 
-from benchmarks import bench_data, bench_dedup, bench_extract, bench_train_step
+from benchmarks import bench_data, bench_dedup, bench_extract, bench_train_step, harness
+
+
+def hold_megabytes(n: int) -> dict:
+    block = bytearray(n * 2**20)
+    block[::4096] = b"x" * len(block[::4096])  # touch every page so it is resident
+    return {"held": len(block)}
+
+
+def test_isolated_case_reports_its_own_peak_memory_not_its_parents():
+    parent = bytearray(1500 * 2**20)
+    parent[::4096] = b"x" * len(parent[::4096])
+    small, large = harness.isolated(hold_megabytes, 1), harness.isolated(hold_megabytes, 400)
+    assert small["peak_rss_mb"] < 1500 and large["peak_rss_mb"] >= small["peak_rss_mb"] + 350
 
 
 def test_data_benchmark_cases(tmp_path):
