@@ -3,8 +3,9 @@
     python -m benchmarks.bench_predict [--backbone inception_v3] [--size 256]
 
 A run folder is trained first (one short epoch on synthetic lesions, random init: latency does not depend
-on the weights' values). Baselines in the same run: cold, the bare ``python -c "import torch"`` start; warm,
-one bare forward pass of the same network on an already-decoded tensor.
+on the weights' values), with its ONNX export. Both engines are measured. Baselines in the same run: cold,
+the bare ``python -c "import torch"`` start; warm, one bare forward pass of the same network on an
+already-decoded tensor.
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ def wall(command: list[str], repeat: int = 3) -> float:
     return statistics.median(times)
 
 
-def warm_project(run: Path, paths: list[Path]) -> dict:
-    predictor = Predictor(run)
+def warm_project(run: Path, paths: list[Path], engine: str) -> dict:
+    predictor = Predictor(run, engine=engine)
     predictor.predict(paths[:2])
     start = time.perf_counter()
     predictor.predict(paths)
@@ -87,12 +88,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         run = make_run(Path(tmp), args.backbone, args.size)
         paths = images(Path(tmp), args.images)
-        cold = [{"case": "python -c 'import torch' (floor)", "seconds": wall([sys.executable, "-c", "import torch"])},
-                {"case": "python predict.py, one image",
-                 "seconds": wall([sys.executable, "predict.py", "--run", str(run), str(paths[0])])}]
-        warm = [{"case": "bare forward, decoded tensor", **isolated(warm_bare, args.backbone, args.size, args.images)},
-                {"case": "Predictor: decode+resize+embed+classify+kNN",
-                 **isolated(warm_project, run, paths)}]
+        cold = [{"case": "python -c 'import torch' (floor)", "seconds": wall([sys.executable, "-c", "import torch"])}]
+        cold += [{"case": f"python predict.py --engine {engine}, one image",
+                  "seconds": wall([sys.executable, "predict.py", "--run", str(run), str(paths[0]), "--engine", engine])}
+                 for engine in ("torch", "onnx")]
+        warm = [{"case": "bare forward, decoded tensor", **isolated(warm_bare, args.backbone, args.size, args.images)}]
+        warm += [{"case": f"Predictor ({engine}): decode+resize+embed+classify+kNN",
+                  **isolated(warm_project, run, paths, engine)} for engine in ("torch", "onnx")]
     print_table(f"predict cold start ({args.backbone} {args.size}px, CPU, median of 3)", cold, "seconds",
                 "python -c 'import torch' (floor)", higher_is_better=False)
     print_table(f"predict warm latency ({args.images} JPEGs 600x450)", warm, "ms_per_image",

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 from siamese.config import AUGMENTATIONS, BACKBONES, DATASETS, PRESETS, RunConfig, preset
 from siamese.data import DataError, load_dataset
+from siamese.engines import ENGINES
+from siamese.errors import CheckpointError, EngineError, ExportError, WeightsUnavailableError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -110,6 +112,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     data.drop_conflicts = data.drop_conflicts or args.drop_conflicts
     clf.class_weights = clf.class_weights or args.class_weights
     config.compile = config.compile or args.compile
+    config.export_onnx = config.export_onnx and not args.no_onnx
     return config
 
 
@@ -135,7 +138,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from siamese.inference import Predictor, expand_inputs, predictions_table
 
     start = time.perf_counter()
-    predictor = Predictor(args.run, device=args.device)
+    predictor = Predictor(args.run, device=args.device, engine=args.engine)
     load_seconds = time.perf_counter() - start
     rows = predictions_table(predictor.predict(expand_inputs(args.images), top_k=args.top_k))
     frame = pd.DataFrame(rows)
@@ -146,8 +149,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         print(frame.to_string(index=False))
     per_image = frame["seconds"].mean()
-    print(f"{len(rows)} image(s); model load {load_seconds:.2f} s, {per_image * 1000:.1f} ms per image",
-          file=sys.stderr)
+    print(f"{len(rows)} image(s); {predictor.engine.name} engine, model load {load_seconds:.2f} s, "
+          f"{per_image * 1000:.1f} ms per image", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from siamese.models.export import export_onnx
+
+    path = export_onnx(args.run, args.tolerance)
+    print(f"wrote {path} (outputs checked against torch; see {path}.json)")
     return 0
 
 
@@ -252,7 +263,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top-k", type=int, default=3)
     predict.add_argument("--format", choices=("table", "json", "csv"), default="table")
     predict.add_argument("--device", default="cpu")
+    predict.add_argument("--engine", choices=ENGINES, default="auto",
+                         help="auto: the run's model.onnx with ONNX Runtime when it is current (fast start), "
+                              "else torch")
     predict.set_defaults(func=cmd_predict)
+
+    export = commands.add_parser("export", help="write a run's model.onnx (train.py does this unless --no-onnx)")
+    export.add_argument("run", help="a finished run folder")
+    export.add_argument("--tolerance", type=float, default=1e-3,
+                        help="largest difference from torch's outputs accepted on a sample batch")
+    export.set_defaults(func=cmd_export)
 
     visualize = commands.add_parser("visualize", help="t-SNE / UMAP plots and coordinates of a run's embeddings")
     visualize.add_argument("run", help="a finished run folder")
@@ -321,20 +341,20 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--compile", action="store_true", help="torch.compile the embedding net (stage 1)")
+    parser.add_argument("--no-onnx", action="store_true", help="skip writing model.onnx (predict's fast start)")
     parser.add_argument("--out", help="run folder (default runs/DATASET-TIME)")
     parser.add_argument("--resume", help="continue an interrupted run folder")
     parser.add_argument("--wandb", choices=("offline", "online", "disabled"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from siamese.models import CheckpointError, WeightsUnavailableError
-
     args = build_parser().parse_args(argv)
     if getattr(args, "dataset", "") is None:
         print("error: --dataset is required", file=sys.stderr)
         return 2
     try:
         return int(args.func(args) or 0)
-    except (DataError, ValueError, FileNotFoundError, CheckpointError, WeightsUnavailableError) as exc:
+    except (DataError, ValueError, FileNotFoundError, CheckpointError, WeightsUnavailableError, EngineError,
+            ExportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

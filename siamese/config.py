@@ -96,6 +96,7 @@ class RunConfig:
     amp: bool = True
     channels_last: bool = True
     compile: bool = False
+    export_onnx: bool = True  # model.onnx beside the checkpoints: predict then starts without torch
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

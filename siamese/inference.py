@@ -1,4 +1,7 @@
-"""Predictions for new images from a finished run folder, with the nearest training exemplars."""
+"""Predictions for new images from a finished run folder, with the nearest training exemplars.
+
+Imports neither torch nor torchvision unless the torch engine is chosen (see ``siamese.engines``).
+"""
 
 from __future__ import annotations
 
@@ -10,16 +13,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from siamese.config import RunConfig
-from siamese.data.images import build_transform, load_image
+from siamese.data.decode import load_image, to_batch
 from siamese.data.readers import IMAGE_SUFFIXES
 from siamese.data.table import DataError
-from siamese.models import DenseClassifier, EmbeddingNet, load_checkpoint
-from siamese.models.checkpoint import restore_state
+from siamese.engines import open_engine
 from siamese.preprocess import Preprocessing
-from siamese.runtime import resolve_device
 
 
 def expand_inputs(items: list[str]) -> list[Path]:
@@ -51,54 +51,36 @@ class Prediction:
 class Predictor:
     """Loads a run once; ``predict`` then costs one forward pass per image."""
 
-    def __init__(self, run_dir: str | Path, device: str = "cpu") -> None:
+    def __init__(self, run_dir: str | Path, device: str = "cpu", engine: str = "auto") -> None:
         run_dir = Path(run_dir)
-        config = RunConfig.load(run_dir / "config.json")
+        self.config = RunConfig.load(run_dir / "config.json")
         self.prep = Preprocessing.load(run_dir / "preprocess.json")
-        self.device = resolve_device(device)
-        self.embedder = EmbeddingNet.from_checkpoint(run_dir / "embedder.pt")
-        # channels_last pays on CPU too (oneDNN): InceptionV3 at 256 px, 83 -> 64 ms per image on 2 cores.
-        self.embedder.to(self.device, memory_format=torch.channels_last).eval()
-        classifier = load_checkpoint(run_dir / "classifier.pt")
-        if classifier["arch"]["n_classes"] != len(self.prep.classes):
-            raise DataError(f"{run_dir}: classifier has {classifier['arch']['n_classes']} classes but the run "
-                            f"lists {len(self.prep.classes)}")
-        self.classifier = DenseClassifier.from_arch(classifier["arch"])
-        restore_state(self.classifier, classifier, run_dir / "classifier.pt")
-        self.classifier.to(self.device).eval()
-        self.transform = build_transform("none")
+        self.engine = open_engine(run_dir, engine, device)
         reference = np.load(run_dir / "embeddings" / "train.npz")
         self.reference_ids = reference["image_id"]
         self.reference_labels = _reference_labels(run_dir, self.reference_ids)
-        self.reference = torch.from_numpy(reference["embedding"]).to(self.device)
-        self.config = config
+        self.reference = reference["embedding"].astype(np.float32)
 
-    @torch.inference_mode()
-    def embed(self, paths: list[Path]) -> np.ndarray:
-        batch = torch.stack([self.transform(load_image(p, self.prep.image_size)) for p in paths])
-        batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
-        return self.embedder(batch).cpu().numpy()
+    def embed(self, paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings and class probabilities of the images at ``paths``."""
+        return self.engine(to_batch([load_image(p, self.prep.image_size) for p in paths]))
 
     def nearest(self, embedding: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact Euclidean neighbours among the training embeddings (a matmul: they are unit vectors)."""
-        query = torch.from_numpy(embedding).to(self.device)
-        distance = (2 - 2 * query @ self.reference.T).clamp_min(0).sqrt()
-        values, rows = torch.topk(distance, min(k, len(self.reference)), largest=False)
-        return values.cpu().numpy(), rows.cpu().numpy()
+        distance = np.sqrt(np.clip(2 - 2 * embedding @ self.reference.T, 0, None))
+        rows = np.argsort(distance, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(distance, rows, axis=1), rows
 
-    @torch.inference_mode()
     def predict(self, paths: list[Path], top_k: int = 3, neighbours: int = 3) -> list[Prediction]:
         results = []
         for path in paths:
             start = time.perf_counter()
-            embedding = self.embed([path])
-            proba = self.classifier.probabilities(self.classifier(torch.from_numpy(embedding).to(self.device)))
-            proba = proba.cpu().numpy()[0]
-            order = np.argsort(proba)[::-1][:top_k]
+            embedding, proba = self.embed([path])
+            order = np.argsort(proba[0])[::-1][:top_k]
             distances, rows = self.nearest(embedding, neighbours)
             results.append(Prediction(
                 image=os.fspath(path), label=self.prep.classes[order[0]],
-                top_k=[(self.prep.classes[i], float(proba[i])) for i in order],
+                top_k=[(self.prep.classes[i], float(proba[0, i])) for i in order],
                 neighbours=[(str(self.reference_ids[r]), str(self.reference_labels[r]), float(d))
                             for r, d in zip(rows[0], distances[0], strict=True)],
                 seconds=time.perf_counter() - start))

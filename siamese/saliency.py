@@ -18,10 +18,11 @@ from pytorch_grad_cam.utils.image import show_cam_on_image  # noqa: E402
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 from torch import nn  # noqa: E402
 
-from siamese.data.images import load_image  # noqa: E402
-from siamese.inference import Predictor  # noqa: E402
+from siamese.data.decode import load_image, to_batch  # noqa: E402
 from siamese.models import DenseClassifier, EmbeddingNet  # noqa: E402
+from siamese.models.export import InferenceGraph  # noqa: E402
 from siamese.plots import save_figure  # noqa: E402
+from siamese.preprocess import Preprocessing  # noqa: E402
 
 
 class EndToEnd(nn.Module):
@@ -46,22 +47,25 @@ def target_layer(embedder: EmbeddingNet) -> nn.Module:
 
 def saliency_maps(run_dir: str | Path, images: list[Path], out_dir: str | Path | None = None) -> list[Path]:
     """One PNG per image: the image, and the Grad-CAM overlay for its predicted class."""
-    predictor = Predictor(run_dir)
+    prep = Preprocessing.load(Path(run_dir) / "preprocess.json")
+    graph = InferenceGraph.from_run(run_dir)
     out_dir = Path(out_dir) if out_dir else Path(run_dir) / "saliency"
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = EndToEnd(predictor.embedder, predictor.classifier).eval()
+    model = EndToEnd(graph.embedder, graph.classifier).eval()
     written = []
-    with GradCAM(model=model, target_layers=[target_layer(predictor.embedder)]) as cam:
-        for path, prediction in zip(images, predictor.predict(images, top_k=1), strict=True):
-            pixels = load_image(path, predictor.prep.image_size)
-            batch = predictor.transform(pixels).unsqueeze(0)
-            index = predictor.prep.classes.index(prediction.label)
+    with GradCAM(model=model, target_layers=[target_layer(graph.embedder)]) as cam:
+        for path in images:
+            pixels = load_image(path, prep.image_size)
+            batch = torch.from_numpy(to_batch([pixels]))
+            with torch.no_grad():
+                probabilities = graph(batch)[1][0]
+            index = int(probabilities.argmax())
             mask = cam(input_tensor=batch, targets=[ClassifierOutputTarget(index)])[0]
             overlay = show_cam_on_image(pixels.astype(np.float32) / 255.0, mask, use_rgb=True)
             fig, axes = plt.subplots(1, 2, figsize=(6, 3.2))
             for ax, picture, title in ((axes[0], pixels, Path(path).name),
-                                       (axes[1], overlay, f"Grad-CAM: {prediction.label} "
-                                                          f"({prediction.top_k[0][1]:.2f})")):
+                                       (axes[1], overlay, f"Grad-CAM: {prep.classes[index]} "
+                                                          f"({probabilities[index]:.2f})")):
                 ax.imshow(picture)
                 ax.set_title(title, fontsize=8)
                 ax.axis("off")

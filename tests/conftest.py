@@ -74,11 +74,14 @@ def tiny_config(out: Path, epochs_embed: int = 3, **data) -> RunConfig:
     config.classifier.epochs = 30
     config.classifier.batch_size = 16
     config.wandb = "disabled"
+    config.export_onnx = False  # the shared run_dir and tests/test_export.py cover the export
     config.out = str(out)
     return config
 
 
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory) -> Path:
-    """One trained run shared by the tests that only read it."""
-    return run_training(tiny_config(tmp_path_factory.mktemp("runs") / "run", epochs_embed=4))
+    """One trained run shared by the tests that only read it (with its ONNX export)."""
+    config = tiny_config(tmp_path_factory.mktemp("runs") / "run", epochs_embed=4)
+    config.export_onnx = True
+    return run_training(config)

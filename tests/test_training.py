@@ -114,11 +114,17 @@ def test_predict_returns_top_k_for_a_folder(run_dir, tmp_path, capsys):
 def test_binary_full_dataset_run(tmp_path):
     config = tiny_config(tmp_path / "bin", epochs_embed=1, binary=True, full_dataset=True)
     config.classifier.epochs = 5
+    config.export_onnx = True
     run_dir = run_training(config)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["classifier"]["classes"] == ["benign", "malignant"]
     assert metrics["classifier"]["roc_auc"] is not None
     assert np.isfinite(metrics["knn"]["accuracy"])
+    samples = expand_inputs([str(REPO / "assets" / "samples")])
+    by_onnx = Predictor(run_dir, engine="onnx").predict(samples, top_k=2)
+    by_torch = Predictor(run_dir, engine="torch").predict(samples, top_k=2)
+    for a, b in zip(by_onnx, by_torch, strict=True):  # the sigmoid head's two columns survive the export
+        assert a.label == b.label and np.allclose([p for _, p in a.top_k], [p for _, p in b.top_k], atol=1e-3)
 
 
 def test_compiled_training_writes_a_plain_checkpoint(tmp_path):

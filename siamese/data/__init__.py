@@ -15,8 +15,8 @@ _EXPORTS = {
     "audit_manifest": "audit", "balanced_subset": "balance", "class_balanced_sampler": "balance",
     "oversample": "balance", "drop_conflicts": "duplicates", "label_conflicts": "duplicates",
     "read_pairs": "duplicates", "make_synthetic": "embedded", "planted_pairs": "embedded",
-    "read_digits": "embedded", "ImageDataset": "images", "ImageError": "images", "build_transform": "images",
-    "load_image": "images", "pixel_source": "images", "read_ham10000": "readers", "read_image_csv": "readers",
+    "read_digits": "embedded", "ImageDataset": "images", "ImageError": "decode", "build_transform": "images",
+    "load_image": "decode", "pixel_source": "images", "read_ham10000": "readers", "read_image_csv": "readers",
     "read_isic2020": "readers", "read_npz": "readers", "to_binary": "readers", "kfold_table": "splits",
     "read_manifest": "splits", "split_table": "splits", "write_manifest": "splits",
 }

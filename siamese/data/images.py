@@ -15,36 +15,14 @@ from typing import Protocol
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 from siamese.config import AUGMENTATIONS
-from siamese.data.table import DataError, DatasetTable
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class ImageError(DataError):
-    """An image file that is missing, unreadable or corrupt (the message names it)."""
-
-
-def load_image(path: str | Path, size: int | None = None) -> np.ndarray:
-    """Decode fully to RGB (so truncated JPEGs fail here, not mid-epoch) and resize to a square."""
-    path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"{path}: image file not found")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            rgb = image.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ImageError(f"{path}: unreadable or corrupt image ({exc})") from exc
-    if size is not None and rgb.size != (size, size):
-        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
-    return np.array(rgb, dtype=np.uint8)
+from siamese.data.decode import load_image
+from siamese.data.table import DatasetTable
 
 
 class PixelSource(Protocol):

@@ -14,12 +14,10 @@ import torch
 from torch import nn
 from torchvision import models
 
+from siamese.errors import WeightsUnavailableError
+
 FEATURE_DIMS = {"inception_v3": 2048, "resnet50": 2048, "resnet18": 512}  # one per config.BACKBONES (tested)
 MIN_INPUT_SIZE = {"inception_v3": 75, "resnet50": 32, "resnet18": 32}
-
-
-class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights could not be had (typically: no internet and nothing in the cache)."""
 
 
 def check_input_size(name: str, size: int) -> None:

@@ -13,9 +13,7 @@ from typing import Any
 
 import torch
 
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, unreadable, or made for another model."""
+from siamese.errors import CheckpointError
 
 
 def save_checkpoint(payload: dict[str, Any], path: str | Path) -> None:

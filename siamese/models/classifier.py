@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from siamese.models.checkpoint import load_checkpoint, restore_state
 
 
 class DenseClassifier(nn.Module):
@@ -57,3 +60,11 @@ class DenseClassifier(nn.Module):
     @classmethod
     def from_arch(cls, arch: dict[str, Any]) -> DenseClassifier:
         return cls(arch["embedding_dim"], arch["n_classes"], tuple(arch["hidden"]))
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> DenseClassifier:
+        """A trained classifier, weights and standardisation, from a ``classifier.pt``."""
+        payload = load_checkpoint(path)
+        model = cls.from_arch(payload["arch"])
+        restore_state(model, payload, path)
+        return model

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from siamese.data.images import IMAGENET_MEAN, IMAGENET_STD
+from siamese.data.decode import IMAGENET_MEAN, IMAGENET_STD
 from siamese.models.backbones import build_backbone
 from siamese.models.checkpoint import load_checkpoint, restore_state
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,20 +20,15 @@ import torch
 from siamese.config import RunConfig
 from siamese.data import DatasetTable, load_dataset
 from siamese.data.balance import balanced_subset, oversample
+from siamese.data.decode import IMAGENET_MEAN, IMAGENET_STD
 from siamese.data.duplicates import drop_conflicts, read_pairs
-from siamese.data.images import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    LESION_NOISE,
-    ImageDataset,
-    build_transform,
-    channel_stats,
-    pixel_source,
-)
+from siamese.data.images import LESION_NOISE, ImageDataset, build_transform, channel_stats, pixel_source
 from siamese.data.splits import SPLITS, apply_manifest, read_manifest, split_table, write_manifest
 from siamese.data.table import DataError
 from siamese.distributed import DistContext, init_distributed
+from siamese.errors import ExportError
 from siamese.models import EmbeddingNet, check_input_size, load_checkpoint
+from siamese.models.export import export_onnx
 from siamese.plots import training_curves
 from siamese.preprocess import Preprocessing
 from siamese.report import write_evaluation_plots, write_report
@@ -209,6 +205,8 @@ def _train(config: RunConfig, resume: str | Path | None, device: torch.device, d
                                best_epochs={"embed": best["epoch"], "classifier": stage2.state["best_epoch"]},
                                excluded=data.excluded)
         figures.update(write_evaluation_plots(run_dir, data.sources["test"]))
+        if config.export_onnx:
+            _export(run_dir)
         write_report(run_dir)
         tracker.log_images({k: v for k, v in figures.items() if v is not None})
         tracker.log_table("test/per_class", pd.read_csv(run_dir / "per_class.csv"))
@@ -219,6 +217,14 @@ def _train(config: RunConfig, resume: str | Path | None, device: torch.device, d
     finally:
         tracker.finish()
     return run_dir
+
+
+def _export(run_dir: Path) -> None:
+    """The ONNX copy is a convenience: a run whose export fails keeps its results and predicts with torch."""
+    try:
+        export_onnx(run_dir)
+    except ExportError as exc:
+        warnings.warn(str(exc), stacklevel=2)
 
 
 def _reference_subset(dataset: ImageDataset, limit: int, seed: int) -> ImageDataset:

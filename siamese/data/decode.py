@@ -1,0 +1,38 @@
+"""Image decoding with PIL and numpy alone, so ``predict`` can read images without importing torch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from siamese.data.table import DataError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ImageError(DataError):
+    """An image file that is missing, unreadable or corrupt (the message names it)."""
+
+
+def load_image(path: str | Path, size: int | None = None) -> np.ndarray:
+    """Decode fully to RGB (so truncated JPEGs fail here, not mid-epoch) and resize to a square."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: image file not found")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            rgb = image.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ImageError(f"{path}: unreadable or corrupt image ({exc})") from exc
+    if size is not None and rgb.size != (size, size):
+        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+    return np.array(rgb, dtype=np.uint8)
+
+
+def to_batch(images: list[np.ndarray]) -> np.ndarray:
+    """``HxWx3`` arrays to one contiguous ``Nx3xHxW`` uint8 batch, the layout the models take."""
+    return np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2))

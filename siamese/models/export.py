@@ -1,0 +1,91 @@
+"""The inference graph of a finished run, and its ONNX export (checked against torch before it is kept)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from siamese.data.table import DataError
+from siamese.engines import ONNX_FILE, ONNX_INFO, OnnxEngine, checkpoint_digests
+from siamese.errors import ExportError
+from siamese.models.classifier import DenseClassifier
+from siamese.models.embedder import EmbeddingNet
+from siamese.preprocess import Preprocessing
+
+OUTPUTS = ("embedding", "probabilities")
+
+
+class InferenceGraph(nn.Module):
+    """uint8 pixels to (unit embedding, class probabilities): all the model work ``predict`` does."""
+
+    def __init__(self, embedder: EmbeddingNet, classifier: DenseClassifier) -> None:
+        super().__init__()
+        self.embedder, self.classifier = embedder, classifier
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        embedding = self.embedder(pixels)
+        return embedding, self.classifier.probabilities(self.classifier(embedding))
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path) -> InferenceGraph:
+        """Both stages' best checkpoints from a run folder, refused when they disagree with its class list."""
+        run_dir = Path(run_dir)
+        classes = Preprocessing.load(run_dir / "preprocess.json").classes
+        classifier = DenseClassifier.from_checkpoint(run_dir / "classifier.pt")
+        if classifier.arch["n_classes"] != len(classes):
+            raise DataError(f"{run_dir}: classifier has {classifier.arch['n_classes']} classes but the run "
+                            f"lists {len(classes)}")
+        return cls(EmbeddingNet.from_checkpoint(run_dir / "embedder.pt"), classifier).eval()
+
+
+def export_onnx(run_dir: str | Path, tolerance: float = 1e-3) -> Path:
+    """Write ``model.onnx`` (any batch size) and ``model.onnx.json`` beside the run's checkpoints.
+
+    The export is kept only if ONNX Runtime reproduces torch's outputs on a sample batch within
+    ``tolerance``; the JSON records the checkpoints' digests (so a stale export is never used), the
+    measured differences and the versions. Both files are written under temporary names and renamed.
+    """
+    run_dir = Path(run_dir)
+    digests = checkpoint_digests(run_dir)
+    graph = InferenceGraph.from_run(run_dir)
+    size = Preprocessing.load(run_dir / "preprocess.json").image_size
+    sample = torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    partial = run_dir / f"{ONNX_FILE}.partial"
+    try:
+        program = torch.onnx.export(graph, (sample,), dynamo=True, verbose=False, input_names=["pixels"],
+                                    output_names=list(OUTPUTS),
+                                    dynamic_shapes={"pixels": {0: torch.export.Dim("batch", min=1)}})
+        program.save(partial)
+    except Exception as exc:  # the exporter raises many types; any of them means "no export"
+        partial.unlink(missing_ok=True)
+        raise ExportError(f"{run_dir}: ONNX export failed ({type(exc).__name__}: {exc})") from exc
+    with torch.inference_mode():
+        expected = [t.numpy() for t in graph(sample)]
+    got = OnnxEngine(partial)(sample.numpy())
+    differences = {name: float(np.abs(a - b).max()) for name, a, b in zip(OUTPUTS, got, expected, strict=True)}
+    if max(differences.values()) > tolerance:
+        partial.unlink()
+        raise ExportError(f"{run_dir}: ONNX Runtime disagrees with torch by {differences} (tolerance {tolerance})")
+    os.replace(partial, run_dir / ONNX_FILE)
+    _write_json(run_dir / ONNX_INFO, {"checkpoints": digests, "max_abs_difference": differences,
+                                      "tolerance": tolerance, "torch": torch.__version__,
+                                      "onnxruntime": _onnxruntime_version()})
+    return run_dir / ONNX_FILE
+
+
+def _onnxruntime_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
+
+
+def _write_json(path: Path, values: dict[str, Any]) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(values, indent=2) + "\n")
+    os.replace(partial, path)

@@ -1,0 +1,110 @@
+"""The ONNX export: same answers as torch, never used once stale, and a predict that needs no torch."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from siamese.cli import main
+from siamese.engines import ONNX_FILE, ONNX_INFO, onnx_problem
+from siamese.errors import EngineError, ExportError
+from siamese.inference import Predictor, expand_inputs
+from siamese.models import load_checkpoint, save_checkpoint
+from siamese.models.export import export_onnx
+
+from .conftest import REPO
+
+SAMPLES = REPO / "assets" / "samples"
+
+
+@pytest.fixture
+def run_copy(run_dir, tmp_path):
+    """A copy of the shared run that a test may change."""
+    return shutil.copytree(run_dir, tmp_path / "run", ignore=shutil.ignore_patterns("checkpoints"))
+
+
+def test_training_writes_an_export_that_agrees_with_torch(run_dir, tmp_path):
+    from PIL import Image
+
+    from siamese.data import make_synthetic
+
+    info = json.loads((run_dir / ONNX_INFO).read_text())
+    assert (run_dir / ONNX_FILE).stat().st_size > 0 and max(info["max_abs_difference"].values()) <= 1e-3
+    assert onnx_problem(run_dir) is None
+    table = make_synthetic(lesions_per_class=1, seed=5)
+    for i in range(4):
+        Image.fromarray(table.images[i]).resize((90, 70)).save(tmp_path / f"query_{i}.jpg")
+    images = expand_inputs([str(tmp_path), str(SAMPLES)])
+    by_onnx, by_torch = Predictor(run_dir, engine="onnx"), Predictor(run_dir, engine="torch")
+    assert (by_onnx.engine.name, by_torch.engine.name) == ("onnx", "torch")
+    assert Predictor(run_dir).engine.name == "onnx"  # auto picks the current export
+    for a, b in zip(by_onnx.predict(images), by_torch.predict(images), strict=True):
+        assert a.label == b.label
+        assert np.allclose([p for _, p in a.top_k], [p for _, p in b.top_k], atol=1e-3)
+        assert [n[0] for n in a.neighbours] == [n[0] for n in b.neighbours]
+        assert np.allclose([n[2] for n in a.neighbours], [n[2] for n in b.neighbours], atol=1e-4)
+    batch = np.stack([np.full((3, 32, 32), v, dtype=np.uint8) for v in (0, 128, 255)])
+    embedding, probabilities = by_onnx.engine(batch)  # any batch size, not only the one exported with
+    assert embedding.shape[0] == 3 and np.allclose(np.linalg.norm(embedding, axis=1), 1, atol=1e-5)
+    assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+
+
+def test_predict_with_the_export_never_imports_torch(run_dir):
+    script = ("import sys; from siamese.cli import main; "
+              f"code = main(['predict', '--run', {str(run_dir)!r}, {str(SAMPLES)!r}, '--format', 'json']); "
+              "assert code == 0, code; "
+              "assert 'torch' not in sys.modules and 'torchvision' not in sys.modules, 'torch was imported'")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout)) == 3 and "onnx engine" in done.stderr
+
+
+def test_an_export_older_than_the_checkpoints_is_never_used(run_copy, capsys):
+    payload = load_checkpoint(run_copy / "classifier.pt")
+    payload["state"]["layers.6.bias"] += 5.0  # a retrained classifier, say
+    save_checkpoint(payload, run_copy / "classifier.pt")
+    assert "other checkpoints" in onnx_problem(run_copy)
+    with pytest.warns(UserWarning, match="other checkpoints"):
+        assert Predictor(run_copy).engine.name == "torch"
+    with pytest.raises(EngineError, match="siamese export"):
+        Predictor(run_copy, engine="onnx")
+    assert main(["predict", "--run", str(run_copy), str(SAMPLES), "--engine", "onnx"]) == 2
+    assert "other checkpoints" in capsys.readouterr().err
+    assert main(["export", str(run_copy)]) == 0
+    assert onnx_problem(run_copy) is None and Predictor(run_copy).engine.name == "onnx"
+
+
+def test_a_run_without_an_export_predicts_with_torch(run_copy):
+    (run_copy / ONNX_FILE).unlink()
+    with pytest.warns(UserWarning, match="has no model.onnx"):
+        assert Predictor(run_copy).engine.name == "torch"
+    with pytest.raises(EngineError, match="the onnx engine runs on the CPU"):
+        Predictor(run_copy, engine="onnx", device="cuda")
+
+
+def test_missing_onnxruntime_falls_back_to_torch(run_dir, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    assert onnx_problem(run_dir) == "onnxruntime is not installed"
+    with pytest.warns(UserWarning, match="onnxruntime"):
+        assert Predictor(run_dir).engine.name == "torch"
+
+
+def test_a_failed_or_disagreeing_export_leaves_no_file_behind(run_copy, monkeypatch):
+    for path in run_copy.glob(f"{ONNX_FILE}*"):
+        path.unlink()
+    with pytest.raises(ExportError, match="disagrees with torch"):
+        export_onnx(run_copy, tolerance=-1.0)
+    assert not any(run_copy.glob(f"{ONNX_FILE}*"))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("unsupported operator")
+
+    monkeypatch.setattr(torch.onnx, "export", broken)
+    with pytest.raises(ExportError, match="unsupported operator"):
+        export_onnx(run_copy)
+    assert not any(run_copy.glob(f"{ONNX_FILE}*"))
+    assert main(["export", str(run_copy)]) == 2
