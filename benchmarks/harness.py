@@ -77,5 +77,5 @@ def print_table(title: str, rows: list[dict[str, Any]], value: str, baseline_cas
     for row in rows:
         ratio = row[value] / base if higher_is_better else base / row[value]
         cuda = f"{row['cuda_max_mb']:9.0f}" if "cuda_max_mb" in row else f"{'-':>9s}"
-        rss = row.get("peak_rss_mb", float("nan"))
-        print(f"{row['case']:{width}s} {row[value]:16.2f} {ratio:11.2f} {rss:12.0f} {cuda}")
+        rss = f"{row['peak_rss_mb']:12.0f}" if "peak_rss_mb" in row else f"{'-':>12s}"
+        print(f"{row['case']:{width}s} {row[value]:16.2f} {ratio:11.2f} {rss} {cuda}")
