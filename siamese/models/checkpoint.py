@@ -54,6 +54,15 @@ def restore_state(model: torch.nn.Module, payload: dict[str, Any], path: str | P
                               "retrain, or load it with the version that wrote it") from exc
 
 
+def load_model(cls: Any, path: str | Path) -> Any:
+    """A trained model from a checkpoint file: ``cls.from_arch`` with the saved architecture, then the
+    weights (and buffers, such as input statistics) restored."""
+    payload = load_checkpoint(path)
+    model = cls.from_arch(payload["arch"])
+    restore_state(model, payload, path)
+    return model
+
+
 def save_training_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                         progress: dict[str, Any]) -> None:
     """Everything an interrupted stage needs to go on from its last complete epoch."""

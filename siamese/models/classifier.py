@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from siamese.models.checkpoint import load_checkpoint, restore_state
+from siamese.models.checkpoint import load_model
 
 
 class DenseClassifier(nn.Module):
@@ -64,7 +64,4 @@ class DenseClassifier(nn.Module):
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> DenseClassifier:
         """A trained classifier, weights and standardisation, from a ``classifier.pt``."""
-        payload = load_checkpoint(path)
-        model = cls.from_arch(payload["arch"])
-        restore_state(model, payload, path)
-        return model
+        return load_model(cls, path)

@@ -11,7 +11,7 @@ from torch import nn
 
 from siamese.data.decode import IMAGENET_MEAN, IMAGENET_STD
 from siamese.models.backbones import build_backbone
-from siamese.models.checkpoint import load_checkpoint, restore_state
+from siamese.models.checkpoint import load_model
 
 
 class InputNormalization(nn.Module):
@@ -72,7 +72,4 @@ class EmbeddingNet(nn.Module):
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> EmbeddingNet:
         """A trained net, weights and input statistics, from an ``embedder.pt``."""
-        payload = load_checkpoint(path)
-        model = cls.from_arch(payload["arch"])
-        restore_state(model, payload, path)
-        return model
+        return load_model(cls, path)
