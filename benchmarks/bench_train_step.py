@@ -3,6 +3,11 @@ logging, bf16/channels_last on CUDA) against a bare torchvision loop on the same
 with a plain cross-entropy loss, measured in the same run.
 
     python -m benchmarks.bench_train_step [--backbone inception_v3] [--size 256] [--batch 16] [--steps 6] [--workers 0]
+                                          [--breakdown]
+
+``--breakdown`` also times each phase of the project's step with the device synchronised between
+phases (which removes the overlap a real step has, so the phases add up to a little more than a step):
+where the time goes, and whether the loader keeps the device busy.
 """
 
 from __future__ import annotations
@@ -48,6 +53,60 @@ def project(backbone: str, size: int, batch: int, steps: int, workers: int = 0) 
     return {"images_per_s": result["images_per_second"], "data_wait": result["data_wait_fraction"]}
 
 
+PHASES = ("data", "host to device", "forward", "miner", "loss", "backward", "optimizer")
+
+
+class PhaseClock:
+    """Adds the time since the last tick to a phase, after waiting for the device to finish its work."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.totals, self.counting = device, dict.fromkeys(PHASES, 0.0), False
+        self.mark = time.perf_counter()
+
+    def restart(self, counting: bool) -> None:
+        self.counting, self.mark = counting, time.perf_counter()
+
+    def tick(self, phase: str) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        if self.counting:
+            self.totals[phase] += now - self.mark
+        self.mark = now
+
+
+def breakdown(backbone: str, size: int, batch: int, steps: int, workers: int = 0) -> dict:
+    """Milliseconds per step in each phase of the project's step, the device synchronised between phases."""
+    device = resolve_device("auto")
+    data = dataset(size, batch * steps)
+    clock = PhaseClock(device)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = MetricTrainer(EmbeddingNet(backbone, "none"), MetricData(data, data, data),
+                                EmbedTrainConfig(batch_size=batch, epochs=1), device, Path(tmp),
+                                Tracker(Path(tmp), {}, "disabled"), channels_last=True, num_workers=workers)
+        loader = trainer.loader()
+        trainer.model.train()
+        for epoch in range(2):  # the first is a warm-up
+            clock.restart(counting=epoch == 1)
+            for images, labels in loader:
+                clock.tick("data")
+                images, labels = to_device(images, device, True), labels.to(device, non_blocking=True)
+                clock.tick("host to device")
+                with autocast(device):
+                    embeddings = trainer.model(images)
+                clock.tick("forward")
+                mined = trainer.miner(embeddings, labels)
+                clock.tick("miner")
+                loss = trainer.loss(embeddings, labels, mined)
+                clock.tick("loss")
+                trainer.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                clock.tick("backward")
+                trainer.optimizer.step()
+                clock.tick("optimizer")
+    return {phase: seconds / steps * 1000 for phase, seconds in clock.totals.items()}
+
+
 def bare(backbone: str, size: int, batch: int, steps: int, workers: int = 0) -> dict:
     device = resolve_device("auto")
     data = dataset(size, batch * steps)
@@ -88,6 +147,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers, the same for both loops")
+    parser.add_argument("--breakdown", action="store_true", help="also time each phase of the project's step")
     args = parser.parse_args()
     settings = (args.backbone, args.size, args.batch, args.steps, args.workers)
     rows = [{"case": "bare torchvision loop, cross-entropy", **isolated(bare, *settings)},
@@ -97,6 +157,12 @@ def main() -> None:
     overhead = 1 - rows[1]["images_per_s"] / rows[0]["images_per_s"]
     print(f"project overhead vs bare loop: {overhead * 100:.1f} %   (waiting for data: bare "
           f"{rows[0]['data_wait'] * 100:.1f} %, project {rows[1]['data_wait'] * 100:.1f} % of the epoch)")
+    if args.breakdown:
+        phases = isolated(breakdown, *settings)
+        step = sum(phases[name] for name in PHASES)
+        print(f"\nproject step, phases synchronised: {step:.1f} ms per step ({args.batch / step * 1000:.1f} images/s)")
+        for name in PHASES:
+            print(f"{name:16s} {phases[name]:9.1f} ms {phases[name] / step * 100:6.1f} %")
 
 
 if __name__ == "__main__":

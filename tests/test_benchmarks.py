@@ -28,6 +28,9 @@ def test_training_step_benchmark_cases():
     assert project["images_per_s"] > 0 and 0 <= project["data_wait"] <= 1
     bare = bench_train_step.bare("resnet18", 32, 16, 2)
     assert bare["images_per_s"] > 0 and 0 <= bare["data_wait"] <= 1
+    phases = bench_train_step.breakdown("resnet18", 32, 16, 2)
+    assert set(phases) == set(bench_train_step.PHASES) and min(phases.values()) >= 0
+    assert phases["forward"] > 0 and phases["backward"] > 0 and phases["optimizer"] > 0
 
 
 def test_extraction_and_stage2_benchmark_cases():
