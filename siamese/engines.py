@@ -71,7 +71,10 @@ class OnnxEngine:
 
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime's own error types live in a compiled module
+            raise EngineError(f"{path}: ONNX Runtime cannot load it ({exc})") from exc
 
     def __call__(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         embedding, probabilities = self.session.run(None, {"pixels": pixels})
@@ -112,7 +115,10 @@ def open_engine(run_dir: str | Path, engine: str = "auto", device: str = "cpu") 
         raise EngineError(f"the onnx engine runs on the CPU only; use the torch engine for device {device!r}")
     problem = onnx_problem(run_dir)
     if problem is None:
-        return OnnxEngine(Path(run_dir) / ONNX_FILE)
+        try:
+            return OnnxEngine(Path(run_dir) / ONNX_FILE)
+        except EngineError as exc:
+            problem = str(exc)
     if engine == "onnx":
         raise EngineError(f"{problem}; write it with `python -m siamese export {run_dir}`")
     warnings.warn(f"{problem}: using torch, which starts slower (`python -m siamese export {run_dir}` "

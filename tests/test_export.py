@@ -86,6 +86,14 @@ def test_a_run_without_an_export_predicts_with_torch(run_copy):
         Predictor(run_copy, engine="onnx", device="cuda")
 
 
+def test_a_corrupt_export_is_refused_or_replaced_by_torch(run_copy):
+    (run_copy / ONNX_FILE).write_bytes(b"not a model")
+    with pytest.raises(EngineError, match="cannot load it"):
+        Predictor(run_copy, engine="onnx")
+    with pytest.warns(UserWarning, match="cannot load it"):
+        assert Predictor(run_copy).engine.name == "torch"
+
+
 def test_missing_onnxruntime_falls_back_to_torch(run_dir, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     assert onnx_problem(run_dir) == "onnxruntime is not installed"
