@@ -16,6 +16,34 @@ def test_transforms_keep_uint8_and_evaluation_is_exact(synthetic):
     torch.testing.assert_close(plain, torch.from_numpy(source[0]).permute(2, 0, 1))
     with pytest.raises(ValueError):
         build_transform("heavy")
+    torch.manual_seed(0)
+    image = source[0]
+    augmented = [build_transform("lesion")(image) for _ in range(4)]
+    assert all(isinstance(a, torch.Tensor) for a in augmented)
+    assert sum(not torch.equal(a, plain) for a in augmented) >= 3  # flips, rotation and jitter do act
+
+
+def test_large_jpeg_is_decoded_at_reduced_scale_close_to_full_size(tmp_path, monkeypatch):
+    from PIL import Image, JpegImagePlugin
+
+    from siamese.data import load_image, make_synthetic
+
+    path = tmp_path / "large.jpg"
+    Image.fromarray(make_synthetic(lesions_per_class=1, seed=0).images[0]).resize((2400, 1800)).save(path, quality=90)
+    reductions = []
+    draft = JpegImagePlugin.JpegImageFile.draft
+
+    def spy(self, mode, size):
+        result = draft(self, mode, size)
+        reductions.append(self.size)
+        return result
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    reduced = load_image(path, 64).astype(float)
+    assert reductions == [(300, 225)]  # libjpeg decoded at 1/8 scale, still above 64 px
+    with Image.open(path) as image:
+        full = np.asarray(image.convert("RGB").resize((64, 64), Image.Resampling.BILINEAR), dtype=float)
+    assert reduced.shape == full.shape and np.abs(reduced - full).mean() < 2.0
 
 
 def test_input_normalization_scales_uint8_and_adds_noise_only_in_training():
