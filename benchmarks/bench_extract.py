@@ -42,8 +42,8 @@ def extract_project(backbone: str, size: int, images: int, workers: int = 0) -> 
 def extract_bare(backbone: str, size: int, images: int) -> dict:
     device = resolve_device("auto")
     model = EmbeddingNet(backbone, "none").to(device).eval()
-    batches = [torch.stack([dataset(size, images)[i][0] for i in range(s, min(s + 64, images))])
-               for s in range(0, images, 64)]
+    data = dataset(size, images)
+    batches = [torch.stack([data[i][0] for i in range(s, min(s + 64, images))]) for s in range(0, images, 64)]
 
     def run() -> None:
         with torch.no_grad(), autocast(device):

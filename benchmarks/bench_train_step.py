@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -39,14 +41,18 @@ def dataset(size: int, count: int) -> ImageDataset:
                         build_transform("none"))
 
 
-def project(backbone: str, size: int, batch: int, steps: int, workers: int = 0) -> dict:
-    device = resolve_device("auto")
+@contextmanager
+def stage1_trainer(backbone: str, size: int, batch: int, steps: int, workers: int) -> Iterator[MetricTrainer]:
+    """The project's stage-1 trainer on ``steps`` batches of random images, writing to a temporary folder."""
     data = dataset(size, batch * steps)
-    cfg = EmbedTrainConfig(batch_size=batch, epochs=1)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = MetricTrainer(EmbeddingNet(backbone, "none"), MetricData(data, data, data), cfg, device,
-                                Path(tmp), Tracker(Path(tmp), {}, "disabled"), channels_last=True,
-                                num_workers=workers)
+        yield MetricTrainer(EmbeddingNet(backbone, "none"), MetricData(data, data, data),
+                            EmbedTrainConfig(batch_size=batch, epochs=1), resolve_device("auto"), Path(tmp),
+                            Tracker(Path(tmp), {}, "disabled"), channels_last=True, num_workers=workers)
+
+
+def project(backbone: str, size: int, batch: int, steps: int, workers: int = 0) -> dict:
+    with stage1_trainer(backbone, size, batch, steps, workers) as trainer:
         loader = trainer.loader()
         trainer.train_epoch(0, loader)  # warm-up (cudnn autotune, allocator)
         result = trainer.train_epoch(1, loader)
@@ -77,13 +83,9 @@ class PhaseClock:
 
 def breakdown(backbone: str, size: int, batch: int, steps: int, workers: int = 0) -> dict:
     """Milliseconds per step in each phase of the project's step, the device synchronised between phases."""
-    device = resolve_device("auto")
-    data = dataset(size, batch * steps)
-    clock = PhaseClock(device)
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = MetricTrainer(EmbeddingNet(backbone, "none"), MetricData(data, data, data),
-                                EmbedTrainConfig(batch_size=batch, epochs=1), device, Path(tmp),
-                                Tracker(Path(tmp), {}, "disabled"), channels_last=True, num_workers=workers)
+    with stage1_trainer(backbone, size, batch, steps, workers) as trainer:
+        device = trainer.device
+        clock = PhaseClock(device)
         loader = trainer.loader()
         trainer.model.train()
         for epoch in range(2):  # the first is a warm-up
