@@ -99,9 +99,7 @@ def test_normalisation_statistics_travel_with_the_checkpoint(tmp_path):
     net = EmbeddingNet("resnet18", "none", embedding_dim=8, head_hidden=16, mean=(0.6, 0.5, 0.4),
                        std=(0.2, 0.2, 0.2)).eval()
     save_checkpoint({"arch": net.arch, "state": net.state_dict()}, tmp_path / "e.pt")
-    loaded = EmbeddingNet.from_arch(load_checkpoint(tmp_path / "e.pt")["arch"])
-    loaded.load_state_dict(load_checkpoint(tmp_path / "e.pt")["state"])
-    loaded.eval()
+    loaded = EmbeddingNet.from_checkpoint(tmp_path / "e.pt").eval()
     images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
     by_hand = (images.float() / 255 - torch.tensor([0.6, 0.5, 0.4]).view(1, 3, 1, 1)) / 0.2
     torch.testing.assert_close(loaded(images), net(by_hand))
