@@ -18,7 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
-from siamese.errors import EngineError
+from siamese.errors import CheckpointError, EngineError
 
 ONNX_FILE = "model.onnx"
 ONNX_INFO = "model.onnx.json"
@@ -38,8 +38,11 @@ def checkpoint_digests(run_dir: str | Path) -> dict[str, str]:
     """SHA-256 of the run's checkpoints: an export records them, and is stale once they change."""
     digests = {}
     for name in CHECKPOINTS:
+        path = Path(run_dir) / name
+        if not path.is_file():
+            raise CheckpointError(f"{path}: checkpoint not found")
         sha = hashlib.sha256()
-        with open(Path(run_dir) / name, "rb") as f:
+        with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 sha.update(block)
         digests[name] = sha.hexdigest()

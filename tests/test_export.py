@@ -94,6 +94,14 @@ def test_a_corrupt_export_is_refused_or_replaced_by_torch(run_copy):
         assert Predictor(run_copy).engine.name == "torch"
 
 
+def test_export_names_a_folder_that_is_not_a_finished_run(run_copy, tmp_path, capsys):
+    assert main(["export", str(tmp_path / "empty")]) == 2
+    assert "is this a finished run folder?" in capsys.readouterr().err
+    (run_copy / "embedder.pt").unlink()
+    assert main(["export", str(run_copy)]) == 2
+    assert "embedder.pt: checkpoint not found" in capsys.readouterr().err
+
+
 def test_missing_onnxruntime_falls_back_to_torch(run_dir, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     assert onnx_problem(run_dir) == "onnxruntime is not installed"

@@ -52,9 +52,9 @@ def export_onnx(run_dir: str | Path, tolerance: float = 1e-3) -> Path:
     measured differences and the versions. Both files are written under temporary names and renamed.
     """
     run_dir = Path(run_dir)
+    size = Preprocessing.load(run_dir / "preprocess.json").image_size  # first: names a folder that is no run
     digests = checkpoint_digests(run_dir)
     graph = InferenceGraph.from_run(run_dir)
-    size = Preprocessing.load(run_dir / "preprocess.json").image_size
     sample = torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     partial = run_dir / f"{ONNX_FILE}.partial"
     try:
