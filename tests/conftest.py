@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,9 @@ from siamese.training.pipeline import run_training
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_HAM = REPO.parent / "shared" / "data" / "ham10000"
+SHARED_PH2 = REPO.parent / "shared" / "data" / "ph2"
+PH2_COLUMNS = ["Image Name", "Histological Diagnosis", "Common Nevus", "Atypical Nevus", "Melanoma",
+               "Asymmetry\n(0/1/2)"]
 
 
 @pytest.fixture(scope="session")
@@ -22,6 +26,55 @@ def shared_ham() -> Path:
     if not (SHARED_HAM / "HAM10000_metadata.csv").is_file():
         pytest.skip("../shared/data/ham10000 is not present on this machine")
     return SHARED_HAM
+
+
+@pytest.fixture(scope="session")
+def shared_ph2() -> Path:
+    if not (SHARED_PH2 / "PH2Dataset" / "PH2_dataset.xlsx").is_file():
+        pytest.skip("../shared/data/ph2 is not present on this machine")
+    return SHARED_PH2
+
+
+def write_ph2_layout(root: Path, table, suffix: str = ".bmp", marks: dict[str, list[str]] | None = None) -> Path:
+    """PH2 as distributed: the workbook (12 legend rows, then the header) and one folder per case with its
+    dermoscopic image and lesion mask. ``table`` labels are PH2 classes; ``marks`` overrides a case's
+    diagnosis cells (to write malformed rows)."""
+    columns = {"common_nevus": "Common Nevus", "atypical_nevus": "Atypical Nevus", "melanoma": "Melanoma"}
+    data = root / "PH2Dataset"
+    rows = [[None] * len(PH2_COLUMNS) for _ in range(12)]
+    rows[1][5] = "Legends"
+    rows.append(PH2_COLUMNS)
+    for _, row in table.frame.iterrows():
+        case = row["image_id"]
+        cells = (marks or {}).get(case) or ["X" if columns[row["label"]] == c else None for c in PH2_COLUMNS[2:5]]
+        rows.append([case, None, *cells, "0"])
+        folder = data / "PH2 Dataset images" / case
+        (folder / f"{case}_Dermoscopic_Image").mkdir(parents=True)
+        (folder / f"{case}_lesion").mkdir()
+        pixels = row["pixels"]
+        Image.fromarray(pixels).save(folder / f"{case}_Dermoscopic_Image" / f"{case}{suffix}")
+        mask = np.zeros(pixels.shape[:2], dtype=np.uint8)
+        h, w = mask.shape
+        mask[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 255
+        Image.fromarray(mask).save(folder / f"{case}_lesion" / f"{case}_lesion{suffix}")
+    pd.DataFrame(rows).to_excel(data / "PH2_dataset.xlsx", header=False, index=False)
+    return root
+
+
+def ph2_like(synthetic, per_class: int = 4):
+    """Synthetic lesions relabelled as PH2's three classes, with their pixels, as a small table."""
+    names = ("common_nevus", "atypical_nevus", "melanoma")
+    frame = synthetic.frame
+    picks = []
+    for k, label in enumerate(sorted(frame["label"].unique())[:3]):
+        rows = frame[frame["label"] == label].head(per_class)
+        picks += [(f"IMD{100 * k + i:03d}", names[k], synthetic.images[r]) for i, r in enumerate(rows["index"])]
+    return pd.DataFrame(picks, columns=["image_id", "label", "pixels"])
+
+
+@pytest.fixture
+def ph2_dir(tmp_path, synthetic) -> Path:
+    return write_ph2_layout(tmp_path / "ph2", SimpleNamespace(frame=ph2_like(synthetic)))
 
 
 @pytest.fixture(scope="session")

@@ -121,3 +121,38 @@ def test_real_ham_metadata(shared_ham):
     assert len(table.frame) == 10015
     assert table.frame["group"].nunique() == 7470
     assert table.frame["label"].value_counts()["nv"] == 6705
+
+
+def test_partial_ham_download_needs_only_present_and_counts_the_missing(ham_dir):
+    import shutil
+
+    listed = len(pd.read_csv(ham_dir / "HAM10000_metadata.csv"))
+    missing = len(list((ham_dir / "HAM10000_images_part_2").glob("*.jpg")))
+    shutil.rmtree(ham_dir / "HAM10000_images_part_2")
+    with pytest.raises(DataError, match="--only-present"):
+        load_dataset("ham10000", data_dir=ham_dir)
+    table = load_dataset("ham10000", data_dir=ham_dir, only_present=True)
+    assert len(table.frame) == listed - missing
+    assert table.frame["path"].str.contains("part_1").all()
+    assert list(table.excluded.values()) == [missing]
+    shutil.rmtree(ham_dir / "HAM10000_images_part_1")
+    with pytest.raises(DataError, match=f"{listed} of {listed} images"):
+        load_dataset("ham10000", data_dir=ham_dir, only_present=True)
+
+
+def test_real_ham_images_in_both_parts_keep_lesions_in_one_split(shared_ham):
+    from siamese.data.splits import split_table
+
+    root = shared_ham / "images"
+    table = load_dataset("ham10000", data_dir=root)
+    frame = table.frame
+    assert len(frame) == 56 and frame["group"].nunique() == 51
+    assert frame["path"].str.contains("part_1").any() and frame["path"].str.contains("part_2").any()
+    assert load_image(frame["path"].iloc[0]).shape == (450, 600, 3)
+    counts = frame["group"].value_counts()
+    repeated = counts[counts > 1]  # 56 images of 51 lesions: one lesion with three images, three with two
+    assert sorted(repeated) == [2, 2, 2, 3]
+    for seed in range(3):
+        manifest = split_table(frame, val_fraction=0.2, test_fraction=0.2, seed=seed)
+        shared = manifest[manifest["group"].isin(repeated.index)]
+        assert shared.groupby("group")["split"].nunique().max() == 1

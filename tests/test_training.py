@@ -6,6 +6,7 @@ import pytest
 
 from siamese.cli import main
 from siamese.config import RunConfig
+from siamese.data import DataError
 from siamese.inference import Predictor, expand_inputs
 from siamese.models import CheckpointError, EmbeddingNet, load_checkpoint
 from siamese.training import metric
@@ -79,6 +80,37 @@ def test_resume_after_interruption_keeps_history(tmp_path, monkeypatch):
 def test_existing_run_folder_is_not_overwritten(run_dir):
     with pytest.raises(ValueError, match="--resume"):
         run_training(tiny_config(run_dir))
+
+
+def test_a_run_that_fails_before_training_leaves_nothing_that_blocks_a_rerun(tmp_path, ham_dir):
+    victim = next((ham_dir / "HAM10000_images_part_1").glob("*.jpg"))
+    victim.unlink()
+    config = tiny_config(tmp_path / "new-run", dataset="ham10000", data_dir=str(ham_dir))
+    for _ in range(2):  # the second attempt fails for the same reason, not "already holds a run"
+        with pytest.raises(DataError, match="--only-present"):
+            run_training(RunConfig.from_dict(config.to_dict()))
+        assert not (tmp_path / "new-run").exists()
+    kept = tmp_path / "existing"
+    (kept / "notes.txt").parent.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    config.out = str(kept)
+    with pytest.raises(DataError, match="--only-present"):
+        run_training(RunConfig.from_dict(config.to_dict()))
+    assert [p.name for p in kept.iterdir()] == ["notes.txt"]
+
+
+def test_only_present_trains_on_a_partial_download_and_counts_the_missing(tmp_path, ham_dir):
+    import shutil
+
+    missing = len(list((ham_dir / "HAM10000_images_part_2").glob("*.jpg")))
+    shutil.rmtree(ham_dir / "HAM10000_images_part_2")
+    code = main(["train", "--dataset", "ham10000", "--data-dir", str(ham_dir), "--only-present", "--binary",
+                 "--full-dataset", "--preset", "tiny", "--epochs-embed", "1", "--epochs-classifier", "2",
+                 "--batch-size", "16", "--wandb", "disabled", "--no-onnx", "--out", str(tmp_path / "run")])
+    assert code == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert list(metrics["excluded"].values()) == [missing]
+    assert sum(metrics["split_sizes"].values()) > 0
 
 
 def test_checkpoint_from_another_architecture_is_refused(run_dir):

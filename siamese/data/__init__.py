@@ -17,8 +17,8 @@ _EXPORTS = {
     "read_pairs": "duplicates", "make_synthetic": "embedded", "planted_pairs": "embedded",
     "read_digits": "embedded", "ImageDataset": "images", "ImageError": "decode", "build_transform": "images",
     "load_image": "decode", "pixel_source": "images", "read_ham10000": "readers", "read_image_csv": "readers",
-    "read_isic2020": "readers", "read_npz": "readers", "to_binary": "readers", "kfold_table": "splits",
-    "read_manifest": "splits", "split_table": "splits", "write_manifest": "splits",
+    "read_isic2020": "readers", "read_npz": "readers", "read_ph2": "readers", "to_binary": "readers",
+    "kfold_table": "splits", "read_manifest": "splits", "split_table": "splits", "write_manifest": "splits",
 }
 
 
@@ -30,15 +30,28 @@ def __getattr__(name: str) -> Any:
 
 def load_dataset(name: str, data_dir: str | Path | None = None, metadata: str | Path | None = None,
                  require_images: bool = True, binary: bool = False, seed: int = 0,
-                 lesions_per_class: int = 24) -> DatasetTable:
-    """Any supported dataset by name; ``binary`` gives HAM-style data a malignant-vs-benign view."""
+                 lesions_per_class: int = 24, only_present: bool = False) -> DatasetTable:
+    """Any supported dataset by name; ``binary`` gives a two-class view (HAM: malignant vs benign, PH2:
+    melanoma vs nevus); ``only_present`` uses the images of a partial download and counts the rest."""
     from siamese.data.embedded import make_synthetic, read_digits
-    from siamese.data.readers import read_ham10000, read_image_csv, read_isic2020, read_npz, to_binary
+    from siamese.data.readers import (
+        PH2_MALIGNANT,
+        read_ham10000,
+        read_image_csv,
+        read_isic2020,
+        read_npz,
+        read_ph2,
+        to_binary,
+    )
 
     if name == "ham10000":
-        table = read_ham10000(data_dir, metadata, require_images=require_images)
+        table = read_ham10000(data_dir, metadata, require_images=require_images, only_present=only_present)
     elif name == "isic2020":
-        table = read_isic2020(data_dir, metadata, require_images=require_images)
+        table = read_isic2020(data_dir, metadata, require_images=require_images, only_present=only_present)
+    elif name == "ph2":
+        table = read_ph2(data_dir, require_images=require_images)
+        if binary:
+            return to_binary(table, PH2_MALIGNANT, ("nevus", "melanoma"))
     elif name == "dermamnist":
         table = read_npz(_single_file(data_dir, metadata, "dermamnist.npz", name))
     elif name == "csv":
@@ -67,5 +80,5 @@ __all__ = [
     "DATASETS", "DataError", "DatasetTable", "ImageDataset", "ImageError", "audit_manifest", "balanced_subset",
     "build_transform", "class_balanced_sampler", "drop_conflicts", "kfold_table", "label_conflicts",
     "load_dataset", "load_image", "make_synthetic", "oversample", "pixel_source", "planted_pairs",
-    "read_digits", "read_manifest", "read_pairs", "split_table", "to_binary", "write_manifest",
+    "read_digits", "read_manifest", "read_pairs", "read_ph2", "split_table", "to_binary", "write_manifest",
 ]

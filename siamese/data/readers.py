@@ -8,12 +8,13 @@ dropping rows, because a silently shrunken test set is the kind of error nobody 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from siamese.data.decode import load_image
 from siamese.data.table import DataError, DatasetTable, first_offenders, require_columns
 
 HAM_CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
@@ -61,19 +62,30 @@ def index_images(root: Path, subdirs: Iterable[str]) -> dict[str, Path]:
     return found
 
 
-def attach_paths(frame: pd.DataFrame, data_dir: str | Path, subdirs: Iterable[str], source: str) -> pd.DataFrame:
+MISSING_IMAGES = "listed but image file absent (--only-present)"
+
+
+def attach_paths(frame: pd.DataFrame, data_dir: str | Path, subdirs: Iterable[str], source: str,
+                 only_present: bool = False) -> tuple[pd.DataFrame, int]:
+    """Paths for the listed images, and how many were absent.
+
+    Absent images are an error unless ``only_present`` says the user holds part of the download on
+    purpose (HAM10000's ``part_1`` alone, say); then they are dropped and counted, never silently.
+    """
     root = Path(data_dir)
     if not root.is_dir():
         raise DataError(f"{root}: image folder not found")
     index = index_images(root, subdirs)
     paths = frame["image_id"].map(index)
     missing = frame.loc[paths.isna(), "image_id"]
-    if len(missing):
+    if len(missing) == len(frame) or (len(missing) and not only_present):
+        hint = "" if only_present else "; pass --only-present to use the images that are there"
         raise DataError(
             f"{source}: {len(missing)} of {len(frame)} images listed there are missing under {root}: "
-            f"{first_offenders(missing)}"
+            f"{first_offenders(missing)}{hint}"
         )
-    return frame.assign(path=paths.map(str))
+    present = paths.notna()
+    return frame[present].assign(path=paths[present].map(str)), len(missing)
 
 
 def check_labels(labels: pd.Series, allowed: Iterable[str], source: str) -> None:
@@ -85,12 +97,20 @@ def check_labels(labels: pd.Series, allowed: Iterable[str], source: str) -> None
 
 
 def _finish(frame: pd.DataFrame, name: str, data_dir: str | Path | None, subdirs: Iterable[str],
-            source: str) -> DatasetTable:
+            source: str, only_present: bool = False) -> DatasetTable:
     frame = frame.assign(dataset=name)
-    frame = frame.assign(path="") if data_dir is None else attach_paths(frame, data_dir, subdirs, source)
+    missing = 0
+    if data_dir is None:
+        frame = frame.assign(path="")
+    else:
+        frame, missing = attach_paths(frame, data_dir, subdirs, source, only_present)
+    return _table(frame, {MISSING_IMAGES: missing} if missing else {})
+
+
+def _table(frame: pd.DataFrame, excluded: dict[str, int] | None = None) -> DatasetTable:
     columns = ["image_id", "label", "group", "dataset", "path"]
     extra = [c for c in frame.columns if c not in columns]
-    return DatasetTable(frame[columns + extra].reset_index(drop=True))
+    return DatasetTable(frame[columns + extra].reset_index(drop=True), excluded=dict(excluded or {}))
 
 
 def _locate(data_dir: str | Path | None, metadata: str | Path | None, names: Iterable[str],
@@ -107,10 +127,11 @@ def _locate(data_dir: str | Path | None, metadata: str | Path | None, names: Ite
 
 
 def read_ham10000(data_dir: str | Path | None = None, metadata: str | Path | None = None,
-                  require_images: bool = True) -> DatasetTable:
+                  require_images: bool = True, only_present: bool = False) -> DatasetTable:
     """HAM10000 as distributed (metadata CSV + image folders) or the ISIC 2018 Task 3 one-hot layout.
 
-    With ``require_images=False`` only the table is read, so a split can be planned before download.
+    With ``require_images=False`` only the table is read, so a split can be planned before download;
+    with ``only_present`` the images of a partial download are used and the absent ones counted.
     """
     table_path = _locate(data_dir, metadata, ("HAM10000_metadata.csv", "HAM10000_metadata",
                                               "ISIC2018_Task3_Training_GroundTruth.csv", "GroundTruth.csv"),
@@ -126,7 +147,7 @@ def read_ham10000(data_dir: str | Path | None = None, metadata: str | Path | Non
     frame["image_id"] = frame["image_id"].map(strip_suffix)
     check_labels(frame["label"], HAM_CLASSES, str(table_path))
     images = data_dir if require_images else None
-    return _finish(frame, "ham10000", images, subdirs, str(table_path))
+    return _finish(frame, "ham10000", images, subdirs, str(table_path), only_present)
 
 
 def _ham_from_one_hot(frame: pd.DataFrame, table_path: Path) -> pd.DataFrame:
@@ -151,7 +172,7 @@ def _ham_from_one_hot(frame: pd.DataFrame, table_path: Path) -> pd.DataFrame:
 
 
 def read_isic2020(data_dir: str | Path | None = None, metadata: str | Path | None = None,
-                  require_images: bool = True) -> DatasetTable:
+                  require_images: bool = True, only_present: bool = False) -> DatasetTable:
     """ISIC 2020 (Kaggle ``train.csv`` or the official ground-truth CSV); group = ``patient_id``."""
     table_path = _locate(data_dir, metadata, ("train.csv", "ISIC_2020_Training_GroundTruth.csv",
                                               "ISIC_2020_Training_GroundTruth_v2.csv"), "isic2020")
@@ -175,7 +196,87 @@ def read_isic2020(data_dir: str | Path | None = None, metadata: str | Path | Non
     out = out.assign(image_id=out["image_id"].map(strip_suffix), label=labels.to_numpy(),
                      group=frame["patient_id"].to_numpy())
     images = data_dir if require_images else None
-    return _finish(out, "isic2020", images, ISIC2020_IMAGE_DIRS, str(table_path))
+    return _finish(out, "isic2020", images, ISIC2020_IMAGE_DIRS, str(table_path), only_present)
+
+
+PH2_DIAGNOSES = {"Common Nevus": "common_nevus", "Atypical Nevus": "atypical_nevus", "Melanoma": "melanoma"}
+PH2_CLASSES = tuple(PH2_DIAGNOSES.values())
+PH2_MALIGNANT = frozenset({"melanoma"})
+PH2_WORKBOOK = "PH2_dataset.xlsx"
+PH2_IMAGES = "PH2 Dataset images"
+
+
+def read_ph2(data_dir: str | Path | None, require_images: bool = True) -> DatasetTable:
+    """PH2 as distributed: the workbook's "X" columns give the diagnosis, one folder per case.
+
+    ``data_dir`` may name ``PH2Dataset/`` or its parent. The image may have any image extension (the
+    original download is BMP); the lesion mask's path is kept in ``mask`` for segmentation and
+    lesion-centred crops. PH2 has one image per lesion and no patient ids, so each image is its own
+    group. Every image is decoded once here (a few seconds for 200 cases) so a corrupt file is
+    named before training rather than failing mid-epoch.
+    """
+    if data_dir is None:
+        raise DataError("ph2: give --data-dir (the PH2Dataset folder or its parent)")
+    root = Path(data_dir)
+    if (root / "PH2Dataset").is_dir():
+        root = root / "PH2Dataset"
+    workbook = root / PH2_WORKBOOK
+    if not workbook.is_file():
+        raise DataError(f"{workbook}: PH2 workbook not found (is --data-dir the PH2Dataset folder?)")
+    frame = _ph2_cases(workbook)
+    if not require_images:
+        return _table(frame.assign(dataset="ph2", path="", mask=""))
+    folders = root / PH2_IMAGES
+    images, masks = [], []
+    for case in frame["image_id"]:
+        image = _case_file(folders / case / f"{case}_Dermoscopic_Image", case)
+        if image is None:
+            raise DataError(f"{workbook}: case {case} is listed but has no image in "
+                            f"{folders / case / f'{case}_Dermoscopic_Image'}")
+        load_image(image, 32)
+        images.append(str(image))
+        mask = _case_file(folders / case / f"{case}_lesion", f"{case}_lesion")
+        masks.append("" if mask is None else str(mask))
+    return _table(frame.assign(dataset="ph2", path=images, mask=masks))
+
+
+def _ph2_cases(workbook: Path) -> pd.DataFrame:
+    try:
+        raw = pd.read_excel(workbook, header=None, dtype=str, engine="openpyxl")
+    except (ValueError, OSError, KeyError) as exc:
+        raise DataError(f"{workbook}: not a readable .xlsx workbook ({exc})") from exc
+    cells = raw.apply(lambda column: column.str.strip())
+    header_rows = np.flatnonzero((cells == "Image Name").any(axis=1).to_numpy())
+    if not len(header_rows):
+        raise DataError(f"{workbook}: no header row with 'Image Name' (the PH2 legend is followed by one)")
+    header = cells.iloc[header_rows[0]].fillna("").tolist()
+    table = cells.iloc[header_rows[0] + 1:].set_axis(header, axis=1)
+    require_columns(table, ("Image Name", *PH2_DIAGNOSES), str(workbook))
+    table = table[table["Image Name"].notna() & (table["Image Name"] != "")]
+    marks = table[list(PH2_DIAGNOSES)].fillna("").apply(lambda column: column.str.upper() == "X")
+    counts = marks.sum(axis=1)
+    for count, problem in ((0, "no 'X' in"), (2, "more than one 'X' among")):
+        bad = table.loc[(counts == 0) if count == 0 else (counts > 1), "Image Name"]
+        if len(bad):
+            raise DataError(f"{workbook}: case(s) with {problem} {list(PH2_DIAGNOSES)}: {first_offenders(bad)}")
+    labels = marks.idxmax(axis=1).map(PH2_DIAGNOSES)
+    ids = table["Image Name"].astype(str)
+    repeated = ids[ids.duplicated()]
+    if len(repeated):
+        raise DataError(f"{workbook}: case(s) listed twice: {first_offenders(repeated.unique())}")
+    histology = table.get("Histological Diagnosis", pd.Series("", index=table.index)).fillna("")
+    return pd.DataFrame({"image_id": ids.to_numpy(), "label": labels.to_numpy(), "group": ids.to_numpy(),
+                         "histology": histology.to_numpy()})
+
+
+def _case_file(folder: Path, stem: str) -> Path | None:
+    if not folder.is_dir():
+        return None
+    for suffix in IMAGE_SUFFIXES:
+        for candidate in (folder / f"{stem}{suffix}", folder / f"{stem}{suffix.upper()}"):
+            if candidate.is_file():
+                return candidate
+    return None
 
 
 DERMAMNIST_CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
@@ -239,17 +340,13 @@ def read_image_csv(path: str | Path, name: str = "csv") -> DatasetTable:
     return DatasetTable(out)
 
 
-def to_binary(table: DatasetTable, malignant: Iterable[str] = HAM_MALIGNANT) -> DatasetTable:
-    """Malignant-vs-benign view (HAM: mel, bcc, akiec are malignant), keeping the original as ``dx``."""
+def to_binary(table: DatasetTable, malignant: Iterable[str] = HAM_MALIGNANT,
+              names: tuple[str, str] = ("benign", "malignant")) -> DatasetTable:
+    """Two-class view (HAM: mel, bcc, akiec are malignant; PH2: melanoma vs nevus, ``names``), keeping the
+    original label as ``dx``."""
     malignant = set(malignant)
     frame = table.frame.assign(
         dx=table.frame["label"],
-        label=np.where(table.frame["label"].isin(malignant), "malignant", "benign"),
+        label=np.where(table.frame["label"].isin(malignant), names[1], names[0]),
     )
     return DatasetTable(frame, table.images, dict(table.excluded))
-
-
-READERS: dict[str, Callable[..., DatasetTable]] = {
-    "ham10000": read_ham10000,
-    "isic2020": read_isic2020,
-}

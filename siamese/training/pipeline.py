@@ -7,6 +7,7 @@ there, and ``resume`` needs nothing else.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import warnings
 from dataclasses import dataclass
@@ -22,7 +23,14 @@ from siamese.data import DatasetTable, load_dataset
 from siamese.data.balance import balanced_subset, oversample
 from siamese.data.decode import IMAGENET_MEAN, IMAGENET_STD
 from siamese.data.duplicates import drop_conflicts, read_pairs
-from siamese.data.images import LESION_NOISE, ImageDataset, build_transform, channel_stats, pixel_source
+from siamese.data.images import (
+    LESION_NOISE,
+    ImageDataset,
+    build_transform,
+    channel_stats,
+    crop_boxes,
+    pixel_source,
+)
 from siamese.data.splits import SPLITS, apply_manifest, read_manifest, split_table, write_manifest
 from siamese.data.table import DataError
 from siamese.distributed import DistContext, init_distributed
@@ -43,8 +51,9 @@ from siamese.training.tracking import Tracker
 def load_run_table(config: RunConfig) -> DatasetTable:
     """The dataset, with duplicate pairs' label conflicts dropped when asked."""
     data = config.data
-    table = load_dataset(data.dataset, data.data_dir, data.metadata, binary=data.binary, seed=config.seed,
-                         lesions_per_class=data.synthetic_lesions_per_class)
+    seed = config.seed if data.synthetic_seed is None else data.synthetic_seed
+    table = load_dataset(data.dataset, data.data_dir, data.metadata, binary=data.binary, seed=seed,
+                         lesions_per_class=data.synthetic_lesions_per_class, only_present=data.only_present)
     if data.duplicates and data.drop_conflicts:
         table = drop_conflicts(table, read_pairs(data.duplicates))
     return table
@@ -84,19 +93,34 @@ def default_run_dir(config: RunConfig) -> Path:
     return Path("runs") / f"{config.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def prepare_run_dir(config: RunConfig, resume: str | Path | None) -> tuple[RunConfig, Path]:
+def prepare_run_dir(config: RunConfig, resume: str | Path | None) -> tuple[RunConfig, Path, list[Path]]:
+    """The run folder and its config; for a new run also what it created, to undo if setup fails."""
     if resume is not None:
         run_dir = Path(resume)
         if not (run_dir / "config.json").is_file():
             raise DataError(f"{run_dir}: no config.json, so nothing to resume")
-        return RunConfig.load(run_dir / "config.json"), run_dir
+        return RunConfig.load(run_dir / "config.json"), run_dir, []
     run_dir = Path(config.out) if config.out else default_run_dir(config)
     if (run_dir / "config.json").is_file():
         raise DataError(f"{run_dir} already holds a run; pass --resume {run_dir} to continue it, or another --out")
+    created = [] if run_dir.is_dir() else [run_dir]
     run_dir.mkdir(parents=True, exist_ok=True)
     config.out = str(run_dir)
     config.save(run_dir / "config.json")
-    return config, run_dir
+    return config, run_dir, created or [run_dir / name for name in SETUP_FILES]
+
+
+SETUP_FILES = ("config.json", "split.csv", "preprocess.json")
+"""What a new run writes before training starts; removed again when setup fails, so that the same
+command can be run again once the cause (a missing image, a bad CSV) is fixed."""
+
+
+def discard_setup(created: list[Path]) -> None:
+    for path in created:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 @dataclass
@@ -108,9 +132,10 @@ class RunData:
     targets: dict[str, np.ndarray]
     prep: Preprocessing
     excluded: dict[str, int]
+    cropping: dict[str, Any]
 
     def dataset(self, split: str, augment: str = "none") -> ImageDataset:
-        return ImageDataset(self.sources[split], self.targets[split], build_transform(augment))
+        return ImageDataset(self.sources[split], self.targets[split], build_transform(augment, self.prep.image_size))
 
 
 def build_run_data(config: RunConfig, run_dir: Path) -> RunData:
@@ -121,9 +146,16 @@ def build_run_data(config: RunConfig, run_dir: Path) -> RunData:
     frame = table.frame
     parts = {"train": training_rows(frame, config),
              **{s: frame[frame["split"] == s].reset_index(drop=True) for s in ("val", "test")}}
-    size = config.data.image_size
-    sources = {s: pixel_source(DatasetTable(rows, table.images), size, config.data.cache_dir)
+    size, crop, margin = config.data.image_size, config.data.crop, config.data.crop_margin
+    sources = {s: pixel_source(DatasetTable(rows, table.images), size, config.data.cache_dir, crop, margin)
                for s, rows in parts.items()}
+    cropping = {"mode": crop}
+    if crop != "none":
+        boxes = crop_boxes(DatasetTable(frame, table.images), crop, margin)
+        cropping.update(margin=margin, kept_whole=sum(box is None for box in boxes))
+        if cropping["kept_whole"]:
+            warnings.warn(f"{cropping['kept_whole']} image(s) have no usable lesion mask and stay whole",
+                          stacklevel=2)
     saved = run_dir / "preprocess.json"
     if saved.is_file():
         prep = Preprocessing.load(saved)
@@ -132,10 +164,10 @@ def build_run_data(config: RunConfig, run_dir: Path) -> RunData:
             mean, std = channel_stats(sources["train"], seed=config.seed)
         else:
             mean, std = IMAGENET_MEAN, IMAGENET_STD
-        prep = Preprocessing(size, tuple(mean), tuple(std), classes)
+        prep = Preprocessing(size, tuple(mean), tuple(std), classes, crop, margin)
         prep.save(saved)
     targets = {s: rows["label"].map(code).to_numpy() for s, rows in parts.items()}
-    return RunData(parts, sources, targets, prep, table.excluded)
+    return RunData(parts, sources, targets, prep, table.excluded, cropping)
 
 
 def run_training(config: RunConfig, resume: str | Path | None = None) -> Path:
@@ -158,13 +190,18 @@ def _train(config: RunConfig, resume: str | Path | None, device: torch.device, d
     prepared = prepare_run_dir(config, resume) if dist.is_main else None
     config_dict, run_dir = dist.broadcast(None if prepared is None else (prepared[0].to_dict(), str(prepared[1])))
     config, run_dir = RunConfig.from_dict(config_dict), Path(run_dir)
-    seed_everything(config.seed)
-    check_input_size(config.model.backbone, config.data.image_size)
-    if not dist.is_main:
-        dist.barrier()
-    data = build_run_data(config, run_dir)
-    if dist.is_main:
-        dist.barrier()
+    try:
+        seed_everything(config.seed)
+        check_input_size(config.model.backbone, config.data.image_size)
+        if not dist.is_main:
+            dist.barrier()
+        data = build_run_data(config, run_dir)
+        if dist.is_main:
+            dist.barrier()
+    except Exception:
+        if prepared is not None:
+            discard_setup(prepared[2])
+        raise
     classes, targets = data.prep.classes, data.targets
     datasets = {s: data.dataset(s) for s in data.parts}
     reference = _reference_subset(datasets["train"], config.embed.max_reference, config.seed)
@@ -173,7 +210,7 @@ def _train(config: RunConfig, resume: str | Path | None, device: torch.device, d
     try:
         model = EmbeddingNet(config.model.backbone, config.model.weights, config.model.embedding_dim,
                              config.model.head_hidden, config.model.dropout, data.prep.mean, data.prep.std,
-                             LESION_NOISE if config.data.augment == "lesion" else 0.0)
+                             LESION_NOISE if config.data.augment == "lesion" else 0.0, config.model.pooling)
         stage1 = MetricTrainer(model, MetricData(data.dataset("train", config.data.augment), datasets["val"],
                                                  reference),
                                config.embed, device, run_dir, tracker, config.amp, config.channels_last,
@@ -203,7 +240,7 @@ def _train(config: RunConfig, resume: str | Path | None, device: torch.device, d
                    for s in ("embed", "classifier")}
         results = evaluate_run(run_dir, embeddings, targets, classes, classifier, config, device,
                                best_epochs={"embed": best["epoch"], "classifier": stage2.state["best_epoch"]},
-                               excluded=data.excluded)
+                               excluded=data.excluded, cropping=data.cropping)
         figures.update(write_evaluation_plots(run_dir, data.sources["test"]))
         if config.export_onnx:
             _export(run_dir)
@@ -260,7 +297,8 @@ def split_embeddings(model: EmbeddingNet, dataset: ImageDataset, rows: pd.DataFr
 
 def evaluate_run(run_dir: Path, embeddings: dict[str, np.ndarray], targets: dict[str, np.ndarray],
                  classes: list[str], classifier: Any, config: RunConfig, device: Any,
-                 best_epochs: dict[str, int], excluded: dict[str, int]) -> dict[str, Any]:
+                 best_epochs: dict[str, int], excluded: dict[str, int],
+                 cropping: dict[str, Any] | None = None) -> dict[str, Any]:
     """Test metrics for the dense classifier and the k-NN vote: metrics.json, per_class.csv, predictions."""
     proba = {"classifier": predict_proba(classifier, embeddings["test"], device),
              "knn": knn_proba(embeddings["train"], targets["train"], embeddings["test"], len(classes),
@@ -271,7 +309,8 @@ def evaluate_run(run_dir: Path, embeddings: dict[str, np.ndarray], targets: dict
         summary, per_class = classification_metrics(targets["test"], p, classes)
         results[name] = summary
         tables.append(per_class.assign(model=name))
-    results.update(best_epochs=best_epochs, excluded=excluded, split_sizes={s: int(len(t)) for s, t in targets.items()},
+    results.update(best_epochs=best_epochs, excluded=excluded, crop=cropping or {"mode": "none"},
+                   split_sizes={s: int(len(t)) for s, t in targets.items()},
                    seed=config.seed)
     (run_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
     pd.concat(tables)[["model", "class", "precision", "recall", "f1", "support"]].to_csv(
