@@ -11,12 +11,14 @@ from siamese.data.table import DataError
 
 @dataclass
 class Preprocessing:
-    """What inference must repeat exactly: size, normalisation and the class order."""
+    """What inference must repeat exactly: size, normalisation, the class order and the lesion crop."""
 
     image_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
     classes: list[str]
+    crop: str = "none"
+    crop_margin: float = 0.15
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.__dict__, indent=2) + "\n")
@@ -26,4 +28,5 @@ class Preprocessing:
         if not path.is_file():
             raise DataError(f"{path}: not found; is this a finished run folder?")
         values = json.loads(path.read_text())
-        return cls(values["image_size"], tuple(values["mean"]), tuple(values["std"]), values["classes"])
+        return cls(values["image_size"], tuple(values["mean"]), tuple(values["std"]), values["classes"],
+                   values.get("crop", "none"), values.get("crop_margin", 0.15))

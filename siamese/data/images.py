@@ -20,9 +20,10 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
-from siamese.config import AUGMENTATIONS
+from siamese.config import AUGMENTATIONS, CROPS
+from siamese.data.crops import Box, mask_boxes
 from siamese.data.decode import load_image
-from siamese.data.table import DatasetTable
+from siamese.data.table import DataError, DatasetTable
 
 
 class PixelSource(Protocol):
@@ -32,14 +33,15 @@ class PixelSource(Protocol):
 
 
 class FilePixels:
-    def __init__(self, paths: Sequence[str], size: int) -> None:
+    def __init__(self, paths: Sequence[str], size: int, boxes: Sequence[Box | None] | None = None) -> None:
         self.paths, self.size = list(paths), size
+        self.boxes = list(boxes) if boxes is not None else [None] * len(self.paths)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> np.ndarray:
-        return load_image(self.paths[i], self.size)
+        return load_image(self.paths[i], self.size, self.boxes[i])
 
 
 class ArrayPixels:
@@ -70,23 +72,39 @@ class MemmapPixels:
         return np.array(self.array[i])
 
 
-def pixel_source(table: DatasetTable, size: int, cache_dir: str | Path | None = None) -> PixelSource:
-    """Pixels for the rows of ``table``; with ``cache_dir`` they come from (and build) a memmap cache."""
+def pixel_source(table: DatasetTable, size: int, cache_dir: str | Path | None = None, crop: str = "none",
+                 margin: float = 0.15) -> PixelSource:
+    """Pixels for the rows of ``table``, lesion-centred with ``crop='lesion-mask'``; with ``cache_dir``
+    they come from (and build) a memmap cache."""
     frame = table.frame
+    boxes = crop_boxes(table, crop, margin)
     if "index" in frame.columns and table.images is not None:
         source: PixelSource = ArrayPixels(table.images, frame["index"].to_numpy(), size)
     else:
-        source = FilePixels(frame["path"].tolist(), size)
+        source = FilePixels(frame["path"].tolist(), size, boxes)
     if cache_dir is None:
         return source
-    return cached_pixels(source, cache_path(table, size, cache_dir))
+    return cached_pixels(source, cache_path(table, size, cache_dir, boxes))
 
 
-def cache_path(table: DatasetTable, size: int, cache_dir: str | Path) -> Path:
-    """One cache file per (dataset, rows, size): a different split or size never reuses a stale cache."""
+def crop_boxes(table: DatasetTable, crop: str = "none", margin: float = 0.15) -> list[Box | None] | None:
+    """The lesion box of every row (None where its mask is missing or empty), or None when not cropping."""
+    if crop not in CROPS:
+        raise ValueError(f"crop must be one of {CROPS}; got {crop!r}")
+    if crop == "none":
+        return None
+    if "mask" not in table.frame.columns or "path" not in table.frame.columns:
+        raise DataError(f"--crop {crop} needs lesion masks, and dataset {table.name} lists none (PH2 does)")
+    return mask_boxes(table.frame["mask"].fillna("").astype(str).tolist(), margin)
+
+
+def cache_path(table: DatasetTable, size: int, cache_dir: str | Path, boxes: Sequence[Box | None] | None = None
+               ) -> Path:
+    """One cache file per (dataset, rows, size, crop): a different split, size or crop never reuses a stale
+    cache."""
     frame = table.frame
     key = hashlib.sha1()
-    key.update(f"{table.name}|{size}|".encode())
+    key.update(f"{table.name}|{size}|{boxes}|".encode())
     key.update("\n".join(frame["image_id"].astype(str)).encode())
     if "path" in frame.columns:
         key.update("\n".join(frame["path"].astype(str)).encode())
@@ -125,16 +143,19 @@ def channel_stats(source: PixelSource, max_images: int = 2000, seed: int = 0) ->
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
-def build_transform(augment: str = "none") -> v2.Compose:
+def build_transform(augment: str = "none", size: int | None = None) -> v2.Compose:
     """uint8 image tensors, augmented; the float conversion, normalisation and the recipe's Gaussian noise
     happen in the model's first layer (``InputNormalization``), on its device.
 
     ``lesion`` is the original recipe (flips, rotation, brightness/contrast/saturation jitter; the noise is
-    the model's ``input_noise``): a lesion has no up or down. Hue is left alone: its RGB-HSV round trip
-    cost half the time of the whole pipeline (9.7 -> 4.6 ms per 256 px image on one core). ``light`` (small
-    shifts and rotations, no flips) suits digits, where a flip turns a 6 into a 9. ``none`` is for
-    evaluation. Augmentation runs on PIL images, converted to a tensor last: PIL's C code does the lesion
-    recipe in 1.4 ms per 256 px image on one core, the same v2 ops on uint8 tensors in 3.3 ms."""
+    the model's ``input_noise``): a lesion has no up or down. ``dermoscopy`` keeps colour nearly intact
+    (hue and saturation carry the diagnosis: blue-grey, dark brown, black) and varies geometry instead:
+    any rotation, flips, and crops of 60-100 % of the area resized back to ``size``. Hue is left alone in
+    both: its RGB-HSV round trip cost half the time of the whole pipeline (9.7 -> 4.6 ms per 256 px image
+    on one core). ``light`` (small shifts and rotations, no flips) suits digits, where a flip turns a 6
+    into a 9. ``none`` is for evaluation. Augmentation runs on PIL images, converted to a tensor last:
+    PIL's C code does the lesion recipe in 1.4 ms per 256 px image on one core, the same v2 ops on uint8
+    tensors in 3.3 ms."""
     if augment not in AUGMENTATIONS:
         raise ValueError(f"augment must be one of {AUGMENTATIONS}; got {augment!r}")
     if augment == "none":
@@ -142,6 +163,12 @@ def build_transform(augment: str = "none") -> v2.Compose:
     if augment == "lesion":
         steps = [v2.RandomHorizontalFlip(), v2.RandomVerticalFlip(), v2.RandomRotation(30),
                  v2.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2)]
+    elif augment == "dermoscopy":
+        if size is None:
+            raise ValueError("the dermoscopy augmentation needs the image size (its crops are resized back)")
+        steps = [v2.RandomHorizontalFlip(), v2.RandomVerticalFlip(), v2.RandomRotation(180),
+                 v2.RandomResizedCrop(size, scale=(0.6, 1.0), ratio=(0.85, 1.18)),
+                 v2.ColorJitter(brightness=0.1, contrast=0.1)]
     else:
         steps = [v2.RandomAffine(degrees=10, translate=(0.08, 0.08), scale=(0.9, 1.1))]
     return v2.Compose([v2.ToPILImage(), *steps, v2.ToImage()])

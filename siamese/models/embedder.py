@@ -46,15 +46,17 @@ class EmbeddingNet(nn.Module):
 
     def __init__(self, backbone: str = "inception_v3", weights: str = "imagenet", embedding_dim: int = 128,
                  head_hidden: int = 512, dropout: float = 0.2, mean: tuple[float, ...] = IMAGENET_MEAN,
-                 std: tuple[float, ...] = IMAGENET_STD, input_noise: float = 0.0) -> None:
+                 std: tuple[float, ...] = IMAGENET_STD, input_noise: float = 0.0, pooling: str = "last") -> None:
         super().__init__()
         self.normalize = InputNormalization(mean, std, input_noise)
-        self.backbone, feature_dim = build_backbone(backbone, weights)
+        self.backbone, feature_dim = build_backbone(backbone, weights, pooling)
         self.head = nn.Sequential(
             nn.Linear(feature_dim, head_hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
             nn.Linear(head_hidden, embedding_dim),
         )
         self.arch = {"backbone": backbone, "embedding_dim": embedding_dim, "head_hidden": head_hidden}
+        if pooling != "last":  # absent from checkpoints written before pooling was a choice
+            self.arch["pooling"] = pooling
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features (what the near-duplicate search compares)."""
@@ -67,7 +69,8 @@ class EmbeddingNet(nn.Module):
     def from_arch(cls, arch: dict[str, Any]) -> EmbeddingNet:
         """An untrained net with a checkpoint's architecture (weights, statistics included, come from the
         checkpoint)."""
-        return cls(arch["backbone"], "none", arch["embedding_dim"], arch["head_hidden"])
+        return cls(arch["backbone"], "none", arch["embedding_dim"], arch["head_hidden"],
+                   pooling=arch.get("pooling", "last"))
 
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> EmbeddingNet:

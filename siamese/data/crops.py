@@ -1,0 +1,77 @@
+"""Lesion-centred crops: the lesion's bounding box from its mask, with a margin, made square.
+
+On a few hundred images the embedder cannot afford to learn that rulers, hair, vignetting and the skin
+around a lesion are irrelevant; cropping to the lesion removes most of them and puts every lesion at
+the same scale. Without a usable mask an image stays whole, and the count of such images is reported.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from siamese.data.table import DataError
+
+Box = tuple[int, int, int, int]
+"""``(left, top, right, bottom)`` in pixels, PIL's crop convention."""
+
+MASK_THRESHOLD = 127
+
+
+def read_mask(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """A boolean lesion mask (0/255 or 0/1 files alike); ``size`` (width, height) must match when given."""
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            values = np.asarray(image.convert("L"))
+    except (FileNotFoundError, UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"{path}: unreadable lesion mask ({exc})") from exc
+    if size is not None and (values.shape[1], values.shape[0]) != tuple(size):
+        raise DataError(f"{path}: mask is {values.shape[1]}x{values.shape[0]} but its image is {size[0]}x{size[1]}")
+    if values.max() <= 1:
+        return values > 0
+    return values > MASK_THRESHOLD
+
+
+def lesion_box(mask: np.ndarray, margin: float = 0.15) -> Box | None:
+    """The mask's bounding box grown by ``margin`` of its size on every side and squared around its
+    centre, shifted (then clipped) to stay inside the image; None for an empty mask."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not len(rows):
+        return None
+    height, width = mask.shape
+    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    side = max(bottom - top, right - left) * (1 + 2 * margin)
+    side = int(round(min(side, max(height, width))))
+    centre_y, centre_x = (top + bottom) / 2, (left + right) / 2
+    x0 = int(round(min(max(centre_x - side / 2, 0), max(width - side, 0))))
+    y0 = int(round(min(max(centre_y - side / 2, 0), max(height - side, 0))))
+    return x0, y0, min(x0 + side, width), min(y0 + side, height)
+
+
+def mask_boxes(mask_paths: list[str], margin: float = 0.15) -> list[Box | None]:
+    """One box per image from its mask file; an empty path or an empty mask gives None (image kept whole)."""
+    return [lesion_box(read_mask(p), margin) if p else None for p in mask_paths]
+
+
+MASK_PATTERNS = ("{stem}_lesion", "{stem}_segmentation", "{stem}_Segmentation", "{stem}")
+
+
+def find_mask(image: str | Path, masks_dir: str | Path | None = None) -> Path | None:
+    """The lesion mask of an image: in ``masks_dir`` as ``STEM_lesion.*`` (PH2), ``STEM_segmentation.*``
+    (HAM10000 and ISIC 2018 Task 1) or ``STEM.*``; without a folder, beside it in the PH2 layout
+    (``IMDxxx/IMDxxx_lesion/IMDxxx_lesion.*``)."""
+    image = Path(image)
+    stem = image.stem
+    folders = [Path(masks_dir)] if masks_dir is not None else [image.parent.parent / f"{stem}_lesion"]
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for pattern in MASK_PATTERNS:
+            for candidate in sorted(folder.glob(pattern.format(stem=stem) + ".*")):
+                if candidate != image and candidate.suffix.lower() in (".png", ".bmp", ".jpg", ".jpeg", ".tif",
+                                                                       ".tiff", ".gif"):
+                    return candidate
+    return None
