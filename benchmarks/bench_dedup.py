@@ -15,6 +15,8 @@ import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
 from benchmarks.harness import isolated, print_table
+from siamese.config import DEFAULT_PHASH_THRESHOLD
+from siamese.dedup.features import HASH_SIZE, VARIANTS
 from siamese.dedup.search import cosine_pairs, hamming_pairs
 
 THRESHOLD = 0.1
@@ -44,9 +46,10 @@ def sklearn_baseline(n: int, dim: int) -> dict:
 
 
 def phash(n: int) -> dict:
-    codes = np.random.default_rng(0).integers(0, 2**63, size=(n, 3), dtype=np.int64).astype(np.uint64)
+    shape = (n, VARIANTS, HASH_SIZE * HASH_SIZE // 64)
+    codes = np.random.default_rng(0).integers(0, 2**63, size=shape, dtype=np.int64).astype(np.uint64)
     start = time.perf_counter()
-    hamming_pairs(codes, threshold=3 / 64)
+    hamming_pairs(codes, threshold=DEFAULT_PHASH_THRESHOLD)
     return {"seconds": time.perf_counter() - start}
 
 

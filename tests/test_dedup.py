@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from siamese.cli import main
-from siamese.data import DatasetTable, audit_manifest, make_synthetic, read_manifest
+from siamese.data import DatasetTable, audit_manifest, load_dataset, make_synthetic, read_manifest
 from siamese.dedup.compare import compare_pairs
 from siamese.dedup.find import DedupSettings, find_duplicates
 from siamese.dedup.search import cosine_pairs, dbscan_clusters, hamming_pairs
@@ -115,8 +115,13 @@ def test_search_primitives():
     a[3] = a[0]
     pairs = cosine_pairs(a, threshold=0.01, chunk=2)
     assert pairs[["i", "j"]].values.tolist() == [[0, 3]]
-    codes = np.array([[0, 0, 0], [1, 1, 1], [0xFFFF, 0xFFFF, 0xFFFF]], dtype=np.uint64)
+    far = 0xFFFF_0000_FFFF_0000
+    codes = np.array([[0, far, far, far, far], [1, 1, 1, 1, 1], [0xFFFF] * 5], dtype=np.uint64)[..., None]
     assert hamming_pairs(codes, threshold=1 / 64)[["i", "j"]].values.tolist() == [[0, 1]]
+    cropped = np.array([[0, far, far, 0xFF00, far], [0xFF00, far, far, far, far]], dtype=np.uint64)[..., None]
+    for order in ([0, 1], [1, 0]):  # a crop is found whichever image comes first
+        found = hamming_pairs(cropped[order], threshold=0)
+        assert found[["i", "j", "distance"]].values.tolist() == [[0, 1, 0.0]]
     labels = dbscan_clusters(5, pd.DataFrame({"i": [0, 1], "j": [1, 2], "distance": [0.0, 0.05]}), 0.1)
     assert labels[0] == labels[1] == labels[2] >= 0 and labels[3] == labels[4] == -1
 
@@ -148,3 +153,41 @@ def test_compare_with_published_ham_lists(shared_ham, tmp_path):
     assert main(args) == 0
     report = json.loads((tmp_path / "c.json").read_text())
     assert report["reference_pairs"] == 20 and report["recall"] == 0.5
+
+
+def test_phash_on_real_images_finds_every_planted_copy_and_no_false_pair(shared_ham, tmp_path):
+    """Copies of real dermoscopy: rescaled, JPEG-recompressed, brightened, cropped by 3 % per side and
+    resized back. Two photographs of one lesion are near-duplicates too (HAM10000 has several), so a pair
+    is false only when it joins two different lesions and is not a planted copy."""
+    import io
+
+    from PIL import ImageEnhance
+
+    from siamese.dedup.features import centre_crop
+
+    def jpeg(image):
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=60)
+        return Image.open(buffer)
+
+    edits = {"rescaled": lambda im: im.resize((im.width // 2, im.height // 2)), "jpeg": jpeg,
+             "brightened": lambda im: ImageEnhance.Brightness(im).enhance(1.25),
+             "cropped": lambda im: centre_crop(im, 0.03)}
+    real = load_dataset("ham10000", data_dir=shared_ham / "images").frame
+    rows, planted = [], set()
+    for i, row in real.iterrows():
+        rows.append({"image_id": row["image_id"], "path": row["path"], "label": row["label"], "group": row["group"]})
+        name = list(edits)[i % len(edits)]
+        copy_id = f"copy_{name}_{row['image_id']}"
+        with Image.open(row["path"]) as image:
+            edits[name](image.convert("RGB")).save(tmp_path / f"{copy_id}.jpg", quality=95)
+        rows.append({"image_id": copy_id, "path": str(tmp_path / f"{copy_id}.jpg"), "label": row["label"],
+                     "group": row["group"]})
+        planted.add(tuple(sorted((row["image_id"], copy_id))))
+    pd.DataFrame(rows).to_csv(tmp_path / "images.csv", index=False)
+    assert main(["dedup", "--dataset", "csv", "--metadata", str(tmp_path / "images.csv"), "--method", "phash",
+                 "--out", str(tmp_path / "pairs.csv"), "--cache-dir", str(tmp_path / "cache")]) == 0
+    found = keys(pd.read_csv(tmp_path / "pairs.csv"))
+    assert planted <= found
+    lesion = {r["image_id"]: r["group"] for r in rows}
+    assert all(lesion[a] == lesion[b] for a, b in found - planted)

@@ -9,8 +9,6 @@ from scipy.sparse import coo_matrix
 from sklearn.cluster import DBSCAN
 from tqdm.auto import tqdm
 
-HASH_BITS = 64
-
 
 def cosine_pairs(a: np.ndarray, b: np.ndarray | None = None, threshold: float = 0.1,
                  chunk: int = 2048) -> pd.DataFrame:
@@ -37,25 +35,40 @@ def cosine_pairs(a: np.ndarray, b: np.ndarray | None = None, threshold: float = 
                          "distance": np.concatenate(found_d).astype(float)})
 
 
-def hamming_pairs(a: np.ndarray, b: np.ndarray | None = None, threshold: float = 0.1,
-                  chunk: int = 1024) -> pd.DataFrame:
-    """Pairs whose pHash (any mirror of the second image) differs in at most ``threshold * 64`` bits."""
+def hamming_pairs(a: np.ndarray, b: np.ndarray | None = None, threshold: float = 0.125,
+                  chunk: int = 256) -> pd.DataFrame:
+    """Pairs whose pHashes differ in at most ``threshold`` of their bits, taking the closest of: the first
+    image against every variant of the second (mirrors, crops), and the first's crops against the second.
+
+    ``a`` and ``b`` are ``(N, variants, words)`` from :func:`~siamese.dedup.features.phash_codes`; comparing
+    crops in both directions finds a cropped copy whichever of the two comes first.
+    """
     within = b is None
     ref = a if within else b
+    bits_total = a.shape[2] * 64
     found_i, found_j, found_d = [], [], []
     for start in tqdm(range(0, len(a), chunk), desc="hash pairs", disable=None):
         offset = start if within else 0
-        query = a[start:start + chunk, 0][:, None, None]
-        bits = np.bitwise_count(query ^ ref[None, offset:, :]).min(axis=2)
-        hits = bits <= threshold * HASH_BITS
+        query = a[start:start + chunk]
+        target = ref[offset:]
+        bits = _popcount(query[:, None, 0], target[None, :, 0])
+        for v in range(1, ref.shape[1]):
+            np.minimum(bits, _popcount(query[:, None, 0], target[None, :, v]), out=bits)
+        for v in range(3, a.shape[1]):
+            np.minimum(bits, _popcount(query[:, None, v], target[None, :, 0]), out=bits)
+        hits = bits <= threshold * bits_total
         if within:
             hits = np.triu(hits, k=1)
         i, j = np.nonzero(hits)
         found_i.append(i + start)
         found_j.append(j + offset)
-        found_d.append(bits[i, j].astype(float) / HASH_BITS)
+        found_d.append(bits[i, j].astype(float) / bits_total)
     return pd.DataFrame({"i": np.concatenate(found_i), "j": np.concatenate(found_j),
                          "distance": np.concatenate(found_d)})
+
+
+def _popcount(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return np.bitwise_count(x ^ y).sum(axis=-1, dtype=np.uint16)
 
 
 def dbscan_clusters(n: int, pairs: pd.DataFrame, threshold: float) -> np.ndarray:
