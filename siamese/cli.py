@@ -11,7 +11,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from siamese.config import AUGMENTATIONS, BACKBONES, DATASETS, PRESETS, RunConfig, preset
+from siamese.config import (
+    AUGMENTATIONS,
+    BACKBONES,
+    BASELINES,
+    CROPS,
+    DATASETS,
+    DEFAULT_PHASH_THRESHOLD,
+    POOLINGS,
+    PRESETS,
+    RunConfig,
+    preset,
+)
 from siamese.data import DataError, load_dataset
 from siamese.engines import ENGINES
 from siamese.errors import CheckpointError, EngineError, ExportError, WeightsUnavailableError
@@ -21,7 +32,7 @@ if TYPE_CHECKING:
 
 # Each command imports what it needs when it runs: `predict` starts without loading the training stack.
 
-PRESET_FOR_DATASET = {"digits": "tiny", "synthetic": "tiny", "ham10000": "ham", "isic2020": "isic"}
+PRESET_FOR_DATASET = {"digits": "tiny", "synthetic": "tiny", "ham10000": "ham", "isic2020": "isic", "ph2": "ph2"}
 
 
 def read_pair_files(paths: Sequence[str] | None) -> pd.DataFrame | None:
@@ -46,7 +57,10 @@ def add_data_arguments(parser: argparse.ArgumentParser, default: str | None = "d
     parser.add_argument("--dataset", choices=DATASETS, default=default)
     parser.add_argument("--data-dir", help="folder with the dataset's images (and metadata)")
     parser.add_argument("--metadata", help="the dataset's table (CSV or .npz); alone it needs no images")
-    parser.add_argument("--binary", action="store_true", help="malignant-vs-benign view of a 7-class set")
+    parser.add_argument("--binary", action="store_true",
+                        help="two-class view: malignant vs benign (HAM10000), melanoma vs nevus (PH2)")
+    parser.add_argument("--only-present", action="store_true",
+                        help="use the listed images that exist (a partial download) and count the missing ones")
 
 
 def cmd_split(args: argparse.Namespace) -> int:
@@ -54,7 +68,7 @@ def cmd_split(args: argparse.Namespace) -> int:
     from siamese.data.splits import kfold_table, split_table, summarize, write_manifest
 
     table = load_dataset(args.dataset, args.data_dir, args.metadata, require_images=args.data_dir is not None,
-                         binary=args.binary, seed=args.seed)
+                         binary=args.binary, seed=args.seed, only_present=args.only_present)
     pairs = read_pair_files(args.duplicates)
     if pairs is not None:
         conflicts = label_conflicts(table.frame, pairs)
@@ -96,9 +110,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         model.backbone = "resnet50"
     overrides = [(data, "data_dir", args.data_dir), (data, "metadata", args.metadata), (data, "split", args.split),
                  (data, "duplicates", args.duplicates), (data, "image_size", args.image_size),
-                 (data, "augment", args.augment),
+                 (data, "augment", args.augment), (data, "crop", args.crop), (data, "crop_margin", args.crop_margin),
+                 (data, "val_fraction", args.val_fraction),
                  (data, "cache_dir", args.cache_dir), (data, "num_workers", args.num_workers),
-                 (model, "backbone", args.backbone), (model, "weights", args.weights),
+                 (model, "backbone", args.backbone), (model, "weights", args.weights), (model, "pooling", args.pooling),
                  (model, "embedding_dim", args.embedding_dim), (embed, "epochs", args.epochs_embed),
                  (embed, "batch_size", args.batch_size), (embed, "lr", args.lr),
                  (clf, "epochs", args.epochs_classifier),
@@ -109,6 +124,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             setattr(target, field_name, value)
     data.full_dataset = data.full_dataset or args.full_dataset
     data.binary = data.binary or args.binary
+    data.only_present = data.only_present or args.only_present
     data.drop_conflicts = data.drop_conflicts or args.drop_conflicts
     clf.class_weights = clf.class_weights or args.class_weights
     config.compile = config.compile or args.compile
@@ -138,7 +154,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from siamese.inference import Predictor, expand_inputs, predictions_table
 
     start = time.perf_counter()
-    predictor = Predictor(args.run, device=args.device, engine=args.engine)
+    predictor = Predictor(args.run, device=args.device, engine=args.engine, masks=args.masks)
     load_seconds = time.perf_counter() - start
     rows = predictions_table(predictor.predict(expand_inputs(args.images), top_k=args.top_k))
     frame = pd.DataFrame(rows)
@@ -197,10 +213,11 @@ def cmd_dedup(args: argparse.Namespace) -> int:
         phash_threshold=args.phash_threshold, cache_dir=args.cache_dir)
     if args.method == "phash" and args.threshold is not None:
         settings.phash_threshold = args.threshold
-    table = load_dataset(args.dataset, args.data_dir, args.metadata, binary=args.binary)
+    table = load_dataset(args.dataset, args.data_dir, args.metadata, binary=args.binary, only_present=args.only_present)
     against = None
     if args.against:
-        against = load_dataset(args.against_dataset or args.dataset, args.against, binary=args.binary)
+        against = load_dataset(args.against_dataset or args.dataset, args.against, binary=args.binary,
+                               only_present=args.only_present)
     result = find_duplicates(table, settings, args.out, against)
     by_method = result.pairs["method"].value_counts().to_dict()
     print(f"{len(result.pairs)} pair(s) {by_method}, {result.clusters['cluster'].nunique()} cluster(s), "
@@ -227,6 +244,24 @@ def cmd_leakage(args: argparse.Namespace) -> int:
     table = run_leakage_experiment(config, out, args.duplicates)
     print(table.to_string(index=False))
     print(f"results in {out}")
+    return 0
+
+
+def cmd_cv(args: argparse.Namespace) -> int:
+    from siamese.config import CVConfig
+    from siamese.crossval import run_cv
+    from siamese.crossval.summary import format_summary
+
+    config = config_from_args(args)
+    config.out = None
+    if args.wandb is None:
+        config.wandb = "disabled"
+    config.export_onnx = False
+    cv = CVConfig(folds=args.folds, seeds=tuple(args.seeds), baselines=tuple(args.baselines))
+    result = run_cv(config, cv, args.out)
+    print(format_summary(result.summary).to_string(index=False))
+    for path in result.files:
+        print(f"wrote {path}")
     return 0
 
 
@@ -263,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top-k", type=int, default=3)
     predict.add_argument("--format", choices=("table", "json", "csv"), default="table")
     predict.add_argument("--device", default="cpu")
+    predict.add_argument("--masks", help="folder of lesion masks (STEM_lesion.*, STEM_segmentation.*) for a run "
+                                         "trained with --crop lesion-mask; PH2's own layout is found without it")
     predict.add_argument("--engine", choices=ENGINES, default="auto",
                          help="auto: the run's model.onnx with ONNX Runtime when it is current (fast start), "
                               "else torch")
@@ -294,8 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_arguments(dedup, default=None)
     dedup.add_argument("--method", choices=("embedding", "phash", "both"), default="embedding")
     dedup.add_argument("--threshold", type=float,
-                       help="max distance of a pair (embedding: cosine, default 0.1; phash: bits/64, default 3/64)")
-    dedup.add_argument("--phash-threshold", type=float, default=3 / 64, help="phash threshold with --method both")
+                       help="max distance of a pair (embedding: cosine, default 0.1; phash: share of the 256 "
+                            "hash bits, default 0.125)")
+    dedup.add_argument("--phash-threshold", type=float, default=DEFAULT_PHASH_THRESHOLD,
+                       help="phash threshold with --method both")
     dedup.add_argument("--backbone", choices=BACKBONES, default="resnet50")
     dedup.add_argument("--weights", default="imagenet", help="imagenet | none | PATH")
     dedup.add_argument("--run", help="use this run's trained embedder instead of a backbone")
@@ -312,6 +351,13 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", help="also write the JSON here")
     compare.set_defaults(func=cmd_compare_pairs)
 
+    cv = commands.add_parser("cv", help="grouped k-fold cross-validation over seeds, beside reference models")
+    add_train_arguments(cv)
+    cv.add_argument("--folds", type=int, default=5)
+    cv.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    cv.add_argument("--baselines", nargs="*", choices=BASELINES, default=list(BASELINES),
+                    help="reference models fitted and scored in the same folds")
+    cv.set_defaults(func=cmd_cv, out=None)
     leakage = commands.add_parser("leakage", help="same model trained on a naive and on a grouped split")
     add_train_arguments(leakage)
     leakage.set_defaults(func=cmd_leakage, dataset="synthetic")
@@ -325,11 +371,20 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duplicates", help="near-duplicate pair CSV kept together by the split")
     parser.add_argument("--drop-conflicts", action="store_true")
     parser.add_argument("--full-dataset", action="store_true", help="whole training split, class-balanced")
+    parser.add_argument("--val-fraction", type=float,
+                        help="share held back to pick the best epoch (0.1; in cv, of the training folds)")
     parser.add_argument("--full-model", action="store_true", help="ResNet50 backbone instead of InceptionV3")
     parser.add_argument("--backbone", choices=BACKBONES)
     parser.add_argument("--weights", help="imagenet | none | PATH to a local state dict")
+    parser.add_argument("--pooling", choices=POOLINGS,
+                        help="stages: concatenate every ResNet stage's pooled features (colour/texture statistics)")
     parser.add_argument("--image-size", type=int)
-    parser.add_argument("--augment", choices=AUGMENTATIONS, help="lesion (flips, rotation, jitter) | light | none")
+    parser.add_argument("--augment", choices=AUGMENTATIONS,
+                        help="lesion (flips, rotation, jitter) | dermoscopy (any rotation, crops, colour kept) | light "
+                             "| none")
+    parser.add_argument("--crop", choices=CROPS, help="lesion-mask: crop each image to its lesion (the dataset's "
+                        "masks, e.g. PH2) with a margin, squared; images without a mask stay whole")
+    parser.add_argument("--crop-margin", type=float, help="margin around the lesion's box, share of its size (0.15)")
     parser.add_argument("--embedding-dim", type=int)
     parser.add_argument("--epochs-embed", type=int)
     parser.add_argument("--epochs-classifier", type=int)
@@ -351,6 +406,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "dataset", "") is None:
         print("error: --dataset is required", file=sys.stderr)
+        return 2
+    if args.command == "cv" and not args.out:
+        print("error: cv needs --out (the folder for the folds and the summary)", file=sys.stderr)
         return 2
     try:
         return int(args.func(args) or 0)

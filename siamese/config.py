@@ -12,9 +12,14 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-DATASETS = ("ham10000", "isic2020", "dermamnist", "csv", "digits", "synthetic")
+DATASETS = ("ham10000", "isic2020", "ph2", "dermamnist", "csv", "digits", "synthetic")
 BACKBONES = ("inception_v3", "resnet50", "resnet18")
-AUGMENTATIONS = ("lesion", "light", "none")
+AUGMENTATIONS = ("lesion", "dermoscopy", "light", "none")
+BASELINES = ("colour_baseline", "majority")
+CROPS = ("none", "lesion-mask")
+POOLINGS = ("last", "stages")
+DEFAULT_PHASH_THRESHOLD = 32 / 256
+"""Share of the 256 pHash bits two near-duplicates may differ in (measured in ``siamese.dedup.find``)."""
 
 
 @dataclass
@@ -28,6 +33,7 @@ class DataConfig:
     duplicates: str | None = None
     drop_conflicts: bool = False
     binary: bool = False
+    only_present: bool = False
     full_dataset: bool = False
     per_class_cap: int = 500
     val_fraction: float = 0.1
@@ -35,9 +41,12 @@ class DataConfig:
     image_size: int = 256
     normalization: str = "imagenet"
     augment: str = "lesion"
+    crop: str = "none"
+    crop_margin: float = 0.15
     cache_dir: str | None = None
     num_workers: int = 0
     synthetic_lesions_per_class: int = 24
+    synthetic_seed: int | None = None  # the generator's seed; None: the run's seed (cv fixes it for all folds)
 
 
 @dataclass
@@ -46,6 +55,7 @@ class ModelConfig:
 
     backbone: str = "inception_v3"
     weights: str = "imagenet"
+    pooling: str = "last"
     embedding_dim: int = 128
     head_hidden: int = 512
     dropout: float = 0.2
@@ -78,6 +88,19 @@ class ClassifierConfig:
     dropout: float = 0.3
     class_weights: bool = False
     knn_k: int = 5
+
+
+@dataclass
+class CVConfig:
+    """Cross-validation: every (seed, fold) trains the two-stage model and scores the held-out fold,
+    beside the reference models fitted on the very same training folds."""
+
+    folds: int = 5
+    seeds: tuple[int, ...] = (0, 1, 2)
+    baselines: tuple[str, ...] = BASELINES
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
 
 
 @dataclass
@@ -172,12 +195,31 @@ def _tiny() -> RunConfig:
     return config
 
 
+def _ph2() -> RunConfig:
+    """Small real dermoscopy on 2 CPU cores: PH2 has 160 images, so every image trains (class-balanced
+    batches, oversampled stage 2) and the backbone is small and starts from scratch (no ImageNet here)."""
+    config = RunConfig(preset="ph2")
+    config.data.dataset = "ph2"
+    config.data.full_dataset = True
+    config.data.image_size = 128
+    config.model.backbone = "resnet18"
+    config.model.weights = "none"
+    config.model.embedding_dim = 64
+    config.model.head_hidden = 256
+    config.embed.epochs = 30
+    config.embed.batch_size = 32
+    config.embed.patience = 8
+    config.classifier.epochs = 50
+    return config
+
+
 PRESETS = {
     "lightweight": _lightweight,
     "full": _full,
     "ham": _ham,
     "isic": _isic,
     "tiny": _tiny,
+    "ph2": _ph2,
 }
 
 

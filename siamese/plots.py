@@ -76,6 +76,20 @@ def roc_curves(y_true: np.ndarray, proba: np.ndarray, classes: list[str], path: 
     return save_figure(fig, path)
 
 
+def model_roc_curves(y_true: np.ndarray, probas: dict[str, np.ndarray], classes: list[str], path: Path) -> Path:
+    """Several models' ROC curves on the same images: one panel (binary) or one panel per class (one vs rest)."""
+    panels = [(1, f"{classes[1]} vs {classes[0]}")] if len(classes) == 2 else \
+        [(c, f"{name} vs rest") for c, name in enumerate(classes)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.6), squeeze=False)
+    for ax, (c, title) in zip(axes[0], panels, strict=True):
+        for model, proba in probas.items():
+            RocCurveDisplay.from_predictions(y_true == c, proba[:, c], name=model, ax=ax)
+        ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=7, loc="lower right")
+    return save_figure(fig, path)
+
+
 def per_class_bars(per_class: pd.DataFrame, path: Path) -> Path:
     """Precision, recall and F1 per class, one group of bars per class."""
     frame = per_class.set_index("class")[["precision", "recall", "f1"]]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import platform
 import random
 from collections.abc import Iterator
 
@@ -40,3 +42,11 @@ def to_device(batch: torch.Tensor, device: torch.device, channels_last: bool = F
     if channels_last and device.type == "cuda":
         batch = batch.contiguous(memory_format=torch.channels_last)
     return batch
+
+
+def machine_description() -> str:
+    """What a reported figure was measured on: seeded runs repeat on one machine, not across machines."""
+    threads = torch.get_num_threads()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{platform.machine()} {platform.processor() or platform.system()}, {os.cpu_count()} CPU cores "
+            f"({threads} torch threads), {gpu}, torch {torch.__version__}, Python {platform.python_version()}")

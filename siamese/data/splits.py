@@ -106,6 +106,23 @@ def kfold_table(frame: pd.DataFrame, pairs: pd.DataFrame | None = None, folds: i
     return _manifest(frame, split)
 
 
+def fold_manifest(folds: pd.DataFrame, fold: int, pairs: pd.DataFrame | None = None, val_fraction: float = 0.1,
+                  seed: int = 0) -> pd.DataFrame:
+    """A train/val/test manifest from a k-fold one: ``fold`` is the test split, and a grouped, stratified
+    slice of the other folds (``val_fraction`` of them) is held back for choosing the best epoch."""
+    held_out = (folds["split"] == f"fold{fold}").to_numpy()
+    if not held_out.any():
+        raise ValueError(f"no fold{fold} in the k-fold manifest (it has {sorted(folds['split'].unique())})")
+    rest = np.flatnonzero(~held_out)
+    others = folds.iloc[rest].reset_index(drop=True)
+    val = _one_fold(others["label"].to_numpy(), linked_components(others, pairs),
+                    _folds_for(val_fraction, "val_fraction"), seed)
+    split = np.full(len(folds), "train", dtype=object)
+    split[held_out] = "test"
+    split[rest[val]] = "val"
+    return _manifest(folds, split)
+
+
 def _manifest(frame: pd.DataFrame, split: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({"image_id": frame["image_id"].astype(str).to_numpy(),
                          "label": frame["label"].astype(str).to_numpy(),

@@ -1,0 +1,161 @@
+"""Grouped, stratified k-fold cross-validation of the two-stage model, repeated over seeds.
+
+Each (seed, fold) is an ordinary run folder under ``OUT/seed{s}/fold{k}`` trained on a manifest whose
+test split is the held-out fold, so an interrupted CV resumes fold by fold (finished folds are read
+back, a half-trained one continues from its last epoch) and any fold can be opened with ``predict``,
+``visualize`` or ``saliency`` like any other run. The reference models are fitted on the same training
+folds (train and val) and scored on the same held-out images.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from siamese.config import CVConfig, RunConfig
+from siamese.crossval.baselines import colour_baseline_proba, colour_feature_matrix, majority_proba
+from siamese.crossval.summary import fold_rows, summarize, write_cv_figures, write_cv_report
+from siamese.data.duplicates import read_pairs
+from siamese.data.images import pixel_source
+from siamese.data.splits import fold_manifest, kfold_table, write_manifest
+from siamese.data.table import DataError, DatasetTable
+from siamese.runtime import machine_description
+from siamese.training.pipeline import load_run_table, run_training
+
+DEEP_MODELS = ("classifier", "knn")
+
+
+@dataclass
+class CVResult:
+    """The per-fold table, its summary (mean and sd over seeds x folds), out-of-fold predictions, files."""
+
+    folds: pd.DataFrame
+    summary: pd.DataFrame
+    oof: pd.DataFrame
+    files: list[Path]
+
+
+def run_cv(config: RunConfig, cv: CVConfig, out: str | Path) -> CVResult:
+    """Train and score every (seed, fold); write ``cv_folds.csv``, ``cv_summary.csv``,
+    ``oof_predictions.csv``, pooled figures and ``cv_report.md`` into ``out``."""
+    out = Path(out)
+    config = RunConfig.from_dict(config.to_dict())
+    if config.data.synthetic_seed is None:  # every fold must see the same generated images
+        config.data.synthetic_seed = config.seed
+    _claim(out, config, cv)
+    table = load_run_table(config)
+    classes = table.classes
+    pairs = read_pairs(config.data.duplicates) if config.data.duplicates else None
+    colour = _colour_features(table, config, out)
+    plan = [(seed, fold) for seed in cv.seeds for fold in range(cv.folds)]
+    rows, predictions = [], []
+    start = time.perf_counter()
+    folds_of_seed: dict[int, pd.DataFrame] = {}
+    for seed, fold in tqdm(plan, desc="cv (seed, fold)"):
+        if seed not in folds_of_seed:
+            folds_of_seed[seed] = kfold_table(table.frame, pairs, folds=cv.folds, seed=seed)
+        manifest = fold_manifest(folds_of_seed[seed], fold, pairs, config.data.val_fraction, seed)
+        fold_dir = out / f"seed{seed}" / f"fold{fold}"
+        seconds = _train_fold(config, manifest, fold_dir, seed)
+        proba, ids, y_test = _deep_predictions(fold_dir, classes)
+        fit = manifest[manifest["split"] != "test"]
+        y_fit = fit["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+        position = pd.Series(np.arange(len(table.frame)), index=table.frame["image_id"])
+        if "colour_baseline" in cv.baselines:
+            proba["colour_baseline"] = colour_baseline_proba(colour[position[fit["image_id"]].to_numpy()], y_fit,
+                                                             colour[position[ids].to_numpy()], len(classes), seed)
+        if "majority" in cv.baselines:
+            proba["majority"] = majority_proba(y_fit, len(ids), len(classes))
+        rows += fold_rows(seed, fold, y_test, proba, classes, seconds)
+        predictions.append(_oof_frame(seed, fold, ids, y_test, proba, classes))
+    oof = pd.concat(predictions, ignore_index=True)
+    folds = pd.DataFrame(rows)
+    summary = summarize(folds)
+    folds.to_csv(out / "cv_folds.csv", index=False)
+    summary.to_csv(out / "cv_summary.csv", index=False)
+    oof.to_csv(out / "oof_predictions.csv", index=False)
+    files = [out / "cv_folds.csv", out / "cv_summary.csv", out / "oof_predictions.csv"]
+    files += write_cv_figures(oof, classes, out)
+    timing = {"this_call_seconds": time.perf_counter() - start,
+              "training_seconds": float(folds.drop_duplicates(["seed", "fold"])["train_seconds"].sum())}
+    files.append(write_cv_report(out, config, cv, summary, folds, classes, timing, machine_description()))
+    return CVResult(folds, summary, oof, files)
+
+
+def _claim(out: Path, config: RunConfig, cv: CVConfig) -> None:
+    """A CV folder holds one set of settings: resuming with others would mix two experiments."""
+    out.mkdir(parents=True, exist_ok=True)
+    settings = json.loads(json.dumps({"run": replace(config, out=None).to_dict(), "cv": asdict(cv)}))
+    path = out / "cv_config.json"
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved != settings:
+            changed = sorted(_differences(saved, settings))
+            raise DataError(f"{out} holds a cross-validation with other settings ({', '.join(changed[:6])}); "
+                            f"resume it with the same options or choose another --out")
+        return
+    path.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+
+
+def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    keys = set(a) | set(b)
+    found = []
+    for key in keys:
+        if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+            found += _differences(a[key], b[key], f"{prefix}{key}.")
+        elif a.get(key) != b.get(key):
+            found.append(f"{prefix}{key}")
+    return found
+
+
+def _colour_features(table: DatasetTable, config: RunConfig, out: Path) -> np.ndarray:
+    """Computed once per CV folder on the pixels the embedder sees (same size, same crop)."""
+    path = out / "colour_features.npz"
+    ids = np.asarray(table.frame["image_id"], dtype=str)
+    if path.is_file():
+        saved = np.load(path)
+        if np.array_equal(saved["image_id"], ids):
+            return saved["features"]
+    data = config.data
+    features = colour_feature_matrix(pixel_source(table, data.image_size, data.cache_dir, data.crop, data.crop_margin))
+    np.savez(path, image_id=ids, features=features)
+    return features
+
+
+def _train_fold(config: RunConfig, manifest: pd.DataFrame, fold_dir: Path, seed: int) -> float:
+    """Train one fold unless it already finished; returns its training time (read back when resumed)."""
+    timing = fold_dir / "cv_seconds.json"
+    if (fold_dir / "metrics.json").is_file() and timing.is_file():
+        return float(json.loads(timing.read_text())["seconds"])
+    split_path = fold_dir.parent / f"{fold_dir.name}_split.csv"
+    write_manifest(manifest, split_path)
+    fold_config = RunConfig.from_dict(config.to_dict())
+    fold_config.out, fold_config.seed, fold_config.data.split = str(fold_dir), seed, str(split_path)
+    resume = fold_dir if (fold_dir / "config.json").is_file() else None
+    start = time.perf_counter()
+    run_training(fold_config, resume=resume)
+    seconds = time.perf_counter() - start
+    timing.write_text(json.dumps({"seconds": seconds}) + "\n")
+    return seconds
+
+
+def _deep_predictions(fold_dir: Path, classes: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    frame = pd.read_csv(fold_dir / "test_predictions.csv", dtype={"image_id": str, "label": str})
+    proba = {m: frame[[f"{m}_p_{c}" for c in classes]].to_numpy() for m in DEEP_MODELS}
+    y = frame["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    return proba, frame["image_id"].to_numpy(), y
+
+
+def _oof_frame(seed: int, fold: int, ids: np.ndarray, y: np.ndarray, proba: dict[str, np.ndarray],
+               classes: list[str]) -> pd.DataFrame:
+    frame = pd.DataFrame({"seed": seed, "fold": fold, "image_id": ids, "label": np.array(classes)[y]})
+    for model, p in proba.items():
+        for i, c in enumerate(classes):
+            frame[f"{model}_p_{c}"] = p[:, i]
+    return frame

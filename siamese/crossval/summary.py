@@ -1,0 +1,109 @@
+"""Cross-validation tables, pooled figures and the one-page report.
+
+Quality is reported as mean and standard deviation over every (seed, fold): a single seeded figure
+does not repeat on another machine, and on 160 images one split says little.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from siamese.config import CVConfig, RunConfig
+from siamese.plots import confusion_matrix_panels, model_roc_curves
+from siamese.report import markdown_table
+from siamese.training.evaluate import classification_metrics
+
+METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc")
+
+
+def fold_rows(seed: int, fold: int, y_true: np.ndarray, proba: dict[str, np.ndarray], classes: list[str],
+              train_seconds: float) -> list[dict]:
+    """One row per model: the four headline metrics on this fold's held-out images (AUC is binary ROC-AUC,
+    or the macro one-vs-rest AUC for more classes)."""
+    rows = []
+    for model, p in proba.items():
+        summary, _ = classification_metrics(y_true, p, classes)
+        rows.append({"seed": seed, "fold": fold, "model": model, "n": len(y_true),
+                     **{m: summary[m] for m in METRICS}, "train_seconds": train_seconds})
+    return rows
+
+
+def summarize(folds: pd.DataFrame) -> pd.DataFrame:
+    """``model,metric,mean,std`` over all (seed, fold) rows, with the sample standard deviation."""
+    long = folds.melt(id_vars=["model"], value_vars=list(METRICS), var_name="metric")
+    order = {m: i for i, m in enumerate(dict.fromkeys(folds["model"]))}
+    table = long.groupby(["model", "metric"], sort=False)["value"].agg(["mean", "std"]).reset_index()
+    table["metric"] = pd.Categorical(table["metric"], METRICS)
+    return table.sort_values(["model", "metric"], key=lambda c: c.map(order) if c.name == "model" else c,
+                             ignore_index=True).astype({"metric": str})
+
+
+def pooled(oof: pd.DataFrame, model: str, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """True class indices and one model's probabilities over every out-of-fold prediction of every seed."""
+    y = oof["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    return y, oof[[f"{model}_p_{c}" for c in classes]].to_numpy()
+
+
+def models_in(oof: pd.DataFrame, classes: list[str]) -> list[str]:
+    suffix = f"_p_{classes[0]}"
+    return [c.removesuffix(suffix) for c in oof.columns if c.endswith(suffix)]
+
+
+def write_cv_figures(oof: pd.DataFrame, classes: list[str], out: Path) -> list[Path]:
+    """Pooled row-normalised confusion matrices and ROC curves, one per model, over all seeds."""
+    matrices, probas = {}, {}
+    for model in models_in(oof, classes):
+        y, proba = pooled(oof, model, classes)
+        summary, _ = classification_metrics(y, proba, classes)
+        matrices[model] = summary["confusion_matrix"]
+        probas[model] = proba
+    y = pooled(oof, models_in(oof, classes)[0], classes)[0]
+    return [confusion_matrix_panels(matrices, classes, out / "cv_confusion_matrices.png"),
+            model_roc_curves(y, probas, classes, out / "cv_roc.png")]
+
+
+def format_summary(summary: pd.DataFrame) -> pd.DataFrame:
+    """Models as rows, metrics as ``mean ± sd`` columns, for the report and the README."""
+    cells = summary.assign(cell=[f"{m:.3f} ± {s:.3f}" if pd.notna(s) else f"{m:.3f}"
+                                 for m, s in zip(summary["mean"], summary["std"], strict=True)])
+    wide = cells.pivot(index="model", columns="metric", values="cell")
+    order = list(dict.fromkeys(summary["model"]))
+    return wide.loc[order, [m for m in METRICS if m in wide.columns]].reset_index()
+
+
+def write_cv_report(out: Path, config: RunConfig, cv: CVConfig, summary: pd.DataFrame, folds: pd.DataFrame,
+                    classes: list[str], timing: dict[str, float], machine: str) -> Path:
+    n_runs = folds[["seed", "fold"]].drop_duplicates().shape[0]
+    lines = [
+        f"# Cross-validation: {config.data.dataset}{' (binary)' if config.data.binary else ''}",
+        "",
+        f"{cv.folds} grouped, stratified folds x seeds {list(cv.seeds)} ({n_runs} trainings); classes "
+        f"{classes}. Mean ± sample standard deviation over all (seed, fold) pairs; AUC is the ROC-AUC "
+        f"(binary) or the macro one-vs-rest AUC. The reference models are fitted on the same training folds.",
+        "",
+        markdown_table(format_summary(summary)),
+        "",
+        f"Training time of the {n_runs} folds: {timing['training_seconds'] / 60:.1f} min "
+        f"(this call: {timing['this_call_seconds'] / 60:.1f} min); machine: {machine}.",
+        "",
+        "![pooled confusion matrices](cv_confusion_matrices.png)",
+        "",
+        "![pooled ROC](cv_roc.png)",
+        "",
+        "Per fold: `cv_folds.csv`; out-of-fold probabilities: `oof_predictions.csv`; each fold's run folder: "
+        "`seed*/fold*/`.",
+        "",
+        "## Settings",
+        "",
+        "```json",
+        json.dumps({"run": config.to_dict(), "cv": asdict(cv)}, indent=2),
+        "```",
+    ]
+    path = out / "cv_report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

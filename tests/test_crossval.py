@@ -1,0 +1,115 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from siamese.cli import main
+from siamese.config import CVConfig
+from siamese.crossval import colour_features, run_cv
+from siamese.crossval.baselines import colour_baseline_proba, majority_proba
+from siamese.data import DataError, load_dataset
+from siamese.data.splits import fold_manifest, kfold_table
+
+from .conftest import tiny_config
+
+
+def test_fold_manifest_holds_out_exactly_one_fold_and_keeps_groups_whole(synthetic):
+    frame = synthetic.frame
+    folds = kfold_table(frame, folds=3, seed=1)
+    for k in range(3):
+        manifest = fold_manifest(folds, k, val_fraction=0.25, seed=1)
+        assert set(manifest.loc[manifest["split"] == "test", "image_id"]) == \
+            set(folds.loc[folds["split"] == f"fold{k}", "image_id"])
+        assert (manifest["split"] == "val").sum() > 0
+        assert manifest.groupby("group")["split"].nunique().max() == 1
+    with pytest.raises(ValueError, match="no fold7"):
+        fold_manifest(folds, 7)
+
+
+def test_colour_features_separate_colours_and_the_baseline_learns_them():
+    rng = np.random.default_rng(0)
+    reds = [np.clip(rng.normal((170, 60, 50), 25, (24, 24, 3)), 0, 255).astype(np.uint8) for _ in range(20)]
+    blues = [np.clip(rng.normal((60, 70, 160), 25, (24, 24, 3)), 0, 255).astype(np.uint8) for _ in range(20)]
+    x = np.stack([colour_features(p) for p in reds + blues])
+    y = np.repeat([0, 1], 20)
+    assert x.shape == (40, 66) and np.isfinite(x).all()
+    train = np.r_[0:15, 20:35]
+    proba = colour_baseline_proba(x[train], y[train], x[np.r_[15:20, 35:40]], n_classes=3)
+    assert proba.shape == (10, 3) and np.allclose(proba.sum(axis=1), 1) and (proba[:, 2] == 0).all()
+    assert (proba[:, :2].argmax(axis=1) == np.repeat([0, 1], 5)).all()
+    assert np.allclose(majority_proba(np.array([0, 0, 1]), 2, 3), [[2 / 3, 1 / 3, 0]] * 2)
+
+
+@pytest.fixture(scope="module")
+def cv_out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cv") / "cv"
+    config = tiny_config(out / "unused", epochs_embed=2)
+    config.classifier.epochs = 5
+    config.out = None
+    result = run_cv(config, CVConfig(folds=3, seeds=(0, 1)), out)
+    return out, config, result
+
+
+def test_cv_writes_folds_summary_oof_figures_and_report(cv_out):
+    out, _, result = cv_out
+    folds = pd.read_csv(out / "cv_folds.csv")
+    assert len(folds) == 2 * 3 * 4
+    assert set(folds["model"]) == {"classifier", "knn", "colour_baseline", "majority"}
+    assert folds[["accuracy", "balanced_accuracy", "macro_f1", "roc_auc"]].notna().all().all()
+    assert np.allclose(folds.loc[folds["model"] == "majority", "roc_auc"], 0.5)
+    summary = pd.read_csv(out / "cv_summary.csv")
+    assert list(summary.columns) == ["model", "metric", "mean", "std"] and len(summary) == 16
+    knn_acc = folds.loc[folds["model"] == "knn", "accuracy"]
+    row = summary[(summary["model"] == "knn") & (summary["metric"] == "accuracy")].iloc[0]
+    assert row["mean"] == pytest.approx(knn_acc.mean()) and row["std"] == pytest.approx(knn_acc.std())
+    oof = pd.read_csv(out / "oof_predictions.csv")
+    n_images = len(load_dataset("synthetic", lesions_per_class=10, seed=0).frame)
+    assert len(oof) == 2 * n_images
+    assert oof.groupby("seed")["image_id"].nunique().eq(n_images).all()
+    for name in ("cv_confusion_matrices.png", "cv_roc.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    report = (out / "cv_report.md").read_text()
+    assert "colour_baseline" in report and "±" in report and "CPU cores" in report
+
+
+def test_cv_test_folds_never_share_a_group_with_their_training_folds(cv_out):
+    out = cv_out[0]
+    for split_file in out.glob("seed*/fold*_split.csv"):
+        manifest = pd.read_csv(split_file)
+        assert manifest.groupby("group")["split"].nunique().max() == 1
+
+
+def test_cv_resumes_fold_by_fold_and_refuses_other_settings(cv_out):
+    out, config, _ = cv_out
+    checkpoint = out / "seed1" / "fold2" / "embedder.pt"
+    before = checkpoint.stat().st_mtime_ns
+    (out / "seed1" / "fold2" / "metrics.json").unlink()
+    (out / "seed0" / "fold1" / "cv_seconds.json").unlink()
+    first = pd.read_csv(out / "cv_folds.csv")
+    run_cv(config, CVConfig(folds=3, seeds=(0, 1)), out)
+    assert checkpoint.stat().st_mtime_ns == before  # the unfinished fold resumed: stage 1 was done
+    again = pd.read_csv(out / "cv_folds.csv")
+    pd.testing.assert_frame_equal(first.drop(columns="train_seconds"), again.drop(columns="train_seconds"))
+    config.classifier.epochs = 6
+    with pytest.raises(DataError, match="other settings.*classifier.epochs"):
+        run_cv(config, CVConfig(folds=3, seeds=(0, 1)), out)
+
+
+def test_cv_command_needs_out(capsys):
+    assert main(["cv", "--dataset", "synthetic"]) == 2
+    assert "cv needs --out" in capsys.readouterr().err
+
+
+def test_cv_command_on_ph2_layout(ph2_dir, tmp_path, capsys):
+    out = tmp_path / "cv"
+    code = main(["cv", "--dataset", "ph2", "--data-dir", str(ph2_dir), "--binary", "--folds", "2", "--seeds", "0",
+                 "--image-size", "32", "--epochs-embed", "1", "--epochs-classifier", "2", "--batch-size", "8",
+                 "--val-fraction", "0.5", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "colour_baseline" in printed and "balanced_accuracy" in printed
+    saved = json.loads((out / "cv_config.json").read_text())
+    assert saved["run"]["data"]["dataset"] == "ph2" and saved["run"]["data"]["binary"] is True
+    assert saved["run"]["export_onnx"] is False and saved["cv"]["folds"] == 2
+    assert set(pd.read_csv(out / "oof_predictions.csv")["label"]) == {"nevus", "melanoma"}
