@@ -18,6 +18,7 @@ from siamese.config import (
     CROPS,
     DATASETS,
     DEFAULT_PHASH_THRESHOLD,
+    MONITORS,
     POOLINGS,
     PRESETS,
     RunConfig,
@@ -115,7 +116,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                  (data, "cache_dir", args.cache_dir), (data, "num_workers", args.num_workers),
                  (model, "backbone", args.backbone), (model, "weights", args.weights), (model, "pooling", args.pooling),
                  (model, "embedding_dim", args.embedding_dim), (embed, "epochs", args.epochs_embed),
-                 (embed, "batch_size", args.batch_size), (embed, "lr", args.lr),
+                 (embed, "batch_size", args.batch_size), (embed, "lr", args.lr), (embed, "monitor", args.monitor),
+                 (embed, "patience", args.patience),
                  (clf, "epochs", args.epochs_classifier),
                  (config, "seed", args.seed), (config, "device", args.device), (config, "out", args.out),
                  (config, "wandb", args.wandb)]
@@ -197,7 +199,7 @@ def cmd_saliency(args: argparse.Namespace) -> int:
     from siamese.report import write_report
     from siamese.saliency import saliency_maps
 
-    for path in saliency_maps(args.run, expand_inputs(args.images), args.out):
+    for path in saliency_maps(args.run, expand_inputs(args.images), args.out, args.masks):
         print(f"wrote {path}")
     write_report(Path(args.run))
     return 0
@@ -325,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     saliency.add_argument("run", help="a finished run folder")
     saliency.add_argument("images", nargs="+", help="image files or folders")
     saliency.add_argument("--out", help="folder for the PNGs (default RUN/saliency)")
+    saliency.add_argument("--masks", help="lesion masks for a run trained with --crop lesion-mask (as predict)")
     saliency.set_defaults(func=cmd_saliency)
 
     dedup = commands.add_parser("dedup", help="find near-duplicate images (CNN features and/or perceptual hash)")
@@ -390,6 +393,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs-classifier", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float)
+    parser.add_argument("--monitor", choices=MONITORS,
+                        help="validation retrieval score that picks stage 1's best epoch (default precision_at_1)")
+    parser.add_argument("--patience", type=int, help="stage-1 epochs without a better score before stopping")
     parser.add_argument("--class-weights", action="store_true")
     parser.add_argument("--cache-dir", help="pre-resized uint8 image cache folder")
     parser.add_argument("--num-workers", type=int)

@@ -18,6 +18,7 @@ AUGMENTATIONS = ("lesion", "dermoscopy", "light", "none")
 BASELINES = ("colour_baseline", "majority")
 CROPS = ("none", "lesion-mask")
 POOLINGS = ("last", "stages")
+MONITORS = ("precision_at_1", "map_at_r", "knn_accuracy")
 DEFAULT_PHASH_THRESHOLD = 32 / 256
 """Share of the 256 pHash bits two near-duplicates may differ in (measured in ``siamese.dedup.find``)."""
 

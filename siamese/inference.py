@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from siamese.config import RunConfig
-from siamese.data.crops import find_mask, lesion_box, read_mask
+from siamese.data.crops import box_for_image
 from siamese.data.decode import load_image, to_batch
 from siamese.data.readers import IMAGE_SUFFIXES
 from siamese.data.table import DataError
@@ -58,7 +57,7 @@ class Predictor:
         run_dir = Path(run_dir)
         self.config = RunConfig.load(run_dir / "config.json")
         self.prep = Preprocessing.load(run_dir / "preprocess.json")
-        self.masks, self.kept_whole = masks, 0
+        self.masks = masks
         self.engine = open_engine(run_dir, engine, device)
         reference = np.load(run_dir / "embeddings" / "train.npz")
         self.reference_ids = reference["image_id"]
@@ -67,20 +66,10 @@ class Predictor:
 
     def embed(self, paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings and class probabilities of the images at ``paths``."""
-        return self.engine(to_batch([load_image(p, self.prep.image_size, self.box(p)) for p in paths]))
-
-    def box(self, path: Path) -> tuple[int, int, int, int] | None:
-        """The lesion crop the run was trained on, from the image's mask; the whole image (with a warning)
-        when it has none, as in training."""
-        if self.prep.crop == "none":
-            return None
-        mask = find_mask(path, self.masks)
-        box = lesion_box(read_mask(mask), self.prep.crop_margin) if mask is not None else None
-        if box is None:
-            self.kept_whole += 1
-            warnings.warn(f"{path}: no lesion mask found (run trained with --crop {self.prep.crop}; give --masks "
-                          f"DIR); using the whole image", stacklevel=2)
-        return box
+        prep = self.prep
+        return self.engine(to_batch([load_image(p, prep.image_size,
+                                                box_for_image(p, prep.crop, prep.crop_margin, self.masks))
+                                     for p in paths]))
 
     def nearest(self, embedding: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact Euclidean neighbours among the training embeddings (a matmul: they are unit vectors)."""

@@ -18,6 +18,7 @@ from pytorch_grad_cam.utils.image import show_cam_on_image  # noqa: E402
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 from torch import nn  # noqa: E402
 
+from siamese.data.crops import box_for_image  # noqa: E402
 from siamese.data.decode import load_image, to_batch  # noqa: E402
 from siamese.models import DenseClassifier, EmbeddingNet  # noqa: E402
 from siamese.models.export import InferenceGraph  # noqa: E402
@@ -45,8 +46,10 @@ def target_layer(embedder: EmbeddingNet) -> nn.Module:
     return backbone.layer4[-1]
 
 
-def saliency_maps(run_dir: str | Path, images: list[Path], out_dir: str | Path | None = None) -> list[Path]:
-    """One PNG per image: the image, and the Grad-CAM overlay for its predicted class."""
+def saliency_maps(run_dir: str | Path, images: list[Path], out_dir: str | Path | None = None,
+                  masks: str | Path | None = None) -> list[Path]:
+    """One PNG per image: the image (lesion-cropped as the run was trained), and the Grad-CAM overlay for
+    its predicted class."""
     prep = Preprocessing.load(Path(run_dir) / "preprocess.json")
     graph = InferenceGraph.from_run(run_dir)
     out_dir = Path(out_dir) if out_dir else Path(run_dir) / "saliency"
@@ -55,7 +58,7 @@ def saliency_maps(run_dir: str | Path, images: list[Path], out_dir: str | Path |
     written = []
     with GradCAM(model=model, target_layers=[target_layer(graph.embedder)]) as cam:
         for path in images:
-            pixels = load_image(path, prep.image_size)
+            pixels = load_image(path, prep.image_size, box_for_image(path, prep.crop, prep.crop_margin, masks))
             batch = torch.from_numpy(to_batch([pixels]))
             with torch.no_grad():
                 probabilities = graph(batch)[1][0]

@@ -7,6 +7,7 @@ the same scale. Without a usable mask an image stays whole, and the count of suc
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -75,3 +76,16 @@ def find_mask(image: str | Path, masks_dir: str | Path | None = None) -> Path | 
                                                                        ".tiff", ".gif"):
                     return candidate
     return None
+
+
+def box_for_image(image: str | Path, crop: str, margin: float, masks_dir: str | Path | None = None) -> Box | None:
+    """The crop a run trained with ``crop`` needs for a new image; None (whole image, with a warning, as
+    in training) when its mask is missing or empty."""
+    if crop == "none":
+        return None
+    mask = find_mask(image, masks_dir)
+    box = lesion_box(read_mask(mask), margin) if mask is not None else None
+    if box is None:
+        warnings.warn(f"{image}: no lesion mask found (run trained with --crop {crop}; give --masks DIR); "
+                      f"using the whole image", stacklevel=2)
+    return box

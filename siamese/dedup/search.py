@@ -36,39 +36,44 @@ def cosine_pairs(a: np.ndarray, b: np.ndarray | None = None, threshold: float = 
 
 
 def hamming_pairs(a: np.ndarray, b: np.ndarray | None = None, threshold: float = 0.125,
-                  chunk: int = 256) -> pd.DataFrame:
+                  chunk: int = 2048) -> pd.DataFrame:
     """Pairs whose pHashes differ in at most ``threshold`` of their bits, taking the closest of: the first
     image against every variant of the second (mirrors, crops), and the first's crops against the second.
 
     ``a`` and ``b`` are ``(N, variants, words)`` from :func:`~siamese.dedup.features.phash_codes`; comparing
-    crops in both directions finds a cropped copy whichever of the two comes first.
+    crops in both directions finds a cropped copy whichever of the two comes first. Bits become +-1 floats,
+    so the Hamming distance of two hashes is ``(bits - dot) / 2``, exact in float32, and the search runs as
+    chunked matrix products like :func:`cosine_pairs`.
     """
     within = b is None
-    ref = a if within else b
-    bits_total = a.shape[2] * 64
+    signs_a = _signs(a)
+    signs_ref = signs_a if within else _signs(b)
+    bits_total = signs_a.shape[2]
     found_i, found_j, found_d = [], [], []
     for start in tqdm(range(0, len(a), chunk), desc="hash pairs", disable=None):
         offset = start if within else 0
-        query = a[start:start + chunk]
-        target = ref[offset:]
-        bits = _popcount(query[:, None, 0], target[None, :, 0])
+        query, ref = signs_a[start:start + chunk], signs_ref[offset:]
+        dot = query[:, 0] @ ref[:, 0].T
         for v in range(1, ref.shape[1]):
-            np.minimum(bits, _popcount(query[:, None, 0], target[None, :, v]), out=bits)
-        for v in range(3, a.shape[1]):
-            np.minimum(bits, _popcount(query[:, None, v], target[None, :, 0]), out=bits)
+            torch.maximum(dot, query[:, 0] @ ref[:, v].T, out=dot)
+        for v in range(3, query.shape[1]):
+            torch.maximum(dot, query[:, v] @ ref[:, 0].T, out=dot)
+        bits = (bits_total - dot) / 2
         hits = bits <= threshold * bits_total
         if within:
-            hits = np.triu(hits, k=1)
-        i, j = np.nonzero(hits)
-        found_i.append(i + start)
-        found_j.append(j + offset)
-        found_d.append(bits[i, j].astype(float) / bits_total)
+            hits = torch.triu(hits, diagonal=1)
+        i, j = torch.nonzero(hits, as_tuple=True)
+        found_i.append(i.numpy() + start)
+        found_j.append(j.numpy() + offset)
+        found_d.append((bits[i, j] / bits_total).numpy())
     return pd.DataFrame({"i": np.concatenate(found_i), "j": np.concatenate(found_j),
-                         "distance": np.concatenate(found_d)})
+                         "distance": np.concatenate(found_d).astype(float)})
 
 
-def _popcount(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    return np.bitwise_count(x ^ y).sum(axis=-1, dtype=np.uint16)
+def _signs(codes: np.ndarray) -> torch.Tensor:
+    """``(N, variants, words)`` uint64 hash words to ``(N, variants, 64 * words)`` floats of +-1."""
+    bits = np.unpackbits(codes.astype(">u8").view(np.uint8), axis=-1)
+    return torch.from_numpy(bits.astype(np.float32) * 2 - 1)
 
 
 def dbscan_clusters(n: int, pairs: pd.DataFrame, threshold: float) -> np.ndarray:
