@@ -92,7 +92,7 @@ class TorchEngine:
     def __init__(self, run_dir: str | Path, device: str = "cpu") -> None:
         import torch
 
-        from siamese.models.export import InferenceGraph
+        from siamese.models.graph import InferenceGraph
         from siamese.runtime import resolve_device
 
         self.device = resolve_device(device)

@@ -1,4 +1,4 @@
-"""The inference graph of a finished run, and its ONNX export (checked against torch before it is kept)."""
+"""A finished run's ONNX export, checked against torch before it is kept."""
 
 from __future__ import annotations
 
@@ -9,39 +9,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from siamese.data.table import DataError
 from siamese.engines import ONNX_FILE, ONNX_INFO, OnnxEngine, checkpoint_digests
 from siamese.errors import ExportError
-from siamese.models.classifier import DenseClassifier
-from siamese.models.embedder import EmbeddingNet
+from siamese.models.graph import InferenceGraph
 from siamese.preprocess import Preprocessing
 
 OUTPUTS = ("embedding", "probabilities")
-
-
-class InferenceGraph(nn.Module):
-    """uint8 pixels to (unit embedding, class probabilities): all the model work ``predict`` does."""
-
-    def __init__(self, embedder: EmbeddingNet, classifier: DenseClassifier) -> None:
-        super().__init__()
-        self.embedder, self.classifier = embedder, classifier
-
-    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        embedding = self.embedder(pixels)
-        return embedding, self.classifier.probabilities(self.classifier(embedding))
-
-    @classmethod
-    def from_run(cls, run_dir: str | Path) -> InferenceGraph:
-        """Both stages' best checkpoints from a run folder, refused when they disagree with its class list."""
-        run_dir = Path(run_dir)
-        classes = Preprocessing.load(run_dir / "preprocess.json").classes
-        classifier = DenseClassifier.from_checkpoint(run_dir / "classifier.pt")
-        if classifier.arch["n_classes"] != len(classes):
-            raise DataError(f"{run_dir}: classifier has {classifier.arch['n_classes']} classes but the run "
-                            f"lists {len(classes)}")
-        return cls(EmbeddingNet.from_checkpoint(run_dir / "embedder.pt"), classifier).eval()
 
 
 def export_onnx(run_dir: str | Path, tolerance: float = 1e-3) -> Path:
