@@ -42,8 +42,10 @@ def training_curves(history: pd.DataFrame, stage: str, path: Path) -> Path | Non
 
 
 def save_figure(fig: plt.Figure, path: Path) -> Path:
-    """Tight layout, 110 dpi, and the figure closed so long runs do not pile up open figures."""
-    fig.tight_layout()
+    """Tight layout (unless the figure lays itself out), 110 dpi, and the figure closed so long runs do not
+    pile up open figures."""
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -62,11 +64,22 @@ def confusion_matrices(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str
     return save_figure(fig, path)
 
 
+POSITIVE_NAMES = ("malignant", "melanoma")
+
+
+def positive_class(classes: list[str]) -> int:
+    """The class a binary ROC is drawn for: the malignant one when it is named so (PH2's ``melanoma`` sorts
+    before ``nevus``), else the second."""
+    named = [i for i, c in enumerate(classes) if c in POSITIVE_NAMES]
+    return named[0] if named else 1
+
+
 def roc_curves(y_true: np.ndarray, proba: np.ndarray, classes: list[str], path: Path) -> Path | None:
     """Binary ROC, or one-vs-rest for every class present in the test split."""
     fig, ax = plt.subplots(figsize=(5, 5))
     if len(classes) == 2:
-        RocCurveDisplay.from_predictions(y_true, proba[:, 1], name=f"{classes[1]} vs {classes[0]}", ax=ax)
+        c = positive_class(classes)
+        RocCurveDisplay.from_predictions(y_true == c, proba[:, c], name=f"{classes[c]} vs {classes[1 - c]}", ax=ax)
     else:
         for c, name in enumerate(classes):
             if 0 < (y_true == c).sum() < len(y_true):
@@ -78,8 +91,11 @@ def roc_curves(y_true: np.ndarray, proba: np.ndarray, classes: list[str], path: 
 
 def model_roc_curves(y_true: np.ndarray, probas: dict[str, np.ndarray], classes: list[str], path: Path) -> Path:
     """Several models' ROC curves on the same images: one panel (binary) or one panel per class (one vs rest)."""
-    panels = [(1, f"{classes[1]} vs {classes[0]}")] if len(classes) == 2 else \
-        [(c, f"{name} vs rest") for c, name in enumerate(classes)]
+    if len(classes) == 2:
+        positive = positive_class(classes)
+        panels = [(positive, f"{classes[positive]} vs {classes[1 - positive]}")]
+    else:
+        panels = [(c, f"{name} vs rest") for c, name in enumerate(classes)]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.6), squeeze=False)
     for ax, (c, title) in zip(axes[0], panels, strict=True):
         for model, proba in probas.items():
@@ -103,7 +119,11 @@ def per_class_bars(per_class: pd.DataFrame, path: Path) -> Path:
 def image_grid(images: list[np.ndarray], captions: list[str], path: Path, title: str, columns: int = 4) -> Path:
     """Images with a caption each (the most confident errors, duplicate pairs, ...)."""
     rows = max(1, -(-len(images) // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.9 * rows), squeeze=False)
+    lines = max((caption.count("\n") + 1 for caption in captions), default=1)
+    # constrained layout reserves each row's titles: with tight_layout a second row's two-line captions
+    # covered the bottom of the images above them
+    fig, axes = plt.subplots(rows, columns, figsize=(3.1 * columns, (2.8 + 0.16 * lines) * rows + 0.4),
+                             squeeze=False, layout="constrained")
     for ax in axes.flat:
         ax.axis("off")
     for ax, image, caption in zip(axes.flat, images, captions, strict=False):
