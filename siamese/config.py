@@ -57,6 +57,7 @@ class ModelConfig:
     backbone: str = "inception_v3"
     weights: str = "imagenet"
     pooling: str = "last"
+    tta: int = 1  # views averaged at evaluation and prediction: 1, 2, 4 (flips) or 8 (flips and transposes)
     embedding_dim: int = 128
     head_hidden: int = 512
     dropout: float = 0.2

@@ -128,3 +128,38 @@ def test_checkpoint_of_an_older_layout_fails_with_a_sentence(tmp_path):
         EmbeddingNet.from_checkpoint(tmp_path / "old.pt")
     save_checkpoint({"arch": net.arch, "state": net.state_dict()}, tmp_path / "new.pt")
     assert EmbeddingNet.from_checkpoint(tmp_path / "new.pt").arch == net.arch
+
+
+def test_test_time_augmentation_makes_the_embedding_flip_and_rotation_invariant(tmp_path):
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    plain = EmbeddingNet("resnet18", "none", embedding_dim=8, head_hidden=16).eval()
+    assert not torch.allclose(plain(x), plain(x.flip(3)), atol=1e-4)
+    four = EmbeddingNet("resnet18", "none", embedding_dim=8, head_hidden=16, tta=4).eval()
+    four.load_state_dict(plain.state_dict())
+    assert torch.allclose(four(x), four(x.flip(3)), atol=1e-5) and torch.allclose(four(x), four(x.flip(2)), atol=1e-5)
+    assert torch.allclose(four(x).norm(dim=1), torch.ones(2), atol=1e-5)
+    eight = EmbeddingNet("resnet18", "none", embedding_dim=8, head_hidden=16, tta=8).eval()
+    eight.load_state_dict(plain.state_dict())
+    assert torch.allclose(eight(x), eight(torch.rot90(x, 1, (2, 3))), atol=1e-5)
+    save_checkpoint({"arch": eight.arch, "state": eight.state_dict()}, tmp_path / "e.pt")
+    assert EmbeddingNet.from_checkpoint(tmp_path / "e.pt").tta == 8
+    four.train()
+    assert four(x).shape == (2, 8)  # training sees single views (augmentation does the rest)
+    with pytest.raises(ValueError, match="tta must be one of"):
+        EmbeddingNet("resnet18", "none", tta=3)
+
+
+def test_stage_pooling_concatenates_every_resnet_stage(tmp_path):
+    backbone, dim = build_backbone("resnet18", "none", pooling="stages")
+    assert dim == 64 + 128 + 256 + 512
+    assert backbone(torch.randn(2, 3, 32, 32)).shape == (2, dim)
+    with pytest.raises(ValueError, match="needs a ResNet"):
+        build_backbone("inception_v3", "none", pooling="stages")
+    net = EmbeddingNet("resnet18", "none", embedding_dim=8, head_hidden=16, pooling="stages").eval()
+    save_checkpoint({"arch": net.arch, "state": net.state_dict()}, tmp_path / "s.pt")
+    again = EmbeddingNet.from_checkpoint(tmp_path / "s.pt").eval()
+    x = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8)
+    torch.testing.assert_close(again(x), net(x))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path / "s.pt", {**net.arch, "pooling": "last"})

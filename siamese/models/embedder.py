@@ -41,13 +41,20 @@ class InputNormalization(nn.Module):
         return (x - self.mean) / self.std
 
 
+TTA_VIEWS = (1, 2, 4, 8)
+
+
 class EmbeddingNet(nn.Module):
     """Maps an image to a unit vector, so distances are comparable across the whole space."""
 
     def __init__(self, backbone: str = "inception_v3", weights: str = "imagenet", embedding_dim: int = 128,
                  head_hidden: int = 512, dropout: float = 0.2, mean: tuple[float, ...] = IMAGENET_MEAN,
-                 std: tuple[float, ...] = IMAGENET_STD, input_noise: float = 0.0, pooling: str = "last") -> None:
+                 std: tuple[float, ...] = IMAGENET_STD, input_noise: float = 0.0, pooling: str = "last",
+                 tta: int = 1) -> None:
         super().__init__()
+        if tta not in TTA_VIEWS:
+            raise ValueError(f"tta must be one of {TTA_VIEWS} views; got {tta}")
+        self.tta = tta
         self.normalize = InputNormalization(mean, std, input_noise)
         self.backbone, feature_dim = build_backbone(backbone, weights, pooling)
         self.head = nn.Sequential(
@@ -57,12 +64,23 @@ class EmbeddingNet(nn.Module):
         self.arch = {"backbone": backbone, "embedding_dim": embedding_dim, "head_hidden": head_hidden}
         if pooling != "last":  # absent from checkpoints written before pooling was a choice
             self.arch["pooling"] = pooling
+        if tta != 1:
+            self.arch["tta"] = tta
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features (what the near-duplicate search compares)."""
         return self.backbone(self.normalize(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The unit embedding; in eval mode with ``tta`` views, the renormalised mean over the image's flips
+        (and transposes, for 8): a lesion has no up, down or handedness, so neither should its embedding."""
+        if self.training or self.tta == 1:
+            return self.embed_view(x)
+        views = [x, x.flip(3), x.flip(2), x.flip(2).flip(3)]
+        views += [v.transpose(2, 3) for v in views] if self.tta == 8 else []
+        return F.normalize(torch.stack([self.embed_view(v) for v in views[: self.tta]]).mean(dim=0), dim=1)
+
+    def embed_view(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.head(self.features(x)).float(), dim=1)
 
     @classmethod
@@ -70,7 +88,7 @@ class EmbeddingNet(nn.Module):
         """An untrained net with a checkpoint's architecture (weights, statistics included, come from the
         checkpoint)."""
         return cls(arch["backbone"], "none", arch["embedding_dim"], arch["head_hidden"],
-                   pooling=arch.get("pooling", "last"))
+                   pooling=arch.get("pooling", "last"), tta=arch.get("tta", 1))
 
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> EmbeddingNet:

@@ -210,7 +210,8 @@ def _train(config: RunConfig, resume: str | Path | None, device: torch.device, d
     try:
         model = EmbeddingNet(config.model.backbone, config.model.weights, config.model.embedding_dim,
                              config.model.head_hidden, config.model.dropout, data.prep.mean, data.prep.std,
-                             LESION_NOISE if config.data.augment == "lesion" else 0.0, config.model.pooling)
+                             LESION_NOISE if config.data.augment == "lesion" else 0.0, config.model.pooling,
+                             config.model.tta)
         stage1 = MetricTrainer(model, MetricData(data.dataset("train", config.data.augment), datasets["val"],
                                                  reference),
                                config.embed, device, run_dir, tracker, config.amp, config.channels_last,
