@@ -118,7 +118,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                  (model, "tta", args.tta),
                  (model, "embedding_dim", args.embedding_dim), (embed, "epochs", args.epochs_embed),
                  (embed, "batch_size", args.batch_size), (embed, "lr", args.lr), (embed, "monitor", args.monitor),
-                 (embed, "patience", args.patience),
+                 (embed, "patience", args.patience), (embed, "ssl_epochs", args.ssl_epochs),
                  (clf, "epochs", args.epochs_classifier),
                  (config, "seed", args.seed), (config, "device", args.device), (config, "out", args.out),
                  (config, "wandb", args.wandb)]
@@ -399,6 +399,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--monitor", choices=MONITORS,
                         help="validation retrieval score that picks stage 1's best epoch (default precision_at_1)")
     parser.add_argument("--patience", type=int, help="stage-1 epochs without a better score before stopping")
+    parser.add_argument("--ssl-epochs", type=int,
+                        help="SimCLR-style self-supervised pre-training on the training images before the triplet "
+                             "stage (NT-Xent on two augmented views)")
     parser.add_argument("--class-weights", action="store_true")
     parser.add_argument("--cache-dir", help="pre-resized uint8 image cache folder")
     parser.add_argument("--num-workers", type=int)

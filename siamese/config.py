@@ -77,6 +77,8 @@ class EmbedTrainConfig:
     patience: int = 5
     knn_k: int = 5
     max_reference: int = 2000
+    ssl_epochs: int = 0  # SimCLR-style pre-training on the training images first (0: none)
+    ssl_temperature: float = 0.1
 
 
 @dataclass

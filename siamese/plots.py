@@ -13,6 +13,7 @@ import pandas as pd  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay  # noqa: E402
 
 CURVES = {
+    "selfsup": (("loss", "NT-Xent loss (two views)"),),
     "embed": (("loss", "triplet loss"), ("triplets_per_batch", "mined triplets / batch"),
               ("val_precision_at_1", "val precision@1"), ("val_map_at_r", "val MAP@R"),
               ("val_knn_accuracy", "val k-NN accuracy"), ("empty_batch_fraction", "batches with no triplets")),

@@ -74,7 +74,7 @@ def write_report(run_dir: Path) -> Path:
         f"embedding {config['model']['embedding_dim']}-d, seed {config['seed']}. "
         f"Best epochs: {metrics['best_epochs']}. Split sizes: {metrics['split_sizes']}.",
         "",
-        f"Excluded images: {metrics['excluded'] or 'none'}.",
+        f"Excluded images: {metrics['excluded'] or 'none'}. Lesion crop: {metrics.get('crop', {'mode': 'none'})}.",
         "",
         "## Test metrics",
         "",

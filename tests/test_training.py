@@ -172,3 +172,27 @@ def test_compiled_training_writes_a_plain_checkpoint(tmp_path):
     assert json.loads((run_dir / "config.json").read_text())["compile"] is True
     history = pd.read_csv(run_dir / "history.csv")
     assert np.isfinite(history.loc[history["stage"] == "embed", "loss"]).all()
+
+
+def test_self_supervised_stage_lowers_nt_xent_and_resumes(tmp_path, monkeypatch):
+    config = tiny_config(tmp_path / "ssl", epochs_embed=1, augment="lesion")
+    config.embed.ssl_epochs = 5
+    config.embed.batch_size = 32
+    config.classifier.epochs = 2
+    run_training(config)
+    history = pd.read_csv(tmp_path / "ssl" / "history.csv")
+    ssl = history[history["stage"] == "selfsup"]
+    assert list(ssl["epoch"]) == [1, 2, 3, 4, 5]
+    assert ssl["loss"].iloc[-1] < ssl["loss"].iloc[0]
+    assert (tmp_path / "ssl" / "curves_selfsup.png").stat().st_size > 1000
+    from siamese.training import selfsup
+
+    calls = []
+    monkeypatch.setattr(selfsup.SelfSupervisedTrainer, "fit",
+                        lambda self: calls.append(self.state["epoch"]) or self.state["history"])
+    (tmp_path / "ssl" / "metrics.json").unlink()
+    run_training(config, resume=tmp_path / "ssl")
+    assert calls == [5]  # resumed at the end of stage 0: nothing retrained
+    config.data.augment, config.out = "none", str(tmp_path / "none")
+    with pytest.raises(ValueError, match="needs an augmentation"):
+        run_training(config)

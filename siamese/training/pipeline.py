@@ -45,6 +45,7 @@ from siamese.training.classify import ClassifierTrainer, knn_proba, predict_prob
 from siamese.training.embeddings import cached_embeddings, compute_embeddings
 from siamese.training.evaluate import classification_metrics
 from siamese.training.metric import MetricData, MetricTrainer
+from siamese.training.selfsup import SelfSupervisedTrainer
 from siamese.training.tracking import Tracker
 
 
@@ -212,6 +213,7 @@ def _train(config: RunConfig, resume: str | Path | None, device: torch.device, d
                              config.model.head_hidden, config.model.dropout, data.prep.mean, data.prep.std,
                              LESION_NOISE if config.data.augment == "lesion" else 0.0, config.model.pooling,
                              config.model.tta)
+        ssl_history = _self_supervised(model, data, config, device, run_dir, tracker, dist)
         stage1 = MetricTrainer(model, MetricData(data.dataset("train", config.data.augment), datasets["val"],
                                                  reference),
                                config.embed, device, run_dir, tracker, config.amp, config.channels_last,
@@ -235,10 +237,10 @@ def _train(config: RunConfig, resume: str | Path | None, device: torch.device, d
         classifier_history = stage2.fit(x_train, y_train, embeddings["val"], targets["val"])
         classifier = stage2.load_best()
 
-        history = pd.DataFrame(embed_history + classifier_history)
+        history = pd.DataFrame(ssl_history + embed_history + classifier_history)
         history.to_csv(run_dir / "history.csv", index=False)
         figures = {f"curves_{s}": training_curves(history, s, run_dir / f"curves_{s}.png")
-                   for s in ("embed", "classifier")}
+                   for s in ("selfsup", "embed", "classifier")}
         results = evaluate_run(run_dir, embeddings, targets, classes, classifier, config, device,
                                best_epochs={"embed": best["epoch"], "classifier": stage2.state["best_epoch"]},
                                excluded=data.excluded, cropping=data.cropping)
@@ -255,6 +257,22 @@ def _train(config: RunConfig, resume: str | Path | None, device: torch.device, d
     finally:
         tracker.finish()
     return run_dir
+
+
+def _self_supervised(model: EmbeddingNet, data: RunData, config: RunConfig, device: torch.device, run_dir: Path,
+                     tracker: Tracker, dist: DistContext) -> list[dict[str, Any]]:
+    """Stage 0 when ``ssl_epochs`` asks for it; its two views are drawn with the run's augmentation."""
+    if config.embed.ssl_epochs <= 0:
+        return []
+    if dist.enabled:
+        raise ValueError("self-supervised pre-training (--ssl-epochs) runs in a single process, not under torchrun")
+    if config.data.augment == "none":
+        raise ValueError("--ssl-epochs needs an augmentation (--augment): two identical views teach nothing")
+    trainer = SelfSupervisedTrainer(model, data.dataset("train", config.data.augment), config.embed, device,
+                                    run_dir, tracker, config.amp, config.channels_last, config.data.num_workers,
+                                    config.seed)
+    trainer.resume()
+    return trainer.fit()
 
 
 def _export(run_dir: Path) -> None:
