@@ -21,7 +21,7 @@ from benchmarks.bench_train_step import dataset
 from benchmarks.harness import isolated, print_table
 from siamese.config import ClassifierConfig
 from siamese.models import DenseClassifier, EmbeddingNet
-from siamese.runtime import autocast, resolve_device
+from siamese.runtime.device import autocast, resolve_device
 from siamese.training.classify import ClassifierTrainer
 from siamese.training.embeddings import compute_embeddings
 from siamese.training.tracking import Tracker

@@ -24,7 +24,7 @@ from PIL import Image
 from benchmarks.harness import isolated, print_table
 from siamese.config import preset
 from siamese.data import make_synthetic
-from siamese.inference import Predictor
+from siamese.inference.predictor import Predictor
 from siamese.training.pipeline import run_training
 
 REPO = Path(__file__).resolve().parents[1]

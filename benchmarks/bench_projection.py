@@ -12,7 +12,7 @@ import time
 import numpy as np
 from sklearn.decomposition import PCA
 
-from siamese.projection import project
+from siamese.diagnostics.projection import project
 
 
 def main() -> None:

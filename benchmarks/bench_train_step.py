@@ -27,7 +27,7 @@ from siamese.config import EmbedTrainConfig
 from siamese.data import ImageDataset, build_transform
 from siamese.data.images import ArrayPixels
 from siamese.models import EmbeddingNet
-from siamese.runtime import autocast, resolve_device, to_device
+from siamese.runtime.device import autocast, resolve_device, to_device
 from siamese.training.metric import MetricData, MetricTrainer
 from siamese.training.tracking import Tracker
 

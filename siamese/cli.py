@@ -25,8 +25,8 @@ from siamese.config import (
     preset,
 )
 from siamese.data import DataError, load_dataset
-from siamese.engines import ENGINES
-from siamese.errors import CheckpointError, EngineError, ExportError, WeightsUnavailableError
+from siamese.inference.engines import ENGINES
+from siamese.runtime.errors import CheckpointError, EngineError, ExportError, WeightsUnavailableError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -154,7 +154,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from siamese.inference import Predictor, expand_inputs, predictions_table
+    from siamese.inference.predictor import Predictor, expand_inputs, predictions_table
 
     start = time.perf_counter()
     predictor = Predictor(args.run, device=args.device, engine=args.engine, masks=args.masks)
@@ -174,7 +174,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from siamese.models.export import export_onnx
+    from siamese.inference.export import export_onnx
 
     path = export_onnx(args.run, args.tolerance)
     print(f"wrote {path} (outputs checked against torch; see {path}.json)")
@@ -182,8 +182,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_visualize(args: argparse.Namespace) -> int:
-    from siamese.projection import METHODS, visualize_run
-    from siamese.report import write_report
+    from siamese.diagnostics.projection import METHODS, visualize_run
+    from siamese.diagnostics.report import write_report
 
     methods = METHODS if args.method == "both" else (args.method,)
     written = visualize_run(args.run, methods, args.split, args.max_points, args.seed, wandb_mode=args.wandb)
@@ -196,9 +196,9 @@ def cmd_visualize(args: argparse.Namespace) -> int:
 
 
 def cmd_saliency(args: argparse.Namespace) -> int:
-    from siamese.inference import expand_inputs
-    from siamese.report import write_report
-    from siamese.saliency import saliency_maps
+    from siamese.diagnostics.report import write_report
+    from siamese.diagnostics.saliency import saliency_maps
+    from siamese.inference.predictor import expand_inputs
 
     for path in saliency_maps(args.run, expand_inputs(args.images), args.out, args.masks):
         print(f"wrote {path}")
@@ -239,7 +239,7 @@ def cmd_compare_pairs(args: argparse.Namespace) -> int:
 
 
 def cmd_leakage(args: argparse.Namespace) -> int:
-    from siamese.leakage import run_leakage_experiment
+    from siamese.training.leakage import run_leakage_experiment
 
     config = config_from_args(args)
     config.data.duplicates = None

@@ -4,8 +4,8 @@ from PIL import Image
 
 from siamese.cli import main
 from siamese.data import make_synthetic
-from siamese.projection import stratified_sample, visualize_run
-from siamese.saliency import saliency_maps
+from siamese.diagnostics.projection import stratified_sample, visualize_run
+from siamese.diagnostics.saliency import saliency_maps
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -73,7 +73,7 @@ def test_saliency_refuses_a_missing_image(run_dir, tmp_path, capsys):
 
 
 def test_unknown_projection_method():
-    from siamese.projection import project
+    from siamese.diagnostics.projection import project
 
     with pytest.raises(ValueError, match="unknown projection"):
         project(pd.DataFrame([[0.0, 1.0]] * 5).to_numpy(), "pca")

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from siamese.cli import main
-from siamese.engines import ONNX_FILE, ONNX_INFO, onnx_problem
-from siamese.errors import EngineError, ExportError
-from siamese.inference import Predictor, expand_inputs
+from siamese.inference.engines import ONNX_FILE, ONNX_INFO, onnx_problem
+from siamese.inference.export import export_onnx
+from siamese.inference.predictor import Predictor, expand_inputs
 from siamese.models import load_checkpoint, save_checkpoint
-from siamese.models.export import export_onnx
+from siamese.runtime.errors import EngineError, ExportError
 
 from .conftest import REPO
 

@@ -7,7 +7,7 @@ import pytest
 from siamese.cli import main
 from siamese.config import RunConfig
 from siamese.data import DataError
-from siamese.inference import Predictor, expand_inputs
+from siamese.inference.predictor import Predictor, expand_inputs
 from siamese.models import CheckpointError, EmbeddingNet, load_checkpoint
 from siamese.training import metric
 from siamese.training.pipeline import run_training

@@ -25,7 +25,7 @@ from siamese.data.duplicates import read_pairs
 from siamese.data.images import pixel_source
 from siamese.data.splits import fold_manifest, kfold_table, write_manifest
 from siamese.data.table import DataError, DatasetTable
-from siamese.runtime import machine_description
+from siamese.runtime.device import machine_description
 from siamese.training.pipeline import load_run_table, run_training
 
 DEEP_MODELS = ("classifier", "knn")

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from siamese.config import CVConfig, RunConfig
-from siamese.plots import confusion_matrix_panels, model_roc_curves
-from siamese.report import markdown_table
+from siamese.diagnostics.plots import confusion_matrix_panels, model_roc_curves
+from siamese.diagnostics.report import markdown_table
 from siamese.training.evaluate import classification_metrics
 
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc")

@@ -22,7 +22,7 @@ from siamese.dedup.features import (
     phash_codes,
 )
 from siamese.dedup.search import cosine_pairs, dbscan_clusters, hamming_pairs
-from siamese.plots import image_grid
+from siamese.diagnostics.plots import image_grid
 
 METHODS = ("embedding", "phash")
 # embedding: cosine distance 0.1, i.e. fastdup's customary 0.9 similarity for ImageNet features (not tuned

@@ -15,7 +15,7 @@ from torch import nn
 from torchvision import models
 
 from siamese.config import POOLINGS
-from siamese.errors import WeightsUnavailableError
+from siamese.runtime.errors import WeightsUnavailableError
 
 FEATURE_DIMS = {"inception_v3": 2048, "resnet50": 2048, "resnet18": 512}  # one per config.BACKBONES (tested)
 STAGE_DIMS = {"resnet50": (256, 512, 1024, 2048), "resnet18": (64, 128, 256, 512)}

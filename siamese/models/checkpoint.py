@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from siamese.errors import CheckpointError
+from siamese.runtime.errors import CheckpointError
 
 
 def save_checkpoint(payload: dict[str, Any], path: str | Path) -> None:

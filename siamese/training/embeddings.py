@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from siamese.runtime import autocast, to_device
+from siamese.runtime.device import autocast, to_device
 
 
 @torch.no_grad()

@@ -23,10 +23,10 @@ from tqdm.auto import tqdm
 from siamese.config import EmbedTrainConfig
 from siamese.data.balance import DistributedClassBalancedSampler, class_balanced_sampler
 from siamese.data.images import ImageDataset
-from siamese.distributed import DistContext, parameter_digest
 from siamese.models.checkpoint import load_training_state, save_checkpoint, save_training_state
 from siamese.models.embedder import EmbeddingNet
-from siamese.runtime import autocast, to_device
+from siamese.runtime.device import autocast, to_device
+from siamese.runtime.distributed import DistContext, parameter_digest
 from siamese.training.embeddings import compute_embeddings
 from siamese.training.tracking import Tracker
 

@@ -33,14 +33,14 @@ from siamese.data.images import (
 )
 from siamese.data.splits import SPLITS, apply_manifest, read_manifest, split_table, write_manifest
 from siamese.data.table import DataError
-from siamese.distributed import DistContext, init_distributed
-from siamese.errors import ExportError
+from siamese.diagnostics.plots import training_curves
+from siamese.diagnostics.report import write_evaluation_plots, write_report
+from siamese.inference.export import export_onnx
+from siamese.inference.preprocess import Preprocessing
 from siamese.models import EmbeddingNet, check_input_size, load_checkpoint
-from siamese.models.export import export_onnx
-from siamese.plots import training_curves
-from siamese.preprocess import Preprocessing
-from siamese.report import write_evaluation_plots, write_report
-from siamese.runtime import resolve_device, seed_everything
+from siamese.runtime.device import resolve_device, seed_everything
+from siamese.runtime.distributed import DistContext, init_distributed
+from siamese.runtime.errors import ExportError
 from siamese.training.classify import ClassifierTrainer, knn_proba, predict_proba
 from siamese.training.embeddings import cached_embeddings, compute_embeddings
 from siamese.training.evaluate import classification_metrics

@@ -22,7 +22,7 @@ from siamese.config import EmbedTrainConfig
 from siamese.data.images import ImageDataset
 from siamese.models.checkpoint import load_training_state, save_training_state
 from siamese.models.embedder import EmbeddingNet
-from siamese.runtime import autocast, to_device
+from siamese.runtime.device import autocast, to_device
 from siamese.training.tracking import Tracker
 
 LAST = "selfsup_last.pt"

@@ -18,7 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
-from siamese.errors import CheckpointError, EngineError
+from siamese.runtime.errors import CheckpointError, EngineError
 
 ONNX_FILE = "model.onnx"
 ONNX_INFO = "model.onnx.json"
@@ -92,8 +92,8 @@ class TorchEngine:
     def __init__(self, run_dir: str | Path, device: str = "cpu") -> None:
         import torch
 
-        from siamese.models.graph import InferenceGraph
-        from siamese.runtime import resolve_device
+        from siamese.inference.graph import InferenceGraph
+        from siamese.runtime.device import resolve_device
 
         self.device = resolve_device(device)
         # channels_last pays on CPU too (oneDNN): InceptionV3 at 256 px, 83 -> 64 ms per image on 2 cores.

@@ -15,8 +15,8 @@ import pandas as pd
 
 from siamese.config import RunConfig
 from siamese.data import audit_manifest, planted_pairs, read_pairs, split_table, write_manifest
-from siamese.plots import confusion_matrix_panels
-from siamese.report import markdown_table
+from siamese.diagnostics.plots import confusion_matrix_panels
+from siamese.diagnostics.report import markdown_table
 from siamese.training.pipeline import load_run_table, run_training
 
 STRATEGIES = {"naive": "random", "grouped": "grouped"}

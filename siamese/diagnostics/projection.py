@@ -20,9 +20,9 @@ from sklearn.manifold import TSNE  # noqa: E402
 
 from siamese.config import RunConfig  # noqa: E402
 from siamese.data.splits import SPLITS  # noqa: E402
+from siamese.diagnostics.plots import save_figure  # noqa: E402
 from siamese.models import EmbeddingNet  # noqa: E402
-from siamese.plots import save_figure  # noqa: E402
-from siamese.runtime import resolve_device  # noqa: E402
+from siamese.runtime.device import resolve_device  # noqa: E402
 from siamese.training.pipeline import build_run_data, split_embeddings  # noqa: E402
 
 METHODS = ("tsne", "umap")

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from siamese.data.table import DataError
+from siamese.inference.preprocess import Preprocessing
 from siamese.models.classifier import DenseClassifier
 from siamese.models.embedder import EmbeddingNet
-from siamese.preprocess import Preprocessing
 
 
 class InferenceGraph(nn.Module):

@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from siamese.engines import ONNX_FILE, ONNX_INFO, OnnxEngine, checkpoint_digests
-from siamese.errors import ExportError
-from siamese.models.graph import InferenceGraph
-from siamese.preprocess import Preprocessing
+from siamese.inference.engines import ONNX_FILE, ONNX_INFO, OnnxEngine, checkpoint_digests
+from siamese.inference.graph import InferenceGraph
+from siamese.inference.preprocess import Preprocessing
+from siamese.runtime.errors import ExportError
 
 OUTPUTS = ("embedding", "probabilities")
 

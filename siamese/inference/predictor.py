@@ -1,6 +1,6 @@
 """Predictions for new images from a finished run folder, with the nearest training exemplars.
 
-Imports neither torch nor torchvision unless the torch engine is chosen (see ``siamese.engines``).
+Imports neither torch nor torchvision unless the torch engine is chosen (see ``siamese.inference.engines``).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from siamese.data.crops import box_for_image
 from siamese.data.decode import load_image, to_batch
 from siamese.data.readers import IMAGE_SUFFIXES
 from siamese.data.table import DataError
-from siamese.engines import open_engine
-from siamese.preprocess import Preprocessing
+from siamese.inference.engines import open_engine
+from siamese.inference.preprocess import Preprocessing
 
 
 def expand_inputs(items: list[str]) -> list[Path]:

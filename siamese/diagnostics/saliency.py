@@ -20,10 +20,10 @@ from torch import nn  # noqa: E402
 
 from siamese.data.crops import box_for_image  # noqa: E402
 from siamese.data.decode import load_image, to_batch  # noqa: E402
+from siamese.diagnostics.plots import save_figure  # noqa: E402
+from siamese.inference.graph import InferenceGraph  # noqa: E402
+from siamese.inference.preprocess import Preprocessing  # noqa: E402
 from siamese.models import DenseClassifier, EmbeddingNet  # noqa: E402
-from siamese.models.graph import InferenceGraph  # noqa: E402
-from siamese.plots import save_figure  # noqa: E402
-from siamese.preprocess import Preprocessing  # noqa: E402
 
 
 class EndToEnd(nn.Module):
