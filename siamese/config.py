@@ -201,11 +201,16 @@ def _tiny() -> RunConfig:
 
 def _ph2() -> RunConfig:
     """Small real dermoscopy on 2 CPU cores: PH2 has 160 images, so every image trains (class-balanced
-    batches, oversampled stage 2) and the backbone is small and starts from scratch (no ImageNet here)."""
+    batches, oversampled stage 2) and the backbone is small and starts from scratch (no ImageNet here).
+
+    Chosen by 5-fold CV on PH2 (binary, seed 0): 64 px scored as 128 px did (colour, not fine texture,
+    carries most of the signal at this size) and MAP@R on a 20 % validation slice picked better stage-1
+    epochs than precision@1 on 10 % (13 images: it stopped at epochs 3-5 on noise)."""
     config = RunConfig(preset="ph2")
     config.data.dataset = "ph2"
     config.data.full_dataset = True
-    config.data.image_size = 128
+    config.data.image_size = 64
+    config.data.val_fraction = 0.2
     config.model.backbone = "resnet18"
     config.model.weights = "none"
     config.model.embedding_dim = 64
@@ -213,6 +218,7 @@ def _ph2() -> RunConfig:
     config.embed.epochs = 30
     config.embed.batch_size = 32
     config.embed.patience = 8
+    config.embed.monitor = "map_at_r"
     config.classifier.epochs = 50
     return config
 

@@ -29,6 +29,8 @@ from siamese.runtime.device import machine_description
 from siamese.training.pipeline import load_run_table, run_training
 
 DEEP_MODELS = ("classifier", "knn")
+FREE_SETTINGS = {"cv.seeds", "run.data.cache_dir", "run.data.num_workers"}
+"""What may change when a CV is resumed: more seeds, and where and how pixels are read (not the results)."""
 
 
 @dataclass
@@ -89,17 +91,18 @@ def run_cv(config: RunConfig, cv: CVConfig, out: str | Path) -> CVResult:
 
 
 def _claim(out: Path, config: RunConfig, cv: CVConfig) -> None:
-    """A CV folder holds one set of settings: resuming with others would mix two experiments."""
+    """A CV folder holds one set of settings: resuming with others would mix two experiments. More seeds
+    may be added to a finished CV (its folds are reused); any other change is refused."""
     out.mkdir(parents=True, exist_ok=True)
     settings = json.loads(json.dumps({"run": replace(config, out=None).to_dict(), "cv": asdict(cv)}))
     path = out / "cv_config.json"
     if path.is_file():
         saved = json.loads(path.read_text())
-        if saved != settings:
-            changed = sorted(_differences(saved, settings))
+        changed = sorted(set(_differences(saved, settings)) - FREE_SETTINGS)
+        if changed:
             raise DataError(f"{out} holds a cross-validation with other settings ({', '.join(changed[:6])}); "
                             f"resume it with the same options or choose another --out")
-        return
+        settings["cv"]["seeds"] = sorted(set(saved["cv"]["seeds"]) | set(settings["cv"]["seeds"]))
     path.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
 
 
