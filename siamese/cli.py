@@ -186,7 +186,8 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     from siamese.diagnostics.report import write_report
 
     methods = METHODS if args.method == "both" else (args.method,)
-    written = visualize_run(args.run, methods, args.split, args.max_points, args.seed, wandb_mode=args.wandb)
+    written = visualize_run(args.run, methods, args.split, args.max_points, args.seed,
+                            per_class_thumbnails=args.thumbnails, wandb_mode=args.wandb)
     if written["points"] < written["total_points"]:
         print(f"subsampled {written['points']} of {written['total_points']} points (--max-points)")
     for path in written["files"]:
@@ -320,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     visualize.add_argument("--split", choices=("train", "val", "test", "all"), default="all")
     visualize.add_argument("--max-points", type=int, default=5000, help="stratified subsample above this")
     visualize.add_argument("--seed", type=int, default=0)
+    visualize.add_argument("--thumbnails", type=int, default=2,
+                           help="images drawn per class on the by-class plot (0: points only, e.g. for licensed "
+                                "images that must not leave their folder)")
     visualize.add_argument("--wandb", choices=("offline", "online", "disabled"), default="disabled",
                            help="also log plots and an embedding table to the run's W&B run")
     visualize.set_defaults(func=cmd_visualize)

@@ -77,3 +77,11 @@ def test_unknown_projection_method():
 
     with pytest.raises(ValueError, match="unknown projection"):
         project(pd.DataFrame([[0.0, 1.0]] * 5).to_numpy(), "pca")
+
+
+def test_visualize_without_thumbnails_draws_points_only(run_dir):
+    plot = run_dir / "projections" / "tsne_test_by_class.png"
+    assert main(["visualize", str(run_dir), "--method", "tsne", "--split", "test", "--thumbnails", "0"]) == 0
+    points_only = plot.read_bytes()
+    assert main(["visualize", str(run_dir), "--method", "tsne", "--split", "test", "--thumbnails", "2"]) == 0
+    assert is_png(plot) and plot.read_bytes() != points_only
