@@ -50,7 +50,7 @@ def run_cv(config: RunConfig, cv: CVConfig, out: str | Path) -> CVResult:
     config = RunConfig.from_dict(config.to_dict())
     if config.data.synthetic_seed is None:  # every fold must see the same generated images
         config.data.synthetic_seed = config.seed
-    _claim(out, config, cv)
+    cv = _claim(out, config, cv)
     table = load_run_table(config)
     classes = table.classes
     pairs = read_pairs(config.data.duplicates) if config.data.duplicates else None
@@ -90,9 +90,10 @@ def run_cv(config: RunConfig, cv: CVConfig, out: str | Path) -> CVResult:
     return CVResult(folds, summary, oof, files)
 
 
-def _claim(out: Path, config: RunConfig, cv: CVConfig) -> None:
+def _claim(out: Path, config: RunConfig, cv: CVConfig) -> CVConfig:
     """A CV folder holds one set of settings: resuming with others would mix two experiments. More seeds
-    may be added to a finished CV (its folds are reused); any other change is refused."""
+    may be added to a finished CV (its folds are reused, and the summary covers them all); any other
+    change is refused. Returns the settings with every seed the folder holds."""
     out.mkdir(parents=True, exist_ok=True)
     settings = json.loads(json.dumps({"run": replace(config, out=None).to_dict(), "cv": asdict(cv)}))
     path = out / "cv_config.json"
@@ -104,6 +105,7 @@ def _claim(out: Path, config: RunConfig, cv: CVConfig) -> None:
                             f"resume it with the same options or choose another --out")
         settings["cv"]["seeds"] = sorted(set(saved["cv"]["seeds"]) | set(settings["cv"]["seeds"]))
     path.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+    return replace(cv, seeds=tuple(settings["cv"]["seeds"]))
 
 
 def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
