@@ -206,15 +206,13 @@ def _ph2() -> RunConfig:
     Chosen by 5-fold CV on PH2 (binary, seed 0): 64 px scored as 128 px did (colour, not fine texture,
     carries most of the signal at this size) and MAP@R on a 20 % validation slice picked better stage-1
     epochs than precision@1 on 10 % (13 images: it stopped at epochs 3-5 on noise)."""
-    config = RunConfig(preset="ph2")
+    config = _tiny()  # ResNet18 from scratch, 64-d embedding
+    config.preset = "ph2"
     config.data.dataset = "ph2"
     config.data.full_dataset = True
     config.data.image_size = 64
     config.data.val_fraction = 0.2
-    config.model.backbone = "resnet18"
-    config.model.weights = "none"
-    config.model.embedding_dim = 64
-    config.model.head_hidden = 256
+    config.data.augment = "lesion"
     config.embed.epochs = 30
     config.embed.batch_size = 32
     config.embed.patience = 8
