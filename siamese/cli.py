@@ -131,6 +131,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     data.drop_conflicts = data.drop_conflicts or args.drop_conflicts
     clf.class_weights = clf.class_weights or args.class_weights
     config.compile = config.compile or args.compile
+    config.deterministic = config.deterministic or args.deterministic
     config.export_onnx = config.export_onnx and not args.no_onnx
     return config
 
@@ -410,6 +411,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", help="pre-resized uint8 image cache folder")
     parser.add_argument("--num-workers", type=int)
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--deterministic", action="store_true",
+                        help="torch.use_deterministic_algorithms (see the README on what repeats where)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--compile", action="store_true", help="torch.compile the embedding net (stage 1)")
     parser.add_argument("--no-onnx", action="store_true", help="skip writing model.onnx (predict's fast start)")

@@ -117,6 +117,7 @@ class RunConfig:
     embed: EmbedTrainConfig = field(default_factory=EmbedTrainConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     seed: int = 0
+    deterministic: bool = False  # torch.use_deterministic_algorithms: same figures on one machine, any threads
     device: str = "auto"
     out: str | None = None
     wandb: str = "offline"

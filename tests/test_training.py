@@ -196,3 +196,16 @@ def test_self_supervised_stage_lowers_nt_xent_and_resumes(tmp_path, monkeypatch)
     config.data.augment, config.out = "none", str(tmp_path / "none")
     with pytest.raises(ValueError, match="needs an augmentation"):
         run_training(config)
+
+
+def test_deterministic_switches_torch_to_deterministic_kernels_and_back():
+    import torch
+
+    from siamese.runtime.device import seed_everything
+
+    seed_everything(0, deterministic=True)
+    assert torch.are_deterministic_algorithms_enabled()
+    first = torch.rand(3)
+    seed_everything(0)
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert torch.equal(torch.rand(3), first)

@@ -21,10 +21,15 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def seed_everything(seed: int) -> None:
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seeds every generator a run draws from; ``deterministic`` also makes torch refuse or replace
+    kernels whose results depend on scheduling (CUDA needs ``CUBLAS_WORKSPACE_CONFIG`` for that, set here)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic)
 
 
 @contextlib.contextmanager

@@ -192,7 +192,7 @@ def _train(config: RunConfig, resume: str | Path | None, device: torch.device, d
     config_dict, run_dir = dist.broadcast(None if prepared is None else (prepared[0].to_dict(), str(prepared[1])))
     config, run_dir = RunConfig.from_dict(config_dict), Path(run_dir)
     try:
-        seed_everything(config.seed)
+        seed_everything(config.seed, config.deterministic)
         check_input_size(config.model.backbone, config.data.image_size)
         if not dist.is_main:
             dist.barrier()
