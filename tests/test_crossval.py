@@ -70,7 +70,13 @@ def test_cv_writes_folds_summary_oof_figures_and_report(cv_out):
     for name in ("cv_confusion_matrices.png", "cv_roc.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     report = (out / "cv_report.md").read_text()
-    assert "colour_baseline" in report and "±" in report and "CPU cores" in report
+    assert "colour_baseline" in report and "±" in report and "CPU cores" in report and "ahead in" in report
+    paired = pd.read_csv(out / "cv_paired.csv")
+    knn = folds[folds["model"] == "knn"].set_index(["seed", "fold"])["accuracy"]
+    base = folds[folds["model"] == "colour_baseline"].set_index(["seed", "fold"])["accuracy"]
+    row = paired[(paired["model"] == "knn") & (paired["metric"] == "accuracy")].iloc[0]
+    assert row["mean_difference"] == pytest.approx((knn - base).mean()) and row["folds"] == 6
+    assert row["folds_ahead"] == int((knn > base).sum())
 
 
 def test_cv_test_folds_never_share_a_group_with_their_training_folds(cv_out):
