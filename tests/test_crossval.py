@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from siamese.cli import main
 from siamese.config import CVConfig
@@ -115,8 +116,13 @@ def test_cv_command_on_ph2_layout(ph2_dir, tmp_path, capsys):
     out = tmp_path / "cv"
     code = main(["cv", "--dataset", "ph2", "--data-dir", str(ph2_dir), "--binary", "--folds", "2", "--seeds", "0",
                  "--image-size", "32", "--epochs-embed", "1", "--epochs-classifier", "2", "--batch-size", "8",
-                 "--val-fraction", "0.5", "--out", str(out)])
+                 "--val-fraction", "0.5", "--crop", "lesion-mask", "--pooling", "stages", "--tta", "2",
+                 "--out", str(out)])
     assert code == 0
+    fold = json.loads((out / "seed0" / "fold0" / "metrics.json").read_text())
+    assert fold["crop"] == {"mode": "lesion-mask", "margin": 0.15, "kept_whole": 0}
+    arch = torch.load(out / "seed0" / "fold0" / "embedder.pt", weights_only=True)["arch"]
+    assert arch["pooling"] == "stages" and arch["tta"] == 2
     printed = capsys.readouterr().out
     assert "colour_baseline" in printed and "balanced_accuracy" in printed
     saved = json.loads((out / "cv_config.json").read_text())
