@@ -48,14 +48,14 @@ def cv_out(tmp_path_factory):
     config = tiny_config(out / "unused", epochs_embed=2)
     config.classifier.epochs = 5
     config.out = None
-    result = run_cv(config, CVConfig(folds=3, seeds=(0, 1)), out)
+    result = run_cv(config, CVConfig(folds=2, seeds=(0, 1)), out)
     return out, config, result
 
 
 def test_cv_writes_folds_summary_oof_figures_and_report(cv_out):
     out, _, result = cv_out
     folds = pd.read_csv(out / "cv_folds.csv")
-    assert len(folds) == 2 * 3 * 4
+    assert len(folds) == 2 * 2 * 4
     assert set(folds["model"]) == {"classifier", "knn", "colour_baseline", "majority"}
     assert folds[["accuracy", "balanced_accuracy", "macro_f1", "roc_auc"]].notna().all().all()
     assert np.allclose(folds.loc[folds["model"] == "majority", "roc_auc"], 0.5)
@@ -76,7 +76,7 @@ def test_cv_writes_folds_summary_oof_figures_and_report(cv_out):
     knn = folds[folds["model"] == "knn"].set_index(["seed", "fold"])["accuracy"]
     base = folds[folds["model"] == "colour_baseline"].set_index(["seed", "fold"])["accuracy"]
     row = paired[(paired["model"] == "knn") & (paired["metric"] == "accuracy")].iloc[0]
-    assert row["mean_difference"] == pytest.approx((knn - base).mean()) and row["folds"] == 6
+    assert row["mean_difference"] == pytest.approx((knn - base).mean()) and row["folds"] == 4
     assert row["folds_ahead"] == int((knn > base).sum())
 
 
@@ -89,22 +89,22 @@ def test_cv_test_folds_never_share_a_group_with_their_training_folds(cv_out):
 
 def test_cv_resumes_fold_by_fold_and_refuses_other_settings(cv_out):
     out, config, _ = cv_out
-    checkpoint = out / "seed1" / "fold2" / "embedder.pt"
+    checkpoint = out / "seed1" / "fold1" / "embedder.pt"
     before = checkpoint.stat().st_mtime_ns
-    (out / "seed1" / "fold2" / "metrics.json").unlink()
+    (out / "seed1" / "fold1" / "metrics.json").unlink()
     (out / "seed0" / "fold1" / "cv_seconds.json").unlink()
     first = pd.read_csv(out / "cv_folds.csv")
-    run_cv(config, CVConfig(folds=3, seeds=(0, 1)), out)
+    run_cv(config, CVConfig(folds=2, seeds=(0, 1)), out)
     assert checkpoint.stat().st_mtime_ns == before  # the unfinished fold resumed: stage 1 was done
     again = pd.read_csv(out / "cv_folds.csv")
     pd.testing.assert_frame_equal(first.drop(columns="train_seconds"), again.drop(columns="train_seconds"))
-    more = run_cv(config, CVConfig(folds=3, seeds=(2,)), out)  # a seed added: the others' folds are reused
+    more = run_cv(config, CVConfig(folds=2, seeds=(2,)), out)  # a seed added: the others' folds are reused
     assert sorted(more.folds["seed"].unique()) == [0, 1, 2]
     assert checkpoint.stat().st_mtime_ns == before
     assert json.loads((out / "cv_config.json").read_text())["cv"]["seeds"] == [0, 1, 2]
     config.classifier.epochs = 6
     with pytest.raises(DataError, match="other settings.*classifier.epochs"):
-        run_cv(config, CVConfig(folds=3, seeds=(0, 1)), out)
+        run_cv(config, CVConfig(folds=2, seeds=(0, 1)), out)
 
 
 def test_cv_command_needs_out(capsys):
