@@ -59,16 +59,17 @@ def run_cv(config: RunConfig, cv: CVConfig, out: str | Path) -> CVResult:
     rows, predictions = [], []
     start = time.perf_counter()
     folds_of_seed: dict[int, pd.DataFrame] = {}
+    code = {c: i for i, c in enumerate(classes)}
+    position = pd.Series(np.arange(len(table.frame)), index=table.frame["image_id"])
     for seed, fold in tqdm(plan, desc="cv (seed, fold)"):
         if seed not in folds_of_seed:
             folds_of_seed[seed] = kfold_table(table.frame, pairs, folds=cv.folds, seed=seed)
         manifest = fold_manifest(folds_of_seed[seed], fold, pairs, config.data.val_fraction, seed)
         fold_dir = out / f"seed{seed}" / f"fold{fold}"
         seconds = _train_fold(config, manifest, fold_dir, seed)
-        proba, ids, y_test = _deep_predictions(fold_dir, classes)
+        proba, ids, y_test = _deep_predictions(fold_dir, classes, code)
         fit = manifest[manifest["split"] != "test"]
-        y_fit = fit["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
-        position = pd.Series(np.arange(len(table.frame)), index=table.frame["image_id"])
+        y_fit = fit["label"].map(code).to_numpy()
         if "colour_baseline" in cv.baselines:
             proba["colour_baseline"] = colour_baseline_proba(colour[position[fit["image_id"]].to_numpy()], y_fit,
                                                              colour[position[ids].to_numpy()], len(classes), seed)
@@ -150,10 +151,11 @@ def _train_fold(config: RunConfig, manifest: pd.DataFrame, fold_dir: Path, seed:
     return seconds
 
 
-def _deep_predictions(fold_dir: Path, classes: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+def _deep_predictions(fold_dir: Path, classes: list[str], code: dict[str, int]
+                      ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     frame = pd.read_csv(fold_dir / "test_predictions.csv", dtype={"image_id": str, "label": str})
     proba = {m: frame[[f"{m}_p_{c}" for c in classes]].to_numpy() for m in DEEP_MODELS}
-    y = frame["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    y = frame["label"].map(code).to_numpy()
     return proba, frame["image_id"].to_numpy(), y
 
 

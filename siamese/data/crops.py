@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from siamese.data.readers import IMAGE_SUFFIXES
 from siamese.data.table import DataError
 
 Box = tuple[int, int, int, int]
@@ -58,6 +59,7 @@ def mask_boxes(mask_paths: list[str], margin: float = 0.15) -> list[Box | None]:
 
 
 MASK_PATTERNS = ("{stem}_lesion", "{stem}_segmentation", "{stem}_Segmentation", "{stem}")
+MASK_SUFFIXES = (*IMAGE_SUFFIXES, ".gif")
 
 
 def find_mask(image: str | Path, masks_dir: str | Path | None = None) -> Path | None:
@@ -66,15 +68,13 @@ def find_mask(image: str | Path, masks_dir: str | Path | None = None) -> Path | 
     (``IMDxxx/IMDxxx_lesion/IMDxxx_lesion.*``)."""
     image = Path(image)
     stem = image.stem
-    folders = [Path(masks_dir)] if masks_dir is not None else [image.parent.parent / f"{stem}_lesion"]
-    for folder in folders:
-        if not folder.is_dir():
-            continue
-        for pattern in MASK_PATTERNS:
-            for candidate in sorted(folder.glob(pattern.format(stem=stem) + ".*")):
-                if candidate != image and candidate.suffix.lower() in (".png", ".bmp", ".jpg", ".jpeg", ".tif",
-                                                                       ".tiff", ".gif"):
-                    return candidate
+    folder = Path(masks_dir) if masks_dir is not None else image.parent.parent / f"{stem}_lesion"
+    if not folder.is_dir():
+        return None
+    for pattern in MASK_PATTERNS:
+        for candidate in sorted(folder.glob(pattern.format(stem=stem) + ".*")):
+            if candidate != image and candidate.suffix.lower() in MASK_SUFFIXES:
+                return candidate
     return None
 
 

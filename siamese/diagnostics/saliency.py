@@ -18,8 +18,7 @@ from pytorch_grad_cam.utils.image import show_cam_on_image  # noqa: E402
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 from torch import nn  # noqa: E402
 
-from siamese.data.crops import box_for_image  # noqa: E402
-from siamese.data.decode import load_image, to_batch  # noqa: E402
+from siamese.data.decode import to_batch  # noqa: E402
 from siamese.diagnostics.plots import save_figure  # noqa: E402
 from siamese.inference.graph import InferenceGraph  # noqa: E402
 from siamese.inference.preprocess import Preprocessing  # noqa: E402
@@ -58,7 +57,7 @@ def saliency_maps(run_dir: str | Path, images: list[Path], out_dir: str | Path |
     written = []
     with GradCAM(model=model, target_layers=[target_layer(graph.embedder)]) as cam:
         for path in images:
-            pixels = load_image(path, prep.image_size, box_for_image(path, prep.crop, prep.crop_margin, masks))
+            pixels = prep.read(path, masks)
             batch = torch.from_numpy(to_batch([pixels]))
             with torch.no_grad():
                 probabilities = graph(batch)[1][0]

@@ -15,8 +15,7 @@ import numpy as np
 import pandas as pd
 
 from siamese.config import RunConfig
-from siamese.data.crops import box_for_image
-from siamese.data.decode import load_image, to_batch
+from siamese.data.decode import to_batch
 from siamese.data.readers import IMAGE_SUFFIXES
 from siamese.data.table import DataError
 from siamese.inference.engines import open_engine
@@ -66,10 +65,7 @@ class Predictor:
 
     def embed(self, paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings and class probabilities of the images at ``paths``."""
-        prep = self.prep
-        return self.engine(to_batch([load_image(p, prep.image_size,
-                                                box_for_image(p, prep.crop, prep.crop_margin, self.masks))
-                                     for p in paths]))
+        return self.engine(to_batch([self.prep.read(p, self.masks) for p in paths]))
 
     def nearest(self, embedding: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact Euclidean neighbours among the training embeddings (a matmul: they are unit vectors)."""

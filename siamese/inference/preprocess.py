@@ -6,6 +6,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from siamese.data.crops import box_for_image
+from siamese.data.decode import load_image
 from siamese.data.table import DataError
 
 
@@ -19,6 +23,10 @@ class Preprocessing:
     classes: list[str]
     crop: str = "none"
     crop_margin: float = 0.15
+
+    def read(self, image: str | Path, masks: str | Path | None = None) -> np.ndarray:
+        """An image decoded, lesion-cropped (from its mask, as the run was trained) and resized."""
+        return load_image(image, self.image_size, box_for_image(image, self.crop, self.crop_margin, masks))
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.__dict__, indent=2) + "\n")
