@@ -66,3 +66,15 @@ def test_pixel_source_crops_ph2_to_the_lesion_and_needs_masks(ph2_dir, synthetic
         pixel_source(synthetic, 24, crop="lesion-mask")
     with pytest.raises(ValueError, match="crop must be one of"):
         pixel_source(table, 24, crop="centre")
+
+
+def test_inference_reads_images_with_the_runs_crop_and_names_a_missing_mask_folder(tmp_path, ph2_dir):
+    from siamese.inference.preprocess import Preprocessing
+
+    image = next(ph2_dir.rglob("IMD001.bmp"))
+    prep = Preprocessing(24, (0.5,) * 3, (0.2,) * 3, ["a", "b"], "lesion-mask", 0.0)
+    table = load_dataset("ph2", ph2_dir)
+    row = table.frame.index[table.frame["image_id"] == "IMD001"][0]
+    assert np.array_equal(prep.read(image), pixel_source(table, 24, crop="lesion-mask", margin=0.0)[row])
+    with pytest.raises(DataError, match="nowhere: mask folder not found"):
+        prep.read(image, tmp_path / "nowhere")

@@ -26,6 +26,8 @@ class Preprocessing:
 
     def read(self, image: str | Path, masks: str | Path | None = None) -> np.ndarray:
         """An image decoded, lesion-cropped (from its mask, as the run was trained) and resized."""
+        if masks is not None and not Path(masks).is_dir():
+            raise DataError(f"{masks}: mask folder not found (--masks names a folder of lesion masks)")
         return load_image(image, self.image_size, box_for_image(image, self.crop, self.crop_margin, masks))
 
     def save(self, path: Path) -> None:
