@@ -21,7 +21,10 @@ from siamese.config import (
     MONITORS,
     POOLINGS,
     PRESETS,
+    SEG_ENCODERS,
+    SEGMENT_PRESETS,
     RunConfig,
+    SegmentConfig,
     preset,
 )
 from siamese.data import DataError, load_dataset
@@ -112,6 +115,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     overrides = [(data, "data_dir", args.data_dir), (data, "metadata", args.metadata), (data, "split", args.split),
                  (data, "duplicates", args.duplicates), (data, "image_size", args.image_size),
                  (data, "augment", args.augment), (data, "crop", args.crop), (data, "crop_margin", args.crop_margin),
+                 (data, "seg_run", args.seg_run), (data, "artefacts", args.artefacts),
+                 (data, "augment_artefacts", args.augment_artefacts),
                  (data, "val_fraction", args.val_fraction),
                  (data, "cache_dir", args.cache_dir), (data, "num_workers", args.num_workers),
                  (model, "backbone", args.backbone), (model, "weights", args.weights), (model, "pooling", args.pooling),
@@ -158,7 +163,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from siamese.inference.predictor import Predictor, expand_inputs, predictions_table
 
     start = time.perf_counter()
-    predictor = Predictor(args.run, device=args.device, engine=args.engine, masks=args.masks)
+    predictor = Predictor(args.run, device=args.device, engine=args.engine, masks=args.masks, seg_run=args.seg_run)
     load_seconds = time.perf_counter() - start
     rows = predictions_table(predictor.predict(expand_inputs(args.images), top_k=args.top_k))
     frame = pd.DataFrame(rows)
@@ -270,6 +275,110 @@ def cmd_cv(args: argparse.Namespace) -> int:
     return 0
 
 
+def segment_config_from_args(args: argparse.Namespace) -> SegmentConfig:
+    """The named segmentation preset, then explicit overrides."""
+    config = SEGMENT_PRESETS[args.preset]()
+    for name in ("dataset", "data_dir", "metadata", "masks", "encoder", "weights", "image_size", "epochs",
+                 "batch_size", "lr", "patience", "val_fraction", "folds", "seed", "device", "num_workers", "out",
+                 "wandb"):
+        if getattr(args, name) is not None:
+            setattr(config, name, getattr(args, name))
+    config.only_present = config.only_present or args.only_present
+    return config
+
+
+def cmd_segment_train(args: argparse.Namespace) -> int:
+    from siamese.segmentation.training import train_segmentation
+
+    result = train_segmentation(segment_config_from_args(args), resume=args.resume)
+    for summary in result.summaries:
+        print(f"held-out Dice {summary['dice_mean']:.3f}  IoU {summary['iou_mean']:.3f}  "
+              f"ISIC 2018 score {summary['isic2018_score']:.3f}  ({summary['images']} images)")
+    for path in result.files:
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_segment_predict(args: argparse.Namespace) -> int:
+    from siamese.inference.predictor import expand_inputs
+    from siamese.segmentation.predict import MaskPredictor, write_masks
+
+    predictor = MaskPredictor(args.run, args.engine, args.device)
+    written = write_masks(predictor, expand_inputs(args.images), args.out)
+    print(f"wrote {len(written) // 2} mask(s) and overlay(s) to {args.out} ({predictor.engine.name} engine)")
+    return 0
+
+
+def cmd_segment_evaluate(args: argparse.Namespace) -> int:
+    from siamese.segmentation.evaluate import evaluate_folders, evaluate_run
+    from siamese.segmentation.training import segmentation_table
+
+    if args.pred:
+        if not args.masks:
+            raise DataError("--pred needs --masks (the folder of true masks)")
+        summary = evaluate_folders(args.pred, args.masks, args.out)
+    else:
+        if not args.run or not args.dataset:
+            raise DataError("segment evaluate needs RUN and --dataset (or --pred DIR --masks DIR)")
+        config = SegmentConfig(dataset=args.dataset, data_dir=args.data_dir, metadata=args.metadata,
+                               masks=args.masks, only_present=args.only_present)
+        summary = evaluate_run(args.run, segmentation_table(config), args.out, args.engine)
+    print_json(summary, None)
+    print(f"wrote {Path(args.out) / 'per_image.csv'}, summary.json and worst_cases.png", file=sys.stderr)
+    return 0
+
+
+def cmd_segment_export(args: argparse.Namespace) -> int:
+    from siamese.segmentation.export import export_segmenter
+
+    print(f"wrote {export_segmenter(args.run)}")
+    return 0
+
+
+def add_segment_commands(commands: argparse._SubParsersAction) -> None:
+    segment = commands.add_parser("segment", help="U-Net lesion segmentation: train, predict, evaluate, export")
+    verbs = segment.add_subparsers(dest="verb", required=True)
+    train = verbs.add_parser("train", help="train a U-Net on lesion masks (one split, or --folds K)")
+    add_data_arguments(train, default=None)
+    train.set_defaults(dataset=None)
+    train.add_argument("--masks", help="folder of ISIC_xxxxxxx_segmentation.png masks (HAM10000, ISIC 2018)")
+    train.add_argument("--preset", choices=sorted(SEGMENT_PRESETS), default="full",
+                       help="full: ResNet34 encoder at 256 px; cpu: ResNet18, light decoder, 128 px")
+    train.add_argument("--encoder", choices=SEG_ENCODERS)
+    train.add_argument("--weights", help="none | imagenet | PATH to a local torchvision ResNet state dict")
+    for name, kind in (("--image-size", int), ("--epochs", int), ("--batch-size", int), ("--lr", float),
+                       ("--patience", int), ("--val-fraction", float), ("--folds", int), ("--seed", int),
+                       ("--num-workers", int)):
+        train.add_argument(name, type=kind)
+    train.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    train.add_argument("--wandb", choices=("offline", "online", "disabled"))
+    train.add_argument("--out", help="run folder (with --folds: OUT/fold{k} and the CV summary)")
+    train.add_argument("--resume", help="continue an interrupted segmentation folder")
+    train.set_defaults(func=cmd_segment_train)
+
+    predict = verbs.add_parser("predict", help="a mask PNG and an outline overlay per image, at its own size")
+    predict.add_argument("run", help="a segment train run folder (one fold's folder after --folds)")
+    predict.add_argument("images", nargs="+", help="image files or folders")
+    predict.add_argument("--out", required=True)
+    predict.add_argument("--engine", choices=ENGINES, default="auto")
+    predict.add_argument("--device", default="cpu")
+    predict.set_defaults(func=cmd_segment_predict)
+
+    evaluate = verbs.add_parser("evaluate", help="per-image Dice/IoU/sensitivity/specificity, ISIC 2018 score")
+    evaluate.add_argument("run", nargs="?", help="a segment train run folder")
+    add_data_arguments(evaluate, default=None)
+    evaluate.add_argument("--masks", help="true masks: HAM10000/ISIC mask folder, or with --pred the folder to "
+                                          "score against")
+    evaluate.add_argument("--pred", help="a folder of predicted STEM_segmentation.png masks (no run needed)")
+    evaluate.add_argument("--engine", choices=ENGINES, default="auto")
+    evaluate.add_argument("--out", required=True)
+    evaluate.set_defaults(func=cmd_segment_evaluate)
+
+    export = verbs.add_parser("export", help="write a segmentation run's model.onnx")
+    export.add_argument("run")
+    export.set_defaults(func=cmd_segment_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="siamese", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -305,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", default="cpu")
     predict.add_argument("--masks", help="folder of lesion masks (STEM_lesion.*, STEM_segmentation.*) for a run "
                                          "trained with --crop lesion-mask; PH2's own layout is found without it")
+    predict.add_argument("--seg-run", help="segmentation run for a run trained with --crop lesion (default: the "
+                                           "one it was trained with)")
     predict.add_argument("--engine", choices=ENGINES, default="auto",
                          help="auto: the run's model.onnx with ONNX Runtime when it is current (fast start), "
                               "else torch")
@@ -367,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--baselines", nargs="*", choices=BASELINES, default=list(BASELINES),
                     help="reference models fitted and scored in the same folds")
     cv.set_defaults(func=cmd_cv, out=None)
+    add_segment_commands(commands)
     leakage = commands.add_parser("leakage", help="same model trained on a naive and on a grouped split")
     add_train_arguments(leakage)
     leakage.set_defaults(func=cmd_leakage, dataset="synthetic")
@@ -394,7 +506,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="lesion (flips, rotation, jitter) | dermoscopy (any rotation, crops, colour kept) | light "
                              "| none")
     parser.add_argument("--crop", choices=CROPS, help="lesion-mask: crop each image to its lesion (the dataset's "
-                        "masks, e.g. PH2) with a margin, squared; images without a mask stay whole")
+                        "masks, e.g. PH2) with a margin, squared; lesion: the same from the masks --seg-run "
+                        "predicts; images without a usable mask stay whole (counted)")
+    parser.add_argument("--seg-run", help="a `segment train` run folder whose masks --crop lesion uses")
+    parser.add_argument("--augment-artefacts", type=float,
+                        help="probability per training image of an inserted artefact (bubble, ink, ruler)")
+    parser.add_argument("--artefacts", help="artefact templates folder (meta.json + src/), for --augment-artefacts")
     parser.add_argument("--crop-margin", type=float, help="margin around the lesion's box, share of its size (0.15)")
     parser.add_argument("--embedding-dim", type=int)
     parser.add_argument("--epochs-embed", type=int)
@@ -423,7 +540,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "dataset", "") is None:
+    needs_dataset = getattr(args, "verb", "train") == "train" and not getattr(args, "resume", None)
+    if getattr(args, "dataset", "") is None and needs_dataset:
         print("error: --dataset is required", file=sys.stderr)
         return 2
     if args.command == "cv" and not args.out:

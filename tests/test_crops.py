@@ -4,7 +4,8 @@ from PIL import Image
 
 from siamese.data import DataError, load_dataset, load_image
 from siamese.data.crops import find_mask, lesion_box, read_mask
-from siamese.data.images import pixel_source
+from siamese.data.images import crop_boxes, pixel_source
+from siamese.data.table import DatasetTable
 
 
 def test_lesion_box_is_a_square_with_margin_inside_the_image():
@@ -59,13 +60,17 @@ def test_find_mask_in_a_folder_and_in_the_ph2_layout(tmp_path, ph2_dir):
 def test_pixel_source_crops_ph2_to_the_lesion_and_needs_masks(ph2_dir, synthetic):
     table = load_dataset("ph2", ph2_dir)
     whole = pixel_source(table, 24)[0]
-    cropped = pixel_source(table, 24, crop="lesion-mask", margin=0.0)[0]
+    cropped = pixel_source(table, 24, boxes=crop_boxes(table, "lesion-mask", margin=0.0))[0]
     assert cropped.shape == whole.shape == (24, 24, 3)
     assert not np.array_equal(cropped, whole)
+    with pytest.raises(DataError, match="needs image files"):
+        crop_boxes(synthetic, "lesion-mask")
     with pytest.raises(DataError, match="needs lesion masks"):
-        pixel_source(synthetic, 24, crop="lesion-mask")
+        crop_boxes(DatasetTable(table.frame.drop(columns="mask")), "lesion-mask")
+    with pytest.raises(DataError, match="needs --seg-run"):
+        crop_boxes(table, "lesion")
     with pytest.raises(ValueError, match="crop must be one of"):
-        pixel_source(table, 24, crop="centre")
+        crop_boxes(table, "centre")
 
 
 def test_inference_reads_images_with_the_runs_crop_and_names_a_missing_mask_folder(tmp_path, ph2_dir):
@@ -75,6 +80,7 @@ def test_inference_reads_images_with_the_runs_crop_and_names_a_missing_mask_fold
     prep = Preprocessing(24, (0.5,) * 3, (0.2,) * 3, ["a", "b"], "lesion-mask", 0.0)
     table = load_dataset("ph2", ph2_dir)
     row = table.frame.index[table.frame["image_id"] == "IMD001"][0]
-    assert np.array_equal(prep.read(image), pixel_source(table, 24, crop="lesion-mask", margin=0.0)[row])
+    boxes = crop_boxes(table, "lesion-mask", margin=0.0)
+    assert np.array_equal(prep.read(image), pixel_source(table, 24, boxes=boxes)[row])
     with pytest.raises(DataError, match="nowhere: mask folder not found"):
         prep.read(image, tmp_path / "nowhere")

@@ -22,7 +22,7 @@ from siamese.config import CVConfig, RunConfig
 from siamese.crossval.baselines import colour_baseline_proba, colour_feature_matrix, majority_proba
 from siamese.crossval.summary import fold_rows, summarize, write_cv_figures, write_cv_report
 from siamese.data.duplicates import read_pairs
-from siamese.data.images import pixel_source
+from siamese.data.images import crop_boxes, pixel_source
 from siamese.data.splits import fold_manifest, kfold_table, write_manifest
 from siamese.data.table import DataError, DatasetTable
 from siamese.runtime.device import machine_description
@@ -129,7 +129,8 @@ def _colour_features(table: DatasetTable, config: RunConfig, out: Path) -> np.nd
         if np.array_equal(saved["image_id"], ids):
             return saved["features"]
     data = config.data
-    features = colour_feature_matrix(pixel_source(table, data.image_size, data.cache_dir, data.crop, data.crop_margin))
+    boxes = crop_boxes(table, data.crop, data.crop_margin, data.seg_run)
+    features = colour_feature_matrix(pixel_source(table, data.image_size, data.cache_dir, boxes))
     np.savez(path, image_id=ids, features=features)
     return features
 

@@ -20,10 +20,15 @@ Box = tuple[int, int, int, int]
 """``(left, top, right, bottom)`` in pixels, PIL's crop convention."""
 
 MASK_THRESHOLD = 127
+GREY_TOLERANCE = 0.01
+"""Share of a 0-255 mask's pixels that may be clearly grey (32-223): JPEG edges stay well under it, a soft
+probability map or a photograph given as a mask is far above it."""
 
 
 def read_mask(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarray:
-    """A boolean lesion mask (0/255 or 0/1 files alike); ``size`` (width, height) must match when given."""
+    """A boolean lesion mask (0/255 or 0/1 files alike, thresholded at 127); ``size`` (width, height) must
+    match when given. A mask that is not binary to begin with (many grey pixels) is refused rather than
+    thresholded into a lesion nobody drew."""
     path = Path(path)
     try:
         with Image.open(path) as image:
@@ -34,6 +39,10 @@ def read_mask(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarr
         raise DataError(f"{path}: mask is {values.shape[1]}x{values.shape[0]} but its image is {size[0]}x{size[1]}")
     if values.max() <= 1:
         return values > 0
+    grey = float(((values > 32) & (values < 223)).mean())
+    if grey > GREY_TOLERANCE:
+        raise DataError(f"{path}: not a binary mask ({grey:.0%} of its pixels are grey; a lesion mask is 0/255 "
+                        f"or 0/1)")
     return values > MASK_THRESHOLD
 
 

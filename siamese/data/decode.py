@@ -45,6 +45,18 @@ def load_image(path: str | Path, size: int | None = None,
     return np.array(rgb, dtype=np.uint8)
 
 
+def image_size(path: str | Path) -> tuple[int, int]:
+    """An image's (width, height) from its header, without decoding its pixels."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: image file not found")
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ImageError(f"{path}: unreadable or corrupt image ({exc})") from exc
+
+
 def to_batch(images: list[np.ndarray]) -> np.ndarray:
     """``HxWx3`` arrays to one contiguous ``Nx3xHxW`` uint8 batch, the layout the models take."""
     return np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2))

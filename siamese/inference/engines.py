@@ -13,8 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -29,15 +30,16 @@ ENGINES = ("auto", "onnx", "torch")
 class Engine(Protocol):
     name: str
 
-    def __call__(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``Nx3xHxW`` uint8 pixels to (``NxD`` unit embeddings, ``NxC`` class probabilities)."""
+    def __call__(self, pixels: np.ndarray) -> tuple[np.ndarray, ...]:
+        """``Nx3xHxW`` uint8 pixels to the graph's outputs: for a classification run (``NxD`` unit
+        embeddings, ``NxC`` class probabilities), for a segmentation run (``Nx1xHxW`` lesion probabilities,)."""
         ...
 
 
-def checkpoint_digests(run_dir: str | Path) -> dict[str, str]:
+def checkpoint_digests(run_dir: str | Path, checkpoints: Sequence[str] = CHECKPOINTS) -> dict[str, str]:
     """SHA-256 of the run's checkpoints: an export records them, and is stale once they change."""
     digests = {}
-    for name in CHECKPOINTS:
+    for name in checkpoints:
         path = Path(run_dir) / name
         if not path.is_file():
             raise CheckpointError(f"{path}: checkpoint not found")
@@ -49,13 +51,13 @@ def checkpoint_digests(run_dir: str | Path) -> dict[str, str]:
     return digests
 
 
-def onnx_problem(run_dir: str | Path) -> str | None:
+def onnx_problem(run_dir: str | Path, checkpoints: Sequence[str] = CHECKPOINTS) -> str | None:
     """Why the run's ``model.onnx`` cannot be used, or None when it is there and matches the checkpoints."""
     run_dir = Path(run_dir)
     if not (run_dir / ONNX_FILE).is_file() or not (run_dir / ONNX_INFO).is_file():
         return f"{run_dir} has no {ONNX_FILE}"
     recorded = json.loads((run_dir / ONNX_INFO).read_text()).get("checkpoints")
-    if recorded != checkpoint_digests(run_dir):
+    if recorded != checkpoint_digests(run_dir, checkpoints):
         return f"{run_dir / ONNX_FILE} was exported from other checkpoints than the run's current ones"
     try:
         import onnxruntime  # noqa: F401
@@ -79,9 +81,13 @@ class OnnxEngine:
         except Exception as exc:  # onnxruntime's own error types live in a compiled module
             raise EngineError(f"{path}: ONNX Runtime cannot load it ({exc})") from exc
 
-    def __call__(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        embedding, probabilities = self.session.run(None, {"pixels": pixels})
-        return embedding, probabilities
+    def __call__(self, pixels: np.ndarray) -> tuple[np.ndarray, ...]:
+        return tuple(self.session.run(None, {"pixels": pixels}))
+
+
+GraphBuilder = Callable[[Path], Any]
+"""Builds a run's torch inference graph (an ``nn.Module`` from uint8 pixels to its outputs); it imports
+torch itself, so a caller that ends up on ONNX Runtime never does."""
 
 
 class TorchEngine:
@@ -89,41 +95,43 @@ class TorchEngine:
 
     name = "torch"
 
-    def __init__(self, run_dir: str | Path, device: str = "cpu") -> None:
+    def __init__(self, run_dir: str | Path, build: GraphBuilder, device: str = "cpu") -> None:
         import torch
 
-        from siamese.inference.graph import InferenceGraph
         from siamese.runtime.device import resolve_device
 
         self.device = resolve_device(device)
         # channels_last pays on CPU too (oneDNN): InceptionV3 at 256 px, 83 -> 64 ms per image on 2 cores.
-        self.graph = InferenceGraph.from_run(run_dir).to(self.device, memory_format=torch.channels_last).eval()
+        self.graph = build(Path(run_dir)).to(self.device, memory_format=torch.channels_last).eval()
 
-    def __call__(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, pixels: np.ndarray) -> tuple[np.ndarray, ...]:
         import torch
 
         with torch.inference_mode():
             batch = torch.from_numpy(pixels).to(self.device).contiguous(memory_format=torch.channels_last)
-            embedding, probabilities = self.graph(batch)
-        return embedding.float().cpu().numpy(), probabilities.float().cpu().numpy()
+            outputs = self.graph(batch)
+        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+        return tuple(t.float().cpu().numpy() for t in outputs)
 
 
-def open_engine(run_dir: str | Path, engine: str = "auto", device: str = "cpu") -> Engine:
-    """``auto``: ONNX Runtime when the device is the CPU and the run's export is current, else torch."""
+def open_engine(run_dir: str | Path, build: GraphBuilder, engine: str = "auto", device: str = "cpu",
+                checkpoints: Sequence[str] = CHECKPOINTS, export_command: str = "export") -> Engine:
+    """``auto``: ONNX Runtime when the device is the CPU and the run's export is current, else torch
+    (``build`` makes the torch graph; ``checkpoints`` are the files an export must match)."""
     if engine not in ENGINES:
         raise EngineError(f"unknown engine {engine!r}; choose from {list(ENGINES)}")
     if engine == "torch" or (engine == "auto" and device != "cpu"):
-        return TorchEngine(run_dir, device)
+        return TorchEngine(run_dir, build, device)
     if device != "cpu":
         raise EngineError(f"the onnx engine runs on the CPU only; use the torch engine for device {device!r}")
-    problem = onnx_problem(run_dir)
+    problem = onnx_problem(run_dir, checkpoints)
     if problem is None:
         try:
             return OnnxEngine(Path(run_dir) / ONNX_FILE)
         except EngineError as exc:
             problem = str(exc)
     if engine == "onnx":
-        raise EngineError(f"{problem}; write it with `python -m siamese export {run_dir}`")
-    warnings.warn(f"{problem}: using torch, which starts slower (`python -m siamese export {run_dir}` "
+        raise EngineError(f"{problem}; write it with `python -m siamese {export_command} {run_dir}`")
+    warnings.warn(f"{problem}: using torch, which starts slower (`python -m siamese {export_command} {run_dir}` "
                   "writes the export)", stacklevel=2)
-    return TorchEngine(run_dir, device)
+    return TorchEngine(run_dir, build, device)

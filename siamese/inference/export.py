@@ -28,21 +28,28 @@ def export_onnx(run_dir: str | Path, tolerance: float = 1e-3) -> Path:
     run_dir = Path(run_dir)
     size = Preprocessing.load(run_dir / "preprocess.json").image_size  # first: names a folder that is no run
     digests = checkpoint_digests(run_dir)
-    graph = InferenceGraph.from_run(run_dir)
+    return export_checked(run_dir, InferenceGraph.from_run(run_dir), size, OUTPUTS, digests, tolerance)
+
+
+def export_checked(run_dir: Path, graph: torch.nn.Module, size: int, outputs: tuple[str, ...],
+                   digests: dict[str, str], tolerance: float = 1e-3) -> Path:
+    """Export ``graph`` (uint8 ``Nx3xSxS`` pixels in, ``outputs`` out) to ``run_dir/model.onnx`` if ONNX
+    Runtime agrees with torch on a sample batch, recording ``digests`` of the checkpoints it came from."""
     sample = torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     partial = run_dir / f"{ONNX_FILE}.partial"
     try:
         program = torch.onnx.export(graph, (sample,), dynamo=True, verbose=False, input_names=["pixels"],
-                                    output_names=list(OUTPUTS),
+                                    output_names=list(outputs),
                                     dynamic_shapes={"pixels": {0: torch.export.Dim("batch", min=1)}})
         program.save(partial)
     except Exception as exc:  # the exporter raises many types; any of them means "no export"
         partial.unlink(missing_ok=True)
         raise ExportError(f"{run_dir}: ONNX export failed ({type(exc).__name__}: {exc})") from exc
     with torch.inference_mode():
-        expected = [t.numpy() for t in graph(sample)]
+        expected = graph(sample)
+    expected = [t.numpy() for t in (expected if isinstance(expected, tuple) else (expected,))]
     got = OnnxEngine(partial)(sample.numpy())
-    differences = {name: float(np.abs(a - b).max()) for name, a, b in zip(OUTPUTS, got, expected, strict=True)}
+    differences = {name: float(np.abs(a - b).max()) for name, a, b in zip(outputs, got, expected, strict=True)}
     if max(differences.values()) > tolerance:
         partial.unlink()
         raise ExportError(f"{run_dir}: ONNX Runtime disagrees with torch by {differences} (tolerance {tolerance})")

@@ -52,12 +52,14 @@ class Predictor:
     """Loads a run once; ``predict`` then costs one forward pass per image."""
 
     def __init__(self, run_dir: str | Path, device: str = "cpu", engine: str = "auto",
-                 masks: str | Path | None = None) -> None:
+                 masks: str | Path | None = None, seg_run: str | Path | None = None) -> None:
         run_dir = Path(run_dir)
         self.config = RunConfig.load(run_dir / "config.json")
         self.prep = Preprocessing.load(run_dir / "preprocess.json")
+        if seg_run is not None:
+            self.prep.seg_run = str(seg_run)
         self.masks = masks
-        self.engine = open_engine(run_dir, engine, device)
+        self.engine = open_engine(run_dir, _classification_graph, engine, device)
         reference = np.load(run_dir / "embeddings" / "train.npz")
         self.reference_ids = reference["image_id"]
         self.reference_labels = _reference_labels(run_dir, self.reference_ids)
@@ -87,6 +89,12 @@ class Predictor:
                             for r, d in zip(rows[0], distances[0], strict=True)],
                 seconds=time.perf_counter() - start))
         return results
+
+
+def _classification_graph(run_dir: Path) -> Any:
+    from siamese.inference.graph import InferenceGraph
+
+    return InferenceGraph.from_run(run_dir)
 
 
 def _reference_labels(run_dir: Path, ids: np.ndarray) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import numpy as np
 from siamese.data.crops import box_for_image
 from siamese.data.decode import load_image
 from siamese.data.table import DataError
+from siamese.segmentation.predict import predicted_box
 
 
 @dataclass
@@ -23,12 +25,20 @@ class Preprocessing:
     classes: list[str]
     crop: str = "none"
     crop_margin: float = 0.15
+    seg_run: str | None = None  # the segmentation run whose masks give ``crop='lesion'`` its boxes
 
     def read(self, image: str | Path, masks: str | Path | None = None) -> np.ndarray:
-        """An image decoded, lesion-cropped (from its mask, as the run was trained) and resized."""
+        """An image decoded, lesion-cropped (from its mask or the segmenter's, as the run was trained) and
+        resized."""
         if masks is not None and not Path(masks).is_dir():
             raise DataError(f"{masks}: mask folder not found (--masks names a folder of lesion masks)")
-        return load_image(image, self.image_size, box_for_image(image, self.crop, self.crop_margin, masks))
+        if self.crop == "lesion":
+            box = predicted_box(image, self.seg_run, self.crop_margin) if self.seg_run else None
+            if box is None:
+                warnings.warn(f"{image}: no lesion found by {self.seg_run}; using the whole image", stacklevel=2)
+        else:
+            box = box_for_image(image, self.crop, self.crop_margin, masks)
+        return load_image(image, self.image_size, box)
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.__dict__, indent=2) + "\n")
@@ -39,4 +49,4 @@ class Preprocessing:
             raise DataError(f"{path}: not found; is this a finished run folder?")
         values = json.loads(path.read_text())
         return cls(values["image_size"], tuple(values["mean"]), tuple(values["std"]), values["classes"],
-                   values.get("crop", "none"), values.get("crop_margin", 0.15))
+                   values.get("crop", "none"), values.get("crop_margin", 0.15), values.get("seg_run"))

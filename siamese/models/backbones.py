@@ -66,7 +66,7 @@ def build_backbone(name: str, weights: str = "imagenet", pooling: str = "last") 
     else:
         model = models.get_model(name, weights=None, **extra)
         if weights != "none":
-            _load_local(model, Path(weights), name)
+            load_local_weights(model, Path(weights), name)
     model.fc = nn.Identity()
     if name == "inception_v3":
         model.aux_logits = False
@@ -89,7 +89,10 @@ def _download(name: str) -> nn.Module:
         ) from exc
 
 
-def _load_local(model: nn.Module, path: Path, name: str) -> None:
+def load_local_weights(model: nn.Module, path: Path, name: str, ignore: tuple[str, ...] = ("fc.", "AuxLogits.")
+                       ) -> None:
+    """A torchvision-layout state dict from a local file into ``model``; keys under ``ignore`` (the heads the
+    project replaces) may be absent or present, anything else that does not fit is refused by name."""
     if not path.is_file():
         raise WeightsUnavailableError(f"{path}: weights file not found (use --weights imagenet|none|PATH)")
     try:
@@ -99,8 +102,12 @@ def _load_local(model: nn.Module, path: Path, name: str) -> None:
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     state = {k.removeprefix("module.").removeprefix("backbone."): v for k, v in state.items()}
-    result = model.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not k.startswith(("fc.", "AuxLogits."))]
+    state = {k: v for k, v in state.items() if not k.startswith(ignore)}
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise WeightsUnavailableError(f"{path}: not a {name} state dict ({str(exc).splitlines()[-1].strip()})") from exc
+    missing = [k for k in result.missing_keys if not k.startswith(ignore)]
     if missing or len(result.unexpected_keys) > 0:
         raise WeightsUnavailableError(
             f"{path}: not a {name} state dict (missing {missing[:5]}, unexpected {result.unexpected_keys[:5]})"

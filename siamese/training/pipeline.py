@@ -147,13 +147,18 @@ def build_run_data(config: RunConfig, run_dir: Path) -> RunData:
     frame = table.frame
     parts = {"train": training_rows(frame, config),
              **{s: frame[frame["split"] == s].reset_index(drop=True) for s in ("val", "test")}}
-    size, crop, margin = config.data.image_size, config.data.crop, config.data.crop_margin
-    sources = {s: pixel_source(DatasetTable(rows, table.images), size, config.data.cache_dir, crop, margin)
+    size, crop, margin, seg_run = (config.data.image_size, config.data.crop, config.data.crop_margin,
+                                   config.data.seg_run)
+    used = pd.concat(parts.values()).drop_duplicates("image_id")
+    boxes = crop_boxes(DatasetTable(used, table.images), crop, margin, seg_run)  # once: may run the segmenter
+    box_of = None if boxes is None else dict(zip(used["image_id"], boxes, strict=True))
+    sources = {s: pixel_source(DatasetTable(rows, table.images), size, config.data.cache_dir,
+                               None if box_of is None else [box_of[i] for i in rows["image_id"]])
                for s, rows in parts.items()}
-    cropping = {"mode": crop}
-    if crop != "none":
-        boxes = crop_boxes(DatasetTable(frame, table.images), crop, margin)
-        cropping.update(margin=margin, kept_whole=sum(box is None for box in boxes))
+    cropping: dict[str, Any] = {"mode": crop}
+    if boxes is not None:
+        cropping.update(margin=margin, kept_whole=sum(box is None for box in boxes),
+                        **({"seg_run": seg_run} if seg_run else {}))
         if cropping["kept_whole"]:
             warnings.warn(f"{cropping['kept_whole']} image(s) have no usable lesion mask and stay whole",
                           stacklevel=2)
@@ -165,7 +170,8 @@ def build_run_data(config: RunConfig, run_dir: Path) -> RunData:
             mean, std = channel_stats(sources["train"], seed=config.seed)
         else:
             mean, std = IMAGENET_MEAN, IMAGENET_STD
-        prep = Preprocessing(size, tuple(mean), tuple(std), classes, crop, margin)
+        prep = Preprocessing(size, tuple(mean), tuple(std), classes, crop, margin,
+                             str(Path(seg_run).resolve()) if seg_run else None)
         prep.save(saved)
     targets = {s: rows["label"].map(code).to_numpy() for s, rows in parts.items()}
     return RunData(parts, sources, targets, prep, table.excluded, cropping)

@@ -1,0 +1,1 @@
+"""Lesion segmentation: U-Net training on real masks, Dice/IoU evaluation, masks for lesion-centred crops."""
