@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from siamese.config import (
+    ARTEFACT_TYPES,
     AUGMENTATIONS,
     BACKBONES,
     BASELINES,
     CROPS,
     DATASETS,
+    DEFAULT_ARTEFACTS,
     DEFAULT_PHASH_THRESHOLD,
     MONITORS,
     POOLINGS,
@@ -335,6 +337,31 @@ def cmd_segment_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_robustness(args: argparse.Namespace) -> int:
+    from siamese.diagnostics.report import write_report
+    from siamese.robustness.artefacts import ArtefactLibrary
+    from siamese.robustness.audit import run_audit
+
+    run = Path(args.run)
+    config = RunConfig.load(run / "config.json")
+    dataset = args.dataset or config.data.dataset
+    same = args.dataset is None
+    table = load_dataset(dataset, args.data_dir or (config.data.data_dir if same else None),
+                         args.metadata or (config.data.metadata if same else None),
+                         binary=args.binary or (config.data.binary and same), only_present=args.only_present)
+    library = ArtefactLibrary.load(args.artefacts)
+    out = Path(args.out) if args.out else run / "robustness"
+    result = run_audit(run, table, out, library, tuple(args.types), args.repeats, args.split, args.seed, args.masks,
+                       args.engine)
+    print(result.summary[["type", "images", "flip_rate", "mean_abs_prob_change", "p95_abs_prob_change",
+                          "embedding_shift", "nn_change_rate"]].to_string(index=False))
+    for path in result.files:
+        print(f"wrote {path}")
+    if (run / "metrics.json").is_file():
+        print(f"wrote {write_report(run)}")
+    return 0
+
+
 def add_segment_commands(commands: argparse._SubParsersAction) -> None:
     segment = commands.add_parser("segment", help="U-Net lesion segmentation: train, predict, evaluate, export")
     verbs = segment.add_subparsers(dest="verb", required=True)
@@ -479,6 +506,21 @@ def build_parser() -> argparse.ArgumentParser:
                     help="reference models fitted and scored in the same folds")
     cv.set_defaults(func=cmd_cv, out=None)
     add_segment_commands(commands)
+    robustness = commands.add_parser("robustness", help="artefact audit: predictions and embeddings with real "
+                                                        "bubbles, ink and rulers inserted")
+    robustness.add_argument("run", help="a finished run folder")
+    add_data_arguments(robustness, default=None)
+    robustness.add_argument("--split", choices=("train", "val", "test", "all"), default="test",
+                            help="images of the run's own split; all: every image (another dataset)")
+    robustness.add_argument("--artefacts", default=DEFAULT_ARTEFACTS,
+                            help="templates folder (meta.json + src/), laid out as Katsch et al.'s")
+    robustness.add_argument("--types", nargs="+", choices=ARTEFACT_TYPES, default=list(ARTEFACT_TYPES))
+    robustness.add_argument("--repeats", type=int, default=3, help="seeded draws per image and type")
+    robustness.add_argument("--masks", help="lesion masks folder (artefacts kept off the lesion; PH2's are found)")
+    robustness.add_argument("--seed", type=int, default=0)
+    robustness.add_argument("--engine", choices=ENGINES, default="auto")
+    robustness.add_argument("--out", help="folder for the audit (default RUN/robustness)")
+    robustness.set_defaults(func=cmd_robustness)
     leakage = commands.add_parser("leakage", help="same model trained on a naive and on a grouped split")
     add_train_arguments(leakage)
     leakage.set_defaults(func=cmd_leakage, dataset="synthetic")
@@ -540,7 +582,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    needs_dataset = getattr(args, "verb", "train") == "train" and not getattr(args, "resume", None)
+    needs_dataset = args.command in ("split", "dedup") or (
+        args.command == "segment" and args.verb == "train" and not args.resume)
     if getattr(args, "dataset", "") is None and needs_dataset:
         print("error: --dataset is required", file=sys.stderr)
         return 2

@@ -19,6 +19,9 @@ BASELINES = ("colour_baseline", "majority")
 CROPS = ("none", "lesion-mask", "lesion")
 """``lesion-mask``: the dataset's own lesion masks; ``lesion``: masks predicted by a ``segment train`` run."""
 SEG_ENCODERS = ("resnet18", "resnet34", "resnet50")
+ARTEFACT_TYPES = ("bubble", "marking", "ruler")
+DEFAULT_ARTEFACTS = "../shared/data/artefacts"
+"""Where this workplace keeps Katsch et al.'s templates; elsewhere pass --artefacts DIR."""
 POOLINGS = ("last", "stages")
 MONITORS = ("precision_at_1", "map_at_r", "knn_accuracy")
 DEFAULT_PHASH_THRESHOLD = 32 / 256

@@ -38,6 +38,14 @@ def load_image(path: str | Path, size: int | None = None,
             rgb = image.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise ImageError(f"{path}: unreadable or corrupt image ({exc})") from exc
+    return fit(rgb, size, box)
+
+
+def fit(image: Image.Image | np.ndarray, size: int | None = None,
+        box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """Crop to ``box`` and resize to a ``size`` square: what every model input goes through after decoding
+    (also for pixels changed in memory, such as an inserted artefact)."""
+    rgb = Image.fromarray(image) if isinstance(image, np.ndarray) else image
     if box is not None:
         rgb = rgb.crop(box)
     if size is not None and rgb.size != (size, size):

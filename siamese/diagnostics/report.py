@@ -61,6 +61,21 @@ def _metrics_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def _robustness_lines(run_dir: Path) -> list[str]:
+    """The latest ``robustness`` audit of this run, when there is one whose folder still exists."""
+    pointer = run_dir / "robustness.json"
+    if not pointer.is_file():
+        return []
+    info = json.loads(pointer.read_text())
+    out = Path(info["out"])
+    if not (out / "robustness_summary.csv").is_file():
+        return []
+    from siamese.robustness.audit import robustness_section
+
+    figures = tuple(str(out / name) for name in ("robustness_by_type.png", "robustness_pairs.png"))
+    return [*robustness_section(pd.read_csv(out / "robustness_summary.csv"), info, figures), ""]
+
+
 def write_report(run_dir: Path) -> Path:
     """``report.md``: metrics, per-class table, data summary and every figure the run folder holds."""
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -92,6 +107,7 @@ def write_report(run_dir: Path) -> Path:
     figures += sorted(p.relative_to(run_dir) for p in (run_dir / "saliency").glob("*.png"))
     for figure in figures:
         lines += [f"### {figure.stem.replace('_', ' ')}", "", f"![{figure.stem}]({figure.as_posix()})", ""]
+    lines += _robustness_lines(run_dir)
     lines += ["## Files", "", "`metrics.json`, `per_class.csv`, `test_predictions.csv`, `history.csv`, "
               "`split.csv`, `config.json`."]
     path = run_dir / "report.md"

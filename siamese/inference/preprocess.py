@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from siamese.data.crops import box_for_image
+from siamese.data.crops import Box, box_for_image
 from siamese.data.decode import load_image
 from siamese.data.table import DataError
 from siamese.segmentation.predict import predicted_box
@@ -30,15 +30,18 @@ class Preprocessing:
     def read(self, image: str | Path, masks: str | Path | None = None) -> np.ndarray:
         """An image decoded, lesion-cropped (from its mask or the segmenter's, as the run was trained) and
         resized."""
+        return load_image(image, self.image_size, self.box(image, masks))
+
+    def box(self, image: str | Path, masks: str | Path | None = None) -> Box | None:
+        """The lesion crop of an image as the run was trained (None: the whole image)."""
         if masks is not None and not Path(masks).is_dir():
             raise DataError(f"{masks}: mask folder not found (--masks names a folder of lesion masks)")
-        if self.crop == "lesion":
-            box = predicted_box(image, self.seg_run, self.crop_margin) if self.seg_run else None
-            if box is None:
-                warnings.warn(f"{image}: no lesion found by {self.seg_run}; using the whole image", stacklevel=2)
-        else:
-            box = box_for_image(image, self.crop, self.crop_margin, masks)
-        return load_image(image, self.image_size, box)
+        if self.crop != "lesion":
+            return box_for_image(image, self.crop, self.crop_margin, masks)
+        box = predicted_box(image, self.seg_run, self.crop_margin) if self.seg_run else None
+        if box is None:
+            warnings.warn(f"{image}: no lesion found by {self.seg_run}; using the whole image", stacklevel=2)
+        return box
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.__dict__, indent=2) + "\n")
