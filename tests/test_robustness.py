@@ -230,3 +230,34 @@ def test_shared_templates_load_and_insert(tmp_path):
     for kind in ("bubble", "marking", "ruler"):
         out = library.insert(image, kind, np.random.default_rng(0))
         assert out.shape == image.shape and (out != image).any()
+
+
+def test_artefact_augmentation_inserts_into_a_share_of_training_images(library):
+    import torch
+
+    from siamese.robustness.artefacts import ArtefactPixels
+
+    images = [skin(i, (64, 64)) for i in range(40)]
+    torch.manual_seed(0)
+    always = ArtefactPixels(library, 1.0).over(images)
+    assert len(always) == 40 and all((always[i] != images[i]).any() for i in range(40))
+    torch.manual_seed(0)
+    half = ArtefactPixels(library, 0.5).over(images)
+    changed = sum((half[i] != images[i]).any() for i in range(40))
+    assert 8 < changed < 32
+    with pytest.raises(ValueError, match="probability"):
+        ArtefactPixels(library, 1.5).over(images)
+
+
+def test_training_with_artefact_augmentation(tmp_path, synthetic):
+    from .conftest import ph2_like, write_ph2_layout
+
+    root = write_ph2_layout(tmp_path / "ph2", SimpleNamespace(frame=ph2_like(synthetic, 6)), ".png")
+    templates = write_templates(tmp_path / "t")
+    args = ["train", "--dataset", "ph2", "--data-dir", str(root), "--preset", "ph2", "--image-size", "32",
+            "--epochs-embed", "1", "--epochs-classifier", "2", "--val-fraction", "0.2", "--wandb", "disabled",
+            "--no-onnx", "--augment-artefacts", "0.5"]
+    assert main([*args, "--out", str(tmp_path / "no_templates")]) == 2
+    assert main([*args, "--artefacts", str(templates), "--out", str(tmp_path / "run")]) == 0
+    config = RunConfig.load(tmp_path / "run" / "config.json")
+    assert config.data.augment_artefacts == 0.5 and (tmp_path / "run" / "metrics.json").is_file()

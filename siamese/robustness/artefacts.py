@@ -16,6 +16,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -137,6 +138,33 @@ class ArtefactLibrary:
     def _pick(self, kind: str, rng: np.random.Generator) -> Template:
         found = self.templates[kind]
         return found[int(rng.integers(len(found)))]
+
+
+@dataclass
+class ArtefactPixels:
+    """Training augmentation: with probability ``p`` an image from a pixel source gets one artefact of a
+    random type. Draws come from torch's generator, which the run seeds and each loader worker reseeds."""
+
+    library: ArtefactLibrary
+    p: float
+    source: Any = None
+
+    def over(self, source: Any) -> ArtefactPixels:
+        if not 0 < self.p <= 1:
+            raise ValueError(f"--augment-artefacts is a probability in (0, 1]; got {self.p}")
+        return ArtefactPixels(self.library, self.p, source)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        import torch
+
+        pixels = self.source[i]
+        if torch.rand(()).item() >= self.p:
+            return pixels
+        rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
+        return self.library.insert(pixels, ARTEFACT_TYPES[int(rng.integers(len(ARTEFACT_TYPES)))], rng)
 
 
 def _stamps(folder: Path) -> list[tuple[str, np.ndarray]]:

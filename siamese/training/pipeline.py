@@ -38,6 +38,7 @@ from siamese.diagnostics.report import write_evaluation_plots, write_report
 from siamese.inference.export import export_onnx
 from siamese.inference.preprocess import Preprocessing
 from siamese.models import EmbeddingNet, check_input_size, load_checkpoint
+from siamese.robustness.artefacts import ArtefactLibrary, ArtefactPixels
 from siamese.runtime.device import resolve_device, seed_everything
 from siamese.runtime.distributed import DistContext, init_distributed
 from siamese.runtime.errors import ExportError
@@ -135,8 +136,9 @@ class RunData:
     excluded: dict[str, int]
     cropping: dict[str, Any]
 
-    def dataset(self, split: str, augment: str = "none") -> ImageDataset:
-        return ImageDataset(self.sources[split], self.targets[split], build_transform(augment, self.prep.image_size))
+    def dataset(self, split: str, augment: str = "none", artefacts: ArtefactPixels | None = None) -> ImageDataset:
+        source = self.sources[split] if artefacts is None else artefacts.over(self.sources[split])
+        return ImageDataset(source, self.targets[split], build_transform(augment, self.prep.image_size))
 
 
 def build_run_data(config: RunConfig, run_dir: Path) -> RunData:
@@ -220,7 +222,8 @@ def _train(config: RunConfig, resume: str | Path | None, device: torch.device, d
                              LESION_NOISE if config.data.augment == "lesion" else 0.0, config.model.pooling,
                              config.model.tta)
         ssl_history = _self_supervised(model, data, config, device, run_dir, tracker, dist)
-        stage1 = MetricTrainer(model, MetricData(data.dataset("train", config.data.augment), datasets["val"],
+        stage1 = MetricTrainer(model, MetricData(data.dataset("train", config.data.augment, _artefacts(config)),
+                                                 datasets["val"],
                                                  reference),
                                config.embed, device, run_dir, tracker, config.amp, config.channels_last,
                                config.data.num_workers, config.seed, dist, config.compile)
@@ -279,6 +282,16 @@ def _self_supervised(model: EmbeddingNet, data: RunData, config: RunConfig, devi
                                     config.seed)
     trainer.resume()
     return trainer.fit()
+
+
+def _artefacts(config: RunConfig) -> ArtefactPixels | None:
+    """Stage 1's artefact augmentation (``--augment-artefacts P``): real bubbles, ink and rulers inserted
+    into a share P of the training images, so the metric space learns to ignore them."""
+    if config.data.augment_artefacts <= 0:
+        return None
+    if not config.data.artefacts:
+        raise ValueError("--augment-artefacts needs --artefacts DIR (the templates folder)")
+    return ArtefactPixels(ArtefactLibrary.load(config.data.artefacts), config.data.augment_artefacts)
 
 
 def _export(run_dir: Path) -> None:
