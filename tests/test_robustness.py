@@ -246,7 +246,7 @@ def test_artefact_augmentation_inserts_into_a_share_of_training_images(library):
     changed = sum((half[i] != images[i]).any() for i in range(40))
     assert 8 < changed < 32
     with pytest.raises(ValueError, match="probability"):
-        ArtefactPixels(library, 1.5).over(images)
+        ArtefactPixels(library, 1.5)
 
 
 def test_training_with_artefact_augmentation(tmp_path, synthetic):
@@ -258,6 +258,7 @@ def test_training_with_artefact_augmentation(tmp_path, synthetic):
             "--epochs-embed", "1", "--epochs-classifier", "2", "--val-fraction", "0.2", "--wandb", "disabled",
             "--no-onnx", "--augment-artefacts", "0.5"]
     assert main([*args, "--out", str(tmp_path / "no_templates")]) == 2
+    assert not (tmp_path / "no_templates").exists()  # refused before anything was left behind
     assert main([*args, "--artefacts", str(templates), "--out", str(tmp_path / "run")]) == 0
     config = RunConfig.load(tmp_path / "run" / "config.json")
     assert config.data.augment_artefacts == 0.5 and (tmp_path / "run" / "metrics.json").is_file()

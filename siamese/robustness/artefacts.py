@@ -149,9 +149,11 @@ class ArtefactPixels:
     p: float
     source: Any = None
 
-    def over(self, source: Any) -> ArtefactPixels:
+    def __post_init__(self) -> None:
         if not 0 < self.p <= 1:
             raise ValueError(f"--augment-artefacts is a probability in (0, 1]; got {self.p}")
+
+    def over(self, source: Any) -> ArtefactPixels:
         return ArtefactPixels(self.library, self.p, source)
 
     def __len__(self) -> int:

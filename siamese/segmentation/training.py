@@ -32,6 +32,7 @@ from siamese.runtime.errors import ExportError
 from siamese.segmentation.data import SegmentationDataset, joint_transform, load_pairs, with_masks
 from siamese.segmentation.evaluate import evaluate_masks
 from siamese.segmentation.export import export_segmenter
+from siamese.segmentation.metrics import mask_scores
 from siamese.segmentation.predict import CHECKPOINT, CONFIG_FILE, MaskPredictor
 from siamese.training.tracking import Tracker
 
@@ -202,17 +203,14 @@ def _fit(config: SegmentConfig, parts: dict[str, pd.DataFrame], run_dir: Path, d
 
 def validation_dice(model: LesionSegmenter, images: np.ndarray, masks: np.ndarray, device: torch.device,
                     batch_size: int = 32) -> float:
-    """Mean per-image Dice at the training size (cheap enough for every epoch)."""
+    """Mean per-image Dice at the training size (cheap enough for every epoch), scored as evaluation is."""
     model.eval()
     scores = []
     with torch.inference_mode():
         for i in range(0, len(images), batch_size):
             pixels = torch.from_numpy(images[i:i + batch_size]).permute(0, 3, 1, 2).to(device)
             predicted = (model(pixels) > 0).squeeze(1).cpu().numpy()
-            truth = masks[i:i + batch_size]
-            overlap = (predicted & truth).sum(axis=(1, 2))
-            total = predicted.sum(axis=(1, 2)) + truth.sum(axis=(1, 2))
-            scores += np.where(total > 0, 2 * overlap / np.maximum(total, 1), 1.0).tolist()
+            scores += [mask_scores(p, t)["dice"] for p, t in zip(predicted, masks[i:i + batch_size], strict=True)]
     return float(np.mean(scores))
 
 

@@ -205,6 +205,7 @@ def _train(config: RunConfig, resume: str | Path | None, device: torch.device, d
         if not dist.is_main:
             dist.barrier()
         data = build_run_data(config, run_dir)
+        artefacts = _artefacts(config)
         if dist.is_main:
             dist.barrier()
     except Exception:
@@ -222,9 +223,8 @@ def _train(config: RunConfig, resume: str | Path | None, device: torch.device, d
                              LESION_NOISE if config.data.augment == "lesion" else 0.0, config.model.pooling,
                              config.model.tta)
         ssl_history = _self_supervised(model, data, config, device, run_dir, tracker, dist)
-        stage1 = MetricTrainer(model, MetricData(data.dataset("train", config.data.augment, _artefacts(config)),
-                                                 datasets["val"],
-                                                 reference),
+        stage1 = MetricTrainer(model, MetricData(data.dataset("train", config.data.augment, artefacts),
+                                                 datasets["val"], reference),
                                config.embed, device, run_dir, tracker, config.amp, config.channels_last,
                                config.data.num_workers, config.seed, dist, config.compile)
         stage1.resume()
