@@ -181,10 +181,12 @@ def test_a_toy_model_reading_the_ruler_region_flips_on_rulers_only(library, imag
 def test_summary_bootstraps_over_images():
     frame = pd.DataFrame({"image_id": ["x", "x", "y", "y"], "type": "ruler", "flipped": [True, True, False, False],
                           "prob_change": [0.5, 0.3, 0.0, -0.1], "embedding_shift": [1.0, 1.0, 0.0, 0.0],
+                          "cosine_shift": [0.1, 0.3, 0.0, 0.0],
                           "nn_changed": [True, False, False, False]})
     row = summarize(frame).iloc[0]
     assert row["flip_rate"] == 0.5 and row["images"] == 2 and row["draws"] == 4
     assert row["mean_abs_prob_change"] == pytest.approx((0.4 + 0.05) / 2)
+    assert row["cosine_shift"] == pytest.approx(0.1)
     assert row["flip_rate_ci_low"] == 0.0 and row["flip_rate_ci_high"] == 1.0
 
 

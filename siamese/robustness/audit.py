@@ -141,18 +141,21 @@ def other_class_scale(predictor: Predictor, clean: np.ndarray, labels: np.ndarra
 
 
 def summarize(frame: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
-    """Per type: flip rate, mean and 95th-percentile absolute probability change, embedding shift and the
-    neighbour change rate, each mean with a 95 % bootstrap interval over images."""
+    """Per type: flip rate, mean and 95th-percentile absolute probability change, the embedding's cosine shift
+    (raw, and relative to the other-class distance: a space whose classes overlap makes that distance tiny
+    and the relative shift large) and the neighbour change rate, each mean with a 95 % bootstrap interval
+    over images."""
     rng = np.random.default_rng(seed)
     rows = []
     for kind, part in frame.groupby("type", sort=False):
         per_image = part.assign(abs_prob_change=part["prob_change"].abs()).groupby("image_id")[
-            ["flipped", "abs_prob_change", "embedding_shift", "nn_changed"]].mean()
+            ["flipped", "abs_prob_change", "cosine_shift", "embedding_shift", "nn_changed"]].mean()
         picks = rng.integers(0, len(per_image), (BOOTSTRAP, len(per_image)))
         row = {"type": kind, "images": len(per_image), "draws": len(part),
                "p95_abs_prob_change": float(part["prob_change"].abs().quantile(0.95))}
         for column, name in (("flipped", "flip_rate"), ("abs_prob_change", "mean_abs_prob_change"),
-                             ("embedding_shift", "embedding_shift"), ("nn_changed", "nn_change_rate")):
+                             ("cosine_shift", "cosine_shift"), ("embedding_shift", "embedding_shift"),
+                             ("nn_changed", "nn_change_rate")):
             values = per_image[column].to_numpy(dtype=float)
             boot = values[picks].mean(axis=1)
             row.update({name: float(values.mean()), f"{name}_ci_low": float(np.quantile(boot, 0.025)),
@@ -179,12 +182,12 @@ def robustness_section(summary: pd.DataFrame, info: dict, figures: tuple[str, ..
              f"draws per artefact type, templates {info['templates']}. Mean over images with a 95 % bootstrap "
              "interval. Embedding shift: cosine distance moved, as a share of the median distance from a clean "
              f"image to the nearest training image of another class ({info['other_class_scale']:.3f}).", "",
-             "| type | flip rate | mean abs. prob. change | p95 abs. prob. change | embedding shift | "
-             "nearest neighbour changed |", "|---|---|---|---|---|---|"]
+             "| type | flip rate | mean abs. prob. change | p95 abs. prob. change | cosine shift | embedding shift | "
+             "nearest neighbour changed |", "|---|---|---|---|---|---|---|"]
     for _, row in summary.iterrows():
         lines.append(f"| {row['type']} | {cell(row, 'flip_rate')} | {cell(row, 'mean_abs_prob_change')} | "
-                     f"{row['p95_abs_prob_change']:.3f} | {cell(row, 'embedding_shift')} | "
-                     f"{cell(row, 'nn_change_rate')} |")
+                     f"{row['p95_abs_prob_change']:.3f} | {cell(row, 'cosine_shift')} | "
+                     f"{cell(row, 'embedding_shift')} | {cell(row, 'nn_change_rate')} |")
     lines.append("")
     lines += [f"![{Path(f).stem}]({f})" for f in figures]
     return lines
