@@ -243,3 +243,17 @@ def test_shared_ph2_and_ham_masks_load(shared_ph2, shared_ham):
     for row in ham.frame.itertuples():
         mask = read_mask(row.mask, (600, 450))
         assert 0.01 < mask.mean() < 0.99
+
+
+def test_encoder_weights_from_a_local_torchvision_file(tmp_path):
+    from torchvision import models
+
+    from siamese.models.segmenter import LesionSegmenter
+    from siamese.runtime.errors import WeightsUnavailableError
+
+    resnet = models.resnet18(weights=None)
+    torch.save(resnet.state_dict(), tmp_path / "resnet18.pth")
+    segmenter = LesionSegmenter("resnet18", (16, 16, 8, 8, 8), weights=str(tmp_path / "resnet18.pth"))
+    assert torch.equal(segmenter.unet.encoder.conv1.weight, resnet.conv1.weight)
+    with pytest.raises(WeightsUnavailableError, match="not a resnet34 state dict"):
+        LesionSegmenter("resnet34", (16, 16, 8, 8, 8), weights=str(tmp_path / "resnet18.pth"))

@@ -103,12 +103,13 @@ def load_local_weights(model: nn.Module, path: Path, name: str, ignore: tuple[st
         state = state["state_dict"]
     state = {k.removeprefix("module.").removeprefix("backbone."): v for k, v in state.items()}
     state = {k: v for k, v in state.items() if not k.startswith(ignore)}
+    own = model.state_dict()
+    missing = [k for k in own if k not in state and not k.startswith(ignore)]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        raise WeightsUnavailableError(f"{path}: not a {name} state dict (missing {missing[:5]}, unexpected "
+                                      f"{unexpected[:5]})")
     try:
-        result = model.load_state_dict(state, strict=False)
+        model.load_state_dict(state, strict=False)
     except RuntimeError as exc:
         raise WeightsUnavailableError(f"{path}: not a {name} state dict ({str(exc).splitlines()[-1].strip()})") from exc
-    missing = [k for k in result.missing_keys if not k.startswith(ignore)]
-    if missing or len(result.unexpected_keys) > 0:
-        raise WeightsUnavailableError(
-            f"{path}: not a {name} state dict (missing {missing[:5]}, unexpected {result.unexpected_keys[:5]})"
-        )
