@@ -71,6 +71,14 @@ MASK_PATTERNS = ("{stem}_lesion", "{stem}_segmentation", "{stem}_Segmentation", 
 MASK_SUFFIXES = (*IMAGE_SUFFIXES, ".gif")
 
 
+def mask_folder(masks_dir: str | Path) -> Path:
+    """A ``--masks`` folder, refused by name when it does not exist (rather than every image lacking a mask)."""
+    folder = Path(masks_dir)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: mask folder not found (--masks names a folder of lesion masks)")
+    return folder
+
+
 def find_mask(image: str | Path, masks_dir: str | Path | None = None) -> Path | None:
     """The lesion mask of an image: in ``masks_dir`` as ``STEM_lesion.*`` (PH2), ``STEM_segmentation.*``
     (HAM10000 and ISIC 2018 Task 1) or ``STEM.*``; without a folder, beside it in the PH2 layout

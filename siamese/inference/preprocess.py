@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from siamese.data.crops import Box, box_for_image
+from siamese.data.crops import Box, box_for_image, mask_folder
 from siamese.data.decode import load_image
 from siamese.data.table import DataError
 from siamese.segmentation.predict import predicted_box
@@ -34,8 +34,8 @@ class Preprocessing:
 
     def box(self, image: str | Path, masks: str | Path | None = None) -> Box | None:
         """The lesion crop of an image as the run was trained (None: the whole image)."""
-        if masks is not None and not Path(masks).is_dir():
-            raise DataError(f"{masks}: mask folder not found (--masks names a folder of lesion masks)")
+        if masks is not None:
+            mask_folder(masks)
         if self.crop != "lesion":
             return box_for_image(image, self.crop, self.crop_margin, masks)
         box = predicted_box(image, self.seg_run, self.crop_margin) if self.seg_run else None

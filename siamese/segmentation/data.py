@@ -17,7 +17,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
-from siamese.data.crops import find_mask, read_mask
+from siamese.data.crops import find_mask, mask_folder, read_mask
 from siamese.data.decode import image_size, load_image
 from siamese.data.table import DataError, DatasetTable
 from siamese.segmentation.predict import resize_to
@@ -34,9 +34,7 @@ def with_masks(table: DatasetTable, masks_dir: str | Path | None = None) -> Data
     if "path" not in frame.columns:
         raise DataError(f"segmentation needs image files; dataset {table.name} is held in memory")
     if masks_dir is not None:
-        folder = Path(masks_dir)
-        if not folder.is_dir():
-            raise DataError(f"{folder}: mask folder not found (--masks names a folder of lesion masks)")
+        folder = mask_folder(masks_dir)
         masks = ["" if m is None else str(m) for m in (find_mask(p, folder) for p in frame["path"])]
     elif "mask" in frame.columns:
         masks = frame["mask"].fillna("").astype(str).tolist()
