@@ -3,6 +3,7 @@ predictions or for a folder of masks made by anything else, with a figure of the
 
 from __future__ import annotations
 
+import heapq
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -26,16 +27,18 @@ def evaluate_masks(predict: Callable[[Path], np.ndarray], rows: pd.DataFrame, ou
     """Score ``predict(path)`` (a boolean mask at the image's size) against every row's ``mask``; writes
     ``per_image.csv`` and ``worst_cases.png`` into ``out`` and returns the summary."""
     out.mkdir(parents=True, exist_ok=True)
-    records, shown = [], []
-    for row in tqdm(rows.itertuples(index=False), total=len(rows), desc="scoring masks", leave=False):
+    records, worst = [], []  # worst: a heap of the lowest-Dice cases so far, not every mask in memory
+    for number, row in enumerate(tqdm(rows.itertuples(index=False), total=len(rows), desc="scoring masks",
+                                      leave=False)):
         predicted = predict(Path(row.path))
         truth = read_mask(row.mask, (predicted.shape[1], predicted.shape[0]))
         scores = mask_scores(predicted, truth)
         records.append({"image_id": row.image_id, **scores})
-        shown.append((row.image_id, row.path, predicted, truth, scores["dice"]))
+        case = (-scores["dice"], number, (row.image_id, row.path, predicted, truth, scores["dice"]))
+        (heapq.heappush if len(worst) < WORST_SHOWN else heapq.heappushpop)(worst, case)
     per_image = pd.DataFrame(records)
     per_image.to_csv(out / "per_image.csv", index=False)
-    worst_cases(sorted(shown, key=lambda s: s[-1])[:WORST_SHOWN], out / "worst_cases.png")
+    worst_cases([case for _, _, case in sorted(worst, reverse=True)], out / "worst_cases.png")
     return summarize_scores(per_image)
 
 
