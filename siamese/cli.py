@@ -7,7 +7,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -57,6 +57,11 @@ def print_json(report: dict, out: str | None) -> None:
     print(text)
     if out:
         Path(out).write_text(text + "\n")
+
+
+def print_written(paths: Iterable[str | Path]) -> None:
+    for path in paths:
+        print(f"wrote {path}")
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, default: str | None = "digits") -> None:
@@ -198,8 +203,7 @@ def cmd_visualize(args: argparse.Namespace) -> int:
                             per_class_thumbnails=args.thumbnails, wandb_mode=args.wandb)
     if written["points"] < written["total_points"]:
         print(f"subsampled {written['points']} of {written['total_points']} points (--max-points)")
-    for path in written["files"]:
-        print(f"wrote {path}")
+    print_written(written["files"])
     write_report(Path(args.run))
     return 0
 
@@ -209,8 +213,7 @@ def cmd_saliency(args: argparse.Namespace) -> int:
     from siamese.diagnostics.saliency import saliency_maps
     from siamese.inference.predictor import expand_inputs
 
-    for path in saliency_maps(args.run, expand_inputs(args.images), args.out, args.masks):
-        print(f"wrote {path}")
+    print_written(saliency_maps(args.run, expand_inputs(args.images), args.out, args.masks))
     write_report(Path(args.run))
     return 0
 
@@ -234,8 +237,7 @@ def cmd_dedup(args: argparse.Namespace) -> int:
     by_method = result.pairs["method"].value_counts().to_dict()
     print(f"{len(result.pairs)} pair(s) {by_method}, {result.clusters['cluster'].nunique()} cluster(s), "
           f"{len(result.conflicts)} label-conflicting pair(s)")
-    for path in result.files:
-        print(f"wrote {path}")
+    print_written(result.files)
     return 0
 
 
@@ -272,8 +274,7 @@ def cmd_cv(args: argparse.Namespace) -> int:
     cv = CVConfig(folds=args.folds, seeds=tuple(args.seeds), baselines=tuple(args.baselines))
     result = run_cv(config, cv, args.out)
     print(format_summary(result.summary).to_string(index=False))
-    for path in result.files:
-        print(f"wrote {path}")
+    print_written(result.files)
     return 0
 
 
@@ -296,8 +297,7 @@ def cmd_segment_train(args: argparse.Namespace) -> int:
     for summary in result.summaries:
         print(f"held-out Dice {summary['dice_mean']:.3f}  IoU {summary['iou_mean']:.3f}  "
               f"ISIC 2018 score {summary['isic2018_score']:.3f}  ({summary['images']} images)")
-    for path in result.files:
-        print(f"wrote {path}")
+    print_written(result.files)
     return 0
 
 
@@ -355,8 +355,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
                        args.engine)
     print(result.summary[["type", "images", "flip_rate", "mean_abs_prob_change", "p95_abs_prob_change",
                           "embedding_shift", "nn_change_rate"]].to_string(index=False))
-    for path in result.files:
-        print(f"wrote {path}")
+    print_written(result.files)
     if (run / "metrics.json").is_file():
         print(f"wrote {write_report(run)}")
     return 0
