@@ -127,7 +127,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                  (data, "val_fraction", args.val_fraction),
                  (data, "cache_dir", args.cache_dir), (data, "num_workers", args.num_workers),
                  (model, "backbone", args.backbone), (model, "weights", args.weights), (model, "pooling", args.pooling),
-                 (model, "tta", args.tta),
+                 (model, "tta", args.tta), (model, "colour_stats", args.colour_stats),
+                 (model, "colour_noise", args.colour_noise),
                  (model, "embedding_dim", args.embedding_dim), (embed, "epochs", args.epochs_embed),
                  (embed, "batch_size", args.batch_size), (embed, "lr", args.lr), (embed, "monitor", args.monitor),
                  (embed, "patience", args.patience), (embed, "ssl_epochs", args.ssl_epochs),
@@ -542,6 +543,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stages: concatenate every ResNet stage's pooled features (colour/texture statistics)")
     parser.add_argument("--tta", type=int, choices=(1, 2, 4, 8),
                         help="test-time augmentation: embeddings averaged over this many flips/transposes")
+    parser.add_argument("--colour-stats", action="store_true", default=None,
+                        help="feed colour histograms and moments (RGB, HSV) to the head beside the backbone")
+    parser.add_argument("--colour-noise", type=float,
+                        help="sd of the noise on the standardised colour statistics in training (regularises)")
     parser.add_argument("--image-size", type=int)
     parser.add_argument("--augment", choices=AUGMENTATIONS,
                         help="lesion (flips, rotation, jitter) | dermoscopy (any rotation, crops, colour kept) | light "

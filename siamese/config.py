@@ -66,6 +66,8 @@ class ModelConfig:
     weights: str = "imagenet"
     pooling: str = "last"
     tta: int = 1  # views averaged at evaluation and prediction: 1, 2, 4 (flips) or 8 (flips and transposes)
+    colour_stats: bool = False  # the colour baseline's statistics fed to the head beside the backbone's features
+    colour_noise: float = 0.0  # sd of the noise added to the standardised colour statistics in training
     embedding_dim: int = 128
     head_hidden: int = 512
     dropout: float = 0.2

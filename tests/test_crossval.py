@@ -117,15 +117,16 @@ def test_cv_command_on_ph2_layout(ph2_dir, tmp_path, capsys):
     code = main(["cv", "--dataset", "ph2", "--data-dir", str(ph2_dir), "--binary", "--folds", "2", "--seeds", "0",
                  "--image-size", "32", "--epochs-embed", "1", "--epochs-classifier", "2", "--batch-size", "8",
                  "--val-fraction", "0.5", "--crop", "lesion-mask", "--pooling", "stages", "--tta", "2",
-                 "--out", str(out)])
+                 "--colour-stats", "--colour-noise", "0.3", "--out", str(out)])
     assert code == 0
     fold = json.loads((out / "seed0" / "fold0" / "metrics.json").read_text())
     assert fold["crop"] == {"mode": "lesion-mask", "margin": 0.15, "kept_whole": 0}
     arch = torch.load(out / "seed0" / "fold0" / "embedder.pt", weights_only=True)["arch"]
-    assert arch["pooling"] == "stages" and arch["tta"] == 2
+    assert arch["pooling"] == "stages" and arch["tta"] == 2 and arch["colour_stats"] is True
     printed = capsys.readouterr().out
     assert "colour_baseline" in printed and "balanced_accuracy" in printed
     saved = json.loads((out / "cv_config.json").read_text())
     assert saved["run"]["data"]["dataset"] == "ph2" and saved["run"]["data"]["binary"] is True
     assert saved["run"]["export_onnx"] is False and saved["cv"]["folds"] == 2
+    assert saved["run"]["model"]["colour_noise"] == 0.3
     assert set(pd.read_csv(out / "oof_predictions.csv")["label"]) == {"nevus", "melanoma"}

@@ -163,3 +163,59 @@ def test_stage_pooling_concatenates_every_resnet_stage(tmp_path):
     torch.testing.assert_close(again(x), net(x))
     with pytest.raises(CheckpointError):
         load_checkpoint(tmp_path / "s.pt", {**net.arch, "pooling": "last"})
+
+
+def test_colour_statistics_match_hand_computed_values_and_pillow_hsv():
+    from PIL import Image
+
+    from siamese.models.colour import COLOUR_FEATURES, colour_statistics, pil_hsv
+
+    half = torch.zeros(1, 3, 2, 2, dtype=torch.uint8)
+    half[0, 0, 0, :] = 255  # top row pure red, bottom row black
+    stats = colour_statistics(half)[0]
+    assert stats.shape == (COLOUR_FEATURES,)
+    red_histogram, green_histogram = stats[:8], stats[8:16]
+    assert red_histogram.tolist() == [0.5, 0, 0, 0, 0, 0, 0, 0.5]
+    assert green_histogram.tolist() == [1, 0, 0, 0, 0, 0, 0, 0]
+    mean, sd, skewness = stats[24:27], stats[27:30], stats[30:33]
+    torch.testing.assert_close(mean, torch.tensor([0.5, 0, 0]))
+    torch.testing.assert_close(sd, torch.tensor([0.5, 0, 0]))
+    torch.testing.assert_close(skewness, torch.zeros(3))  # symmetric red; flat green and blue give 0, not NaN
+    saturation_histogram = stats[33 + 8:33 + 16]
+    assert saturation_histogram.tolist() == [0.5, 0, 0, 0, 0, 0, 0, 0.5]  # red: S 255; black: S 0
+    pixels = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    pixels[:5] = pixels[:5, :, :1]  # grey pixels: hue and saturation 0
+    expected = np.asarray(Image.fromarray(pixels).convert("HSV")).astype(np.float32)
+    ours = pil_hsv(torch.from_numpy(pixels).permute(2, 0, 1)[None])[0].permute(1, 2, 0).numpy()
+    np.testing.assert_array_equal(ours, expected)
+
+
+def test_colour_branch_feeds_the_head_whatever_the_input_form_and_exports(tmp_path):
+    from siamese.inference.export import OUTPUTS, export_checked
+    from siamese.inference.graph import InferenceGraph
+    from siamese.models.colour import COLOUR_FEATURES
+
+    torch.manual_seed(0)
+    net = EmbeddingNet("resnet18", "none", embedding_dim=8, head_hidden=16, colour_stats=True)
+    assert net.head[0].in_features == FEATURE_DIMS["resnet18"] + COLOUR_FEATURES
+    x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    net.train()
+    net(x)  # one training batch sets the colour batch norm's running statistics
+    net.eval()
+    torch.testing.assert_close(net(x), net(net.normalize(x)), atol=1e-5, rtol=0)
+    noisy = EmbeddingNet("resnet18", "none", embedding_dim=8, head_hidden=16, colour_stats=True, colour_noise=0.5)
+    noisy.load_state_dict(net.state_dict())
+    noisy.eval()
+    torch.testing.assert_close(noisy(x), net(x))  # the noise is a training-time regulariser only
+    noisy.train()
+    assert not torch.allclose(noisy.colour(x), noisy.colour(x))
+    redder = x.clone()
+    redder[:, 0] = redder[:, 0] // 2 + 128
+    assert not torch.allclose(net.colour(x), net.colour(redder))
+    save_checkpoint({"arch": net.arch, "state": net.state_dict()}, tmp_path / "c.pt")
+    again = EmbeddingNet.from_checkpoint(tmp_path / "c.pt").eval()
+    torch.testing.assert_close(again(x), net(x))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path / "c.pt", {**net.arch, "colour_stats": False})
+    graph = InferenceGraph(net, DenseClassifier(8, 3)).eval()
+    assert export_checked(tmp_path, graph, 32, OUTPUTS, {}).stat().st_size > 0  # ONNX Runtime agreed within 1e-3

@@ -11,36 +11,33 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image
-from scipy.stats import skew
+import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
+from siamese.models.colour import colour_statistics
+
 if TYPE_CHECKING:
     from siamese.data.images import PixelSource
 
-HISTOGRAM_BINS = 8
+BATCH = 64
 
 
 def colour_features(pixels: np.ndarray) -> np.ndarray:
-    """Per-channel normalised histograms plus mean, standard deviation and skewness, in RGB and HSV."""
-    hsv = np.asarray(Image.fromarray(pixels).convert("HSV"))
-    features = []
-    for space in (pixels, hsv):
-        channels = space.reshape(-1, 3).astype(np.float64)
-        for c in range(3):
-            counts, _ = np.histogram(channels[:, c], bins=HISTOGRAM_BINS, range=(0, 256))
-            features.append(counts / len(channels))
-        values = channels / 255.0
-        features += [values.mean(axis=0), values.std(axis=0), np.nan_to_num(skew(values, axis=0))]
-    return np.concatenate(features).astype(np.float32)
+    """One ``(H, W, 3)`` uint8 image's colour histograms and moments in RGB and HSV
+    (:func:`siamese.models.colour.colour_statistics`)."""
+    return colour_statistics(torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None])[0].numpy()
 
 
 def colour_feature_matrix(source: PixelSource) -> np.ndarray:
-    return np.stack([colour_features(source[i]) for i in tqdm(range(len(source)), desc="colour features",
-                                                               leave=False)])
+    rows = []
+    for start in tqdm(range(0, len(source), BATCH), desc="colour features", leave=False):
+        batch = np.stack([source[i] for i in range(start, min(start + BATCH, len(source)))])
+        with torch.no_grad():
+            rows.append(colour_statistics(torch.from_numpy(batch).permute(0, 3, 1, 2)).numpy())
+    return np.concatenate(rows)
 
 
 def colour_baseline_proba(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, n_classes: int,

@@ -12,6 +12,7 @@ from torch import nn
 from siamese.data.decode import IMAGENET_MEAN, IMAGENET_STD
 from siamese.models.backbones import build_backbone
 from siamese.models.checkpoint import load_model
+from siamese.models.colour import COLOUR_FEATURES, ColourBranch
 
 
 class InputNormalization(nn.Module):
@@ -40,6 +41,12 @@ class InputNormalization(nn.Module):
             x = x + self.noise * torch.randn_like(x)
         return (x - self.mean) / self.std
 
+    def pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """The 0-255 pixels behind an input, whether it came as uint8 or already normalised."""
+        if not x.is_floating_point():
+            return x
+        return torch.round((x * self.std + self.mean) * 255).clamp(0, 255)
+
 
 TTA_VIEWS = (1, 2, 4, 8)
 
@@ -50,15 +57,17 @@ class EmbeddingNet(nn.Module):
     def __init__(self, backbone: str = "inception_v3", weights: str = "imagenet", embedding_dim: int = 128,
                  head_hidden: int = 512, dropout: float = 0.2, mean: tuple[float, ...] = IMAGENET_MEAN,
                  std: tuple[float, ...] = IMAGENET_STD, input_noise: float = 0.0, pooling: str = "last",
-                 tta: int = 1) -> None:
+                 tta: int = 1, colour_stats: bool = False, colour_noise: float = 0.0) -> None:
         super().__init__()
         if tta not in TTA_VIEWS:
             raise ValueError(f"tta must be one of {TTA_VIEWS} views; got {tta}")
         self.tta = tta
         self.normalize = InputNormalization(mean, std, input_noise)
         self.backbone, feature_dim = build_backbone(backbone, weights, pooling)
+        self.colour = ColourBranch(colour_noise) if colour_stats else None
+        head_in = feature_dim + (COLOUR_FEATURES if colour_stats else 0)
         self.head = nn.Sequential(
-            nn.Linear(feature_dim, head_hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(head_in, head_hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
             nn.Linear(head_hidden, embedding_dim),
         )
         self.arch = {"backbone": backbone, "embedding_dim": embedding_dim, "head_hidden": head_hidden}
@@ -66,6 +75,8 @@ class EmbeddingNet(nn.Module):
             self.arch["pooling"] = pooling
         if tta != 1:
             self.arch["tta"] = tta
+        if colour_stats:
+            self.arch["colour_stats"] = True
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled backbone features (what the near-duplicate search compares)."""
@@ -81,14 +92,19 @@ class EmbeddingNet(nn.Module):
         return F.normalize(torch.stack([self.embed_view(v) for v in views[: self.tta]]).mean(dim=0), dim=1)
 
     def embed_view(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.head(self.features(x)).float(), dim=1)
+        features = self.features(x)
+        if self.colour is not None:
+            colour = self.colour(self.normalize.pixels(x))
+            features = torch.cat([features, colour.to(features.dtype)], dim=1)
+        return F.normalize(self.head(features).float(), dim=1)
 
     @classmethod
     def from_arch(cls, arch: dict[str, Any]) -> EmbeddingNet:
         """An untrained net with a checkpoint's architecture (weights, statistics included, come from the
         checkpoint)."""
         return cls(arch["backbone"], "none", arch["embedding_dim"], arch["head_hidden"],
-                   pooling=arch.get("pooling", "last"), tta=arch.get("tta", 1))
+                   pooling=arch.get("pooling", "last"), tta=arch.get("tta", 1),
+                   colour_stats=arch.get("colour_stats", False))
 
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> EmbeddingNet:

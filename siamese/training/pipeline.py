@@ -221,7 +221,7 @@ def _train(config: RunConfig, resume: str | Path | None, device: torch.device, d
         model = EmbeddingNet(config.model.backbone, config.model.weights, config.model.embedding_dim,
                              config.model.head_hidden, config.model.dropout, data.prep.mean, data.prep.std,
                              LESION_NOISE if config.data.augment == "lesion" else 0.0, config.model.pooling,
-                             config.model.tta)
+                             config.model.tta, config.model.colour_stats, config.model.colour_noise)
         ssl_history = _self_supervised(model, data, config, device, run_dir, tracker, dist)
         stage1 = MetricTrainer(model, MetricData(data.dataset("train", config.data.augment, artefacts),
                                                  datasets["val"], reference),
