@@ -207,6 +207,10 @@ def test_colour_branch_feeds_the_head_whatever_the_input_form_and_exports(tmp_pa
     noisy.load_state_dict(net.state_dict())
     noisy.eval()
     torch.testing.assert_close(noisy(x), net(x))  # the noise is a training-time regulariser only
+    four = EmbeddingNet("resnet18", "none", embedding_dim=8, head_hidden=16, colour_stats=True, tta=4)
+    four.load_state_dict(net.state_dict())
+    four.eval()
+    torch.testing.assert_close(four(x), four(x.flip(3)), atol=1e-5, rtol=0)
     noisy.train()
     assert not torch.allclose(noisy.colour(x), noisy.colour(x))
     redder = x.clone()
@@ -219,3 +223,7 @@ def test_colour_branch_feeds_the_head_whatever_the_input_form_and_exports(tmp_pa
         load_checkpoint(tmp_path / "c.pt", {**net.arch, "colour_stats": False})
     graph = InferenceGraph(net, DenseClassifier(8, 3)).eval()
     assert export_checked(tmp_path, graph, 32, OUTPUTS, {}).stat().st_size > 0  # ONNX Runtime agreed within 1e-3
+    with pytest.raises(ValueError, match="at least 0"):
+        EmbeddingNet("resnet18", "none", colour_stats=True, colour_noise=-0.1)
+    with pytest.raises(ValueError, match="needs --colour-stats"):
+        EmbeddingNet("resnet18", "none", colour_noise=0.5)

@@ -209,3 +209,12 @@ def test_deterministic_switches_torch_to_deterministic_kernels_and_back():
     seed_everything(0)
     assert not torch.are_deterministic_algorithms_enabled()
     assert torch.equal(torch.rand(3), first)
+
+
+def test_colour_settings_that_would_do_nothing_are_refused_before_a_folder_is_left(tmp_path, capsys):
+    for flags, message in ((["--colour-stats", "--colour-noise", "-0.5"], "at least 0"),
+                           (["--colour-noise", "0.5"], "needs --colour-stats")):
+        code = main(["train", "--dataset", "digits", "--wandb", "disabled", *flags, "--out", str(tmp_path / "run")])
+        assert code == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "run").exists()

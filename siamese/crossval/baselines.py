@@ -28,16 +28,18 @@ BATCH = 64
 def colour_features(pixels: np.ndarray) -> np.ndarray:
     """One ``(H, W, 3)`` uint8 image's colour histograms and moments in RGB and HSV
     (:func:`siamese.models.colour.colour_statistics`)."""
-    return colour_statistics(torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None])[0].numpy()
+    return _batch_features(pixels[None])[0]
 
 
 def colour_feature_matrix(source: PixelSource) -> np.ndarray:
-    rows = []
-    for start in tqdm(range(0, len(source), BATCH), desc="colour features", leave=False):
-        batch = np.stack([source[i] for i in range(start, min(start + BATCH, len(source)))])
-        with torch.no_grad():
-            rows.append(colour_statistics(torch.from_numpy(batch).permute(0, 3, 1, 2)).numpy())
-    return np.concatenate(rows)
+    starts = range(0, len(source), BATCH)
+    return np.concatenate([_batch_features(np.stack([source[i] for i in range(start, min(start + BATCH, len(source)))]))
+                           for start in tqdm(starts, desc="colour features", leave=False)])
+
+
+def _batch_features(batch: np.ndarray) -> np.ndarray:
+    """``(N, H, W, 3)`` uint8 to ``(N, 66)``; copied into torch, so read-only arrays (memmaps, Pillow's) do too."""
+    return colour_statistics(torch.tensor(batch).permute(0, 3, 1, 2)).numpy()
 
 
 def colour_baseline_proba(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, n_classes: int,

@@ -60,6 +60,14 @@ def colour_statistics(rgb: torch.Tensor) -> torch.Tensor:
     return torch.cat([_space_statistics(rgb.double()), _space_statistics(pil_hsv(rgb))], dim=1).float()
 
 
+def check_colour_settings(colour_stats: bool, colour_noise: float) -> None:
+    """Refuse settings that would silently do nothing: noise below zero, or noise without the branch."""
+    if colour_noise < 0:
+        raise ValueError(f"--colour-noise is a standard deviation, at least 0; got {colour_noise}")
+    if colour_noise > 0 and not colour_stats:
+        raise ValueError("--colour-noise needs --colour-stats (the noise is added to the colour branch)")
+
+
 class ColourBranch(nn.Module):
     """The embedder's colour statistics, standardised by a batch norm (the baseline's ``StandardScaler``,
     learned from training batches and frozen at evaluation).

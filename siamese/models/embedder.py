@@ -12,7 +12,7 @@ from torch import nn
 from siamese.data.decode import IMAGENET_MEAN, IMAGENET_STD
 from siamese.models.backbones import build_backbone
 from siamese.models.checkpoint import load_model
-from siamese.models.colour import COLOUR_FEATURES, ColourBranch
+from siamese.models.colour import COLOUR_FEATURES, ColourBranch, check_colour_settings
 
 
 class InputNormalization(nn.Module):
@@ -61,6 +61,7 @@ class EmbeddingNet(nn.Module):
         super().__init__()
         if tta not in TTA_VIEWS:
             raise ValueError(f"tta must be one of {TTA_VIEWS} views; got {tta}")
+        check_colour_settings(colour_stats, colour_noise)
         self.tta = tta
         self.normalize = InputNormalization(mean, std, input_noise)
         self.backbone, feature_dim = build_backbone(backbone, weights, pooling)
@@ -84,17 +85,19 @@ class EmbeddingNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The unit embedding; in eval mode with ``tta`` views, the renormalised mean over the image's flips
-        (and transposes, for 8): a lesion has no up, down or handedness, so neither should its embedding."""
+        (and transposes, for 8): a lesion has no up, down or handedness, so neither should its embedding.
+        Colour statistics do not change under flips, so they are computed once for all views."""
+        colour = None if self.colour is None else self.colour(self.normalize.pixels(x))
         if self.training or self.tta == 1:
-            return self.embed_view(x)
+            return self.embed_view(x, colour)
         views = [x, x.flip(3), x.flip(2), x.flip(2).flip(3)]
         views += [v.transpose(2, 3) for v in views] if self.tta == 8 else []
-        return F.normalize(torch.stack([self.embed_view(v) for v in views[: self.tta]]).mean(dim=0), dim=1)
+        return F.normalize(torch.stack([self.embed_view(v, colour) for v in views[: self.tta]]).mean(dim=0), dim=1)
 
-    def embed_view(self, x: torch.Tensor) -> torch.Tensor:
+    def embed_view(self, x: torch.Tensor, colour: torch.Tensor | None = None) -> torch.Tensor:
+        """One view's unit embedding; ``colour`` is the colour branch's output for the image (with the branch)."""
         features = self.features(x)
-        if self.colour is not None:
-            colour = self.colour(self.normalize.pixels(x))
+        if colour is not None:
             features = torch.cat([features, colour.to(features.dtype)], dim=1)
         return F.normalize(self.head(features).float(), dim=1)
 

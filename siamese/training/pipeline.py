@@ -38,6 +38,7 @@ from siamese.diagnostics.report import write_evaluation_plots, write_report
 from siamese.inference.export import export_onnx
 from siamese.inference.preprocess import Preprocessing
 from siamese.models import EmbeddingNet, check_input_size, load_checkpoint
+from siamese.models.colour import check_colour_settings
 from siamese.robustness.artefacts import ArtefactLibrary, ArtefactPixels
 from siamese.runtime.device import resolve_device, seed_everything
 from siamese.runtime.distributed import DistContext, init_distributed
@@ -202,6 +203,7 @@ def _train(config: RunConfig, resume: str | Path | None, device: torch.device, d
     try:
         seed_everything(config.seed, config.deterministic)
         check_input_size(config.model.backbone, config.data.image_size)
+        check_colour_settings(config.model.colour_stats, config.model.colour_noise)
         if not dist.is_main:
             dist.barrier()
         data = build_run_data(config, run_dir)
