@@ -15,7 +15,9 @@ from typing import Any
 DATASETS = ("ham10000", "isic2020", "ph2", "dermamnist", "csv", "digits", "synthetic")
 BACKBONES = ("inception_v3", "resnet50", "resnet18")
 AUGMENTATIONS = ("lesion", "dermoscopy", "light", "none")
-BASELINES = ("colour_baseline", "majority")
+BASELINES = ("colour_baseline", "majority", "colour_embedding")
+"""``colour_embedding`` is the colour baseline given each fold's learned embedding too: a probe of whether the
+embedding says anything colour statistics do not."""
 CROPS = ("none", "lesion-mask", "lesion")
 """``lesion-mask``: the dataset's own lesion masks; ``lesion``: masks predicted by a ``segment train`` run."""
 SEG_ENCODERS = ("resnet18", "resnet34", "resnet50")

@@ -8,7 +8,8 @@ import torch
 from siamese.cli import main
 from siamese.config import CVConfig
 from siamese.crossval import colour_features, run_cv
-from siamese.crossval.baselines import colour_baseline_proba, majority_proba
+from siamese.crossval.baselines import colour_baseline_proba, colour_embedding_proba, majority_proba
+from siamese.crossval.runner import fold_embeddings
 from siamese.data import DataError, load_dataset
 from siamese.data.splits import fold_manifest, kfold_table
 
@@ -42,6 +43,24 @@ def test_colour_features_separate_colours_and_the_baseline_learns_them():
     assert np.allclose(majority_proba(np.array([0, 0, 1]), 2, 3), [[2 / 3, 1 / 3, 0]] * 2)
 
 
+def test_colour_embedding_probe_is_ahead_only_when_the_embedding_adds_information():
+    rng = np.random.default_rng(1)
+    y = np.repeat([0, 1], 60)
+    colour = rng.normal(size=(120, 66))  # colour says nothing here
+    informative = rng.normal(size=(120, 8)) + 2.5 * y[:, None]
+    noise = rng.normal(size=(120, 8))
+    train, test = np.r_[0:45, 60:105], np.r_[45:60, 105:120]
+
+    def accuracy(embedding):
+        proba = colour_embedding_proba(colour[train], embedding[train], y[train], colour[test], embedding[test], 2)
+        assert proba.shape == (30, 2) and np.allclose(proba.sum(axis=1), 1)
+        return (proba.argmax(axis=1) == y[test]).mean()
+
+    colour_only = (colour_baseline_proba(colour[train], y[train], colour[test], 2).argmax(axis=1) == y[test]).mean()
+    assert accuracy(informative) >= 0.95 > colour_only + 0.2
+    assert accuracy(noise) < 0.8
+
+
 @pytest.fixture(scope="module")
 def cv_out(tmp_path_factory):
     out = tmp_path_factory.mktemp("cv") / "cv"
@@ -55,12 +74,12 @@ def cv_out(tmp_path_factory):
 def test_cv_writes_folds_summary_oof_figures_and_report(cv_out):
     out, _, result = cv_out
     folds = pd.read_csv(out / "cv_folds.csv")
-    assert len(folds) == 2 * 2 * 4
-    assert set(folds["model"]) == {"classifier", "knn", "colour_baseline", "majority"}
+    assert len(folds) == 2 * 2 * 5
+    assert set(folds["model"]) == {"classifier", "knn", "colour_baseline", "majority", "colour_embedding"}
     assert folds[["accuracy", "balanced_accuracy", "macro_f1", "roc_auc"]].notna().all().all()
     assert np.allclose(folds.loc[folds["model"] == "majority", "roc_auc"], 0.5)
     summary = pd.read_csv(out / "cv_summary.csv")
-    assert list(summary.columns) == ["model", "metric", "mean", "std"] and len(summary) == 16
+    assert list(summary.columns) == ["model", "metric", "mean", "std"] and len(summary) == 20
     knn_acc = folds.loc[folds["model"] == "knn", "accuracy"]
     row = summary[(summary["model"] == "knn") & (summary["metric"] == "accuracy")].iloc[0]
     assert row["mean"] == pytest.approx(knn_acc.mean()) and row["std"] == pytest.approx(knn_acc.std())
@@ -78,6 +97,26 @@ def test_cv_writes_folds_summary_oof_figures_and_report(cv_out):
     row = paired[(paired["model"] == "knn") & (paired["metric"] == "accuracy")].iloc[0]
     assert row["mean_difference"] == pytest.approx((knn - base).mean()) and row["folds"] == 4
     assert row["folds_ahead"] == int((knn > base).sum())
+    assert "colour_embedding" in set(paired["model"]) and "| colour_embedding |" in report
+
+
+def test_colour_embedding_probe_reads_each_folds_own_embeddings(cv_out):
+    out = cv_out[0]
+    oof = pd.read_csv(out / "oof_predictions.csv", dtype={"image_id": str})
+    colour = np.load(out / "colour_features.npz")
+    position = pd.Series(np.arange(len(colour["image_id"])), index=colour["image_id"])
+    manifest = pd.read_csv(out / "seed1" / "fold0_split.csv", dtype={"image_id": str})
+    fit, held_out = manifest[manifest["split"] != "test"], oof[(oof["seed"] == 1) & (oof["fold"] == 0)]
+    classes = sorted(manifest["label"].unique())
+    y_fit = fit["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    fold_dir = out / "seed1" / "fold0"
+    expected = colour_embedding_proba(
+        colour["features"][position[fit["image_id"]]], fold_embeddings(fold_dir, fit["image_id"].to_numpy()), y_fit,
+        colour["features"][position[held_out["image_id"]]], fold_embeddings(fold_dir, held_out["image_id"].to_numpy()),
+        len(classes), seed=1)
+    assert np.allclose(held_out[[f"colour_embedding_p_{c}" for c in classes]].to_numpy(), expected, atol=1e-6)
+    with pytest.raises(DataError, match="no embedding for 1 of the fold's images.*unknown"):
+        fold_embeddings(fold_dir, np.array(["unknown"]))
 
 
 def test_cv_test_folds_never_share_a_group_with_their_training_folds(cv_out):
@@ -102,6 +141,9 @@ def test_cv_resumes_fold_by_fold_and_refuses_other_settings(cv_out):
     assert sorted(more.folds["seed"].unique()) == [0, 1, 2]
     assert checkpoint.stat().st_mtime_ns == before
     assert json.loads((out / "cv_config.json").read_text())["cv"]["seeds"] == [0, 1, 2]
+    fewer = run_cv(config, CVConfig(folds=2, seeds=(0,), baselines=("majority",)), out)  # refitted, not trained
+    assert set(fewer.folds["model"]) == {"classifier", "knn", "majority"}
+    assert checkpoint.stat().st_mtime_ns == before
     config.classifier.epochs = 6
     with pytest.raises(DataError, match="other settings.*classifier.epochs"):
         run_cv(config, CVConfig(folds=2, seeds=(0, 1)), out)

@@ -19,7 +19,12 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from siamese.config import CVConfig, RunConfig
-from siamese.crossval.baselines import colour_baseline_proba, colour_feature_matrix, majority_proba
+from siamese.crossval.baselines import (
+    colour_baseline_proba,
+    colour_embedding_proba,
+    colour_feature_matrix,
+    majority_proba,
+)
 from siamese.crossval.summary import fold_rows, summarize, write_cv_figures, write_cv_report
 from siamese.data.duplicates import read_pairs
 from siamese.data.images import crop_boxes, pixel_source
@@ -29,8 +34,9 @@ from siamese.runtime.device import machine_description
 from siamese.training.pipeline import load_run_table, run_training
 
 DEEP_MODELS = ("classifier", "knn")
-FREE_SETTINGS = {"cv.seeds", "run.data.cache_dir", "run.data.num_workers"}
-"""What may change when a CV is resumed: more seeds, and where and how pixels are read (not the results)."""
+FREE_SETTINGS = {"cv.seeds", "cv.baselines", "run.data.cache_dir", "run.data.num_workers"}
+"""What may change when a CV is resumed: more seeds, the reference models (refitted on every call from the
+folds), and where and how pixels are read (not the results)."""
 
 
 @dataclass
@@ -75,6 +81,10 @@ def run_cv(config: RunConfig, cv: CVConfig, out: str | Path) -> CVResult:
                                                              colour[position[ids].to_numpy()], len(classes), seed)
         if "majority" in cv.baselines:
             proba["majority"] = majority_proba(y_fit, len(ids), len(classes))
+        if "colour_embedding" in cv.baselines:
+            proba["colour_embedding"] = colour_embedding_proba(
+                colour[position[fit["image_id"]].to_numpy()], fold_embeddings(fold_dir, fit["image_id"].to_numpy()),
+                y_fit, colour[position[ids].to_numpy()], fold_embeddings(fold_dir, ids), len(classes), seed)
         rows += fold_rows(seed, fold, y_test, proba, classes, seconds)
         predictions.append(_oof_frame(seed, fold, ids, y_test, proba, classes))
     oof = pd.concat(predictions, ignore_index=True)
@@ -150,6 +160,20 @@ def _train_fold(config: RunConfig, manifest: pd.DataFrame, fold_dir: Path, seed:
     seconds = time.perf_counter() - start
     timing.write_text(json.dumps({"seconds": seconds}) + "\n")
     return seconds
+
+
+def fold_embeddings(fold_dir: Path, image_ids: np.ndarray) -> np.ndarray:
+    """A finished fold's cached embeddings (train, val, held-out) of ``image_ids``, in that order."""
+    paths = [fold_dir / "embeddings" / f"{split}.npz" for split in ("train", "val", "test")]
+    frames = [pd.DataFrame(stored["embedding"], index=stored["image_id"])
+              for stored in (np.load(path, allow_pickle=False) for path in paths if path.is_file())]
+    cached = pd.concat(frames) if frames else pd.DataFrame()
+    missing = pd.Index(image_ids).difference(cached.index)
+    if len(missing):
+        raise DataError(f"{fold_dir / 'embeddings'} has no embedding for {len(missing)} of the fold's images "
+                        f"(first: {list(missing[:3])}); was the fold's folder changed? Delete {fold_dir} and run "
+                        f"the same cv command again to retrain it")
+    return cached.loc[image_ids].to_numpy()
 
 
 def _deep_predictions(fold_dir: Path, classes: list[str], code: dict[str, int]

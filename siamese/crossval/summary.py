@@ -102,7 +102,7 @@ def write_cv_report(out: Path, config: RunConfig, cv: CVConfig, summary: pd.Data
     paired.to_csv(out / "cv_paired.csv", index=False)
     paired_lines = []
     if len(paired):
-        cells = paired[paired["model"].isin(("classifier", "knn"))].assign(
+        cells = paired[paired["model"] != "majority"].assign(
             cell=lambda t: [f"{m:+.3f} ± {s:.3f} (ahead in {a} of {n})" for m, s, a, n in
                             zip(t["mean_difference"], t["std"], t["folds_ahead"], t["folds"], strict=True)])
         table = cells.pivot(index="model", columns="metric", values="cell")[list(METRICS)].reset_index()
