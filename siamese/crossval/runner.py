@@ -76,15 +76,15 @@ def run_cv(config: RunConfig, cv: CVConfig, out: str | Path) -> CVResult:
         proba, ids, y_test = _deep_predictions(fold_dir, classes, code)
         fit = manifest[manifest["split"] != "test"]
         y_fit = fit["label"].map(code).to_numpy()
+        colour_fit, colour_test = colour[position[fit["image_id"]].to_numpy()], colour[position[ids].to_numpy()]
         if "colour_baseline" in cv.baselines:
-            proba["colour_baseline"] = colour_baseline_proba(colour[position[fit["image_id"]].to_numpy()], y_fit,
-                                                             colour[position[ids].to_numpy()], len(classes), seed)
+            proba["colour_baseline"] = colour_baseline_proba(colour_fit, y_fit, colour_test, len(classes), seed)
         if "majority" in cv.baselines:
             proba["majority"] = majority_proba(y_fit, len(ids), len(classes))
         if "colour_embedding" in cv.baselines:
-            proba["colour_embedding"] = colour_embedding_proba(
-                colour[position[fit["image_id"]].to_numpy()], fold_embeddings(fold_dir, fit["image_id"].to_numpy()),
-                y_fit, colour[position[ids].to_numpy()], fold_embeddings(fold_dir, ids), len(classes), seed)
+            embedding = fold_embeddings(fold_dir, np.concatenate([fit["image_id"].to_numpy(), ids]))
+            proba["colour_embedding"] = colour_embedding_proba(colour_fit, embedding[:len(fit)], y_fit, colour_test,
+                                                               embedding[len(fit):], len(classes), seed)
         rows += fold_rows(seed, fold, y_test, proba, classes, seconds)
         predictions.append(_oof_frame(seed, fold, ids, y_test, proba, classes))
     oof = pd.concat(predictions, ignore_index=True)
