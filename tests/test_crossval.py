@@ -8,7 +8,7 @@ import torch
 from siamese.cli import main
 from siamese.config import CVConfig
 from siamese.crossval import colour_features, run_cv
-from siamese.crossval.baselines import colour_baseline_proba, colour_embedding_proba, majority_proba
+from siamese.crossval.baselines import colour_embedding_proba, logistic_probe_proba, majority_proba
 from siamese.crossval.runner import fold_embeddings
 from siamese.data import DataError, load_dataset
 from siamese.data.splits import fold_manifest, kfold_table
@@ -37,7 +37,7 @@ def test_colour_features_separate_colours_and_the_baseline_learns_them():
     y = np.repeat([0, 1], 20)
     assert x.shape == (40, 66) and np.isfinite(x).all()
     train = np.r_[0:15, 20:35]
-    proba = colour_baseline_proba(x[train], y[train], x[np.r_[15:20, 35:40]], n_classes=3)
+    proba = logistic_probe_proba(x[train], y[train], x[np.r_[15:20, 35:40]], n_classes=3)
     assert proba.shape == (10, 3) and np.allclose(proba.sum(axis=1), 1) and (proba[:, 2] == 0).all()
     assert (proba[:, :2].argmax(axis=1) == np.repeat([0, 1], 5)).all()
     assert np.allclose(majority_proba(np.array([0, 0, 1]), 2, 3), [[2 / 3, 1 / 3, 0]] * 2)
@@ -56,7 +56,7 @@ def test_colour_embedding_probe_is_ahead_only_when_the_embedding_adds_informatio
         assert proba.shape == (30, 2) and np.allclose(proba.sum(axis=1), 1)
         return (proba.argmax(axis=1) == y[test]).mean()
 
-    colour_only = (colour_baseline_proba(colour[train], y[train], colour[test], 2).argmax(axis=1) == y[test]).mean()
+    colour_only = (logistic_probe_proba(colour[train], y[train], colour[test], 2).argmax(axis=1) == y[test]).mean()
     assert accuracy(informative) >= 0.95 > colour_only + 0.2
     assert accuracy(noise) < 0.8
 
@@ -74,12 +74,13 @@ def cv_out(tmp_path_factory):
 def test_cv_writes_folds_summary_oof_figures_and_report(cv_out):
     out, _, result = cv_out
     folds = pd.read_csv(out / "cv_folds.csv")
-    assert len(folds) == 2 * 2 * 5
-    assert set(folds["model"]) == {"classifier", "knn", "colour_baseline", "majority", "colour_embedding"}
+    assert len(folds) == 2 * 2 * 6
+    assert set(folds["model"]) == {"classifier", "knn", "colour_baseline", "imagenet_probe", "majority",
+                                   "colour_embedding"}
     assert folds[["accuracy", "balanced_accuracy", "macro_f1", "roc_auc"]].notna().all().all()
     assert np.allclose(folds.loc[folds["model"] == "majority", "roc_auc"], 0.5)
     summary = pd.read_csv(out / "cv_summary.csv")
-    assert list(summary.columns) == ["model", "metric", "mean", "std"] and len(summary) == 20
+    assert list(summary.columns) == ["model", "metric", "mean", "std"] and len(summary) == 24
     knn_acc = folds.loc[folds["model"] == "knn", "accuracy"]
     row = summary[(summary["model"] == "knn") & (summary["metric"] == "accuracy")].iloc[0]
     assert row["mean"] == pytest.approx(knn_acc.mean()) and row["std"] == pytest.approx(knn_acc.std())
@@ -94,10 +95,29 @@ def test_cv_writes_folds_summary_oof_figures_and_report(cv_out):
     paired = pd.read_csv(out / "cv_paired.csv")
     knn = folds[folds["model"] == "knn"].set_index(["seed", "fold"])["accuracy"]
     base = folds[folds["model"] == "colour_baseline"].set_index(["seed", "fold"])["accuracy"]
-    row = paired[(paired["model"] == "knn") & (paired["metric"] == "accuracy")].iloc[0]
+    by_colour = paired[paired["reference"] == "colour_baseline"]
+    row = by_colour[(by_colour["model"] == "knn") & (by_colour["metric"] == "accuracy")].iloc[0]
     assert row["mean_difference"] == pytest.approx((knn - base).mean()) and row["folds"] == 4
     assert row["folds_ahead"] == int((knn > base).sum())
     assert "colour_embedding" in set(paired["model"]) and "| colour_embedding |" in report
+    assert {"knn", "classifier", "colour_baseline"} <= set(paired.loc[paired["reference"] == "imagenet_probe", "model"])
+    assert "Paired with `imagenet_probe`" in report and "frozen ImageNet efficientnet_lite0 features" in report
+
+
+def test_imagenet_probe_is_refitted_on_each_folds_training_images(cv_out):
+    out = cv_out[0]
+    oof = pd.read_csv(out / "oof_predictions.csv", dtype={"image_id": str})
+    stored = np.load(out / "imagenet_features.npz")
+    assert str(stored["backbone"]) == "efficientnet_lite0"  # the run's ResNet18 has no ImageNet weights offline
+    assert stored["features"].shape == (len(stored["image_id"]), 1280)
+    position = pd.Series(np.arange(len(stored["image_id"])), index=stored["image_id"])
+    manifest = pd.read_csv(out / "seed0" / "fold1_split.csv", dtype={"image_id": str})
+    fit, held_out = manifest[manifest["split"] != "test"], oof[(oof["seed"] == 0) & (oof["fold"] == 1)]
+    classes = sorted(manifest["label"].unique())
+    y_fit = fit["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    expected = logistic_probe_proba(stored["features"][position[fit["image_id"]]], y_fit,
+                                    stored["features"][position[held_out["image_id"]]], len(classes), seed=0)
+    assert np.allclose(held_out[[f"imagenet_probe_p_{c}" for c in classes]].to_numpy(), expected, atol=1e-6)
 
 
 def test_colour_embedding_probe_reads_each_folds_own_embeddings(cv_out):

