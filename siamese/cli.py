@@ -132,6 +132,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                  (model, "embedding_dim", args.embedding_dim), (embed, "epochs", args.epochs_embed),
                  (embed, "batch_size", args.batch_size), (embed, "lr", args.lr), (embed, "monitor", args.monitor),
                  (embed, "patience", args.patience), (embed, "ssl_epochs", args.ssl_epochs),
+                 (embed, "backbone_lr_scale", args.backbone_lr_scale), (embed, "frozen_epochs", args.frozen_epochs),
                  (clf, "epochs", args.epochs_classifier),
                  (config, "seed", args.seed), (config, "device", args.device), (config, "out", args.out),
                  (config, "wandb", args.wandb)]
@@ -143,6 +144,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     data.only_present = data.only_present or args.only_present
     data.drop_conflicts = data.drop_conflicts or args.drop_conflicts
     clf.class_weights = clf.class_weights or args.class_weights
+    embed.freeze_bn = embed.freeze_bn or args.freeze_bn
     config.compile = config.compile or args.compile
     config.deterministic = config.deterministic or args.deterministic
     config.export_onnx = config.export_onnx and not args.no_onnx
@@ -573,6 +575,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ssl-epochs", type=int,
                         help="SimCLR-style self-supervised pre-training on the training images before the triplet "
                              "stage (NT-Xent on two augmented views)")
+    parser.add_argument("--backbone-lr-scale", type=float,
+                        help="the backbone's stage-1 learning rate as a share of --lr (transfer learning: e.g. 0.1)")
+    parser.add_argument("--frozen-epochs", type=int,
+                        help="stage-1 epochs that train the head alone on the frozen backbone first")
+    parser.add_argument("--freeze-bn", action="store_true",
+                        help="keep the backbone's batch-norm statistics (pretrained, small batches)")
     parser.add_argument("--class-weights", action="store_true")
     parser.add_argument("--cache-dir", help="pre-resized uint8 image cache folder")
     parser.add_argument("--num-workers", type=int)

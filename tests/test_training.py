@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from siamese.cli import main
 from siamese.config import RunConfig
@@ -218,3 +219,34 @@ def test_colour_settings_that_would_do_nothing_are_refused_before_a_folder_is_le
         assert code == 2
         assert message in capsys.readouterr().err
         assert not (tmp_path / "run").exists()
+
+
+def test_transfer_learning_options_freeze_scale_and_keep_batch_statistics():
+    from siamese.config import EmbedTrainConfig
+    from siamese.models import EmbeddingNet
+    from siamese.training.metric import parameter_groups, set_training_mode
+
+    torch.manual_seed(0)
+    net = EmbeddingNet("resnet18", "none", embedding_dim=8, head_hidden=16)
+    cfg = EmbedTrainConfig(lr=1e-2, backbone_lr_scale=0.1, frozen_epochs=1, freeze_bn=True)
+    groups = parameter_groups(net, cfg)
+    assert [g["lr"] for g in groups] == pytest.approx([1e-3, 1e-2])
+    assert sum(len(g["params"]) for g in groups) == len(list(net.parameters()))
+    optimizer = torch.optim.Adam(groups)
+    batch = torch.randint(0, 255, (6, 3, 32, 32), dtype=torch.uint8)
+
+    def step(frozen):
+        before = {k: v.clone() for k, v in net.state_dict().items()}
+        set_training_mode(net, cfg, frozen)
+        optimizer.zero_grad()
+        net(batch).pow(3).sum().backward()
+        optimizer.step()
+        after = net.state_dict()
+        return {k for k in before if not torch.equal(before[k], after[k])}
+
+    changed = step(frozen=True)  # the warm-up: only the head learns, batch statistics untouched
+    assert changed and all(k.startswith("head.") for k in changed)
+    changed = step(frozen=False)  # then the backbone learns too, with its batch statistics kept
+    assert any(k.startswith("backbone.") and k.endswith("weight") for k in changed)
+    assert not any(k.endswith(("running_mean", "running_var")) for k in changed)
+    assert net.backbone.bn1.training is False and net.head.training is True

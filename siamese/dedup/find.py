@@ -25,11 +25,13 @@ from siamese.dedup.search import cosine_pairs, dbscan_clusters, hamming_pairs
 from siamese.diagnostics.plots import image_grid
 
 METHODS = ("embedding", "phash")
-# embedding: cosine distance 0.1, i.e. fastdup's customary 0.9 similarity for ImageNet features (not tuned
-# here: no pretrained weights on this machine); phash: at most 32 of 256 bits differ. On the 56 real
-# HAM10000 images, copies rescaled, recompressed, brightened and cropped by 3 % a side (even all at once)
-# stayed within 26 bits and the closest two distinct lesions were 56 apart. Check on your own images
-# with ``compare-pairs``.
+# embedding: cosine distance 0.1, i.e. fastdup's customary 0.9 similarity for ImageNet features. With the
+# default pretrained EfficientNet-Lite0 at 224 px on the 56 real HAM10000 images, copies rescaled by half,
+# JPEG-recompressed at quality 60 or cropped by 3 % a side stayed within 0.038, 0.100 and 0.093, the closest
+# two distinct lesions were 0.114 apart, and a 25 % brightening moved a copy by up to 0.38 (not found).
+# phash: at most 32 of 256 bits differ. On the same images, copies rescaled, recompressed, brightened and
+# cropped by 3 % a side (even all at once) stayed within 26 bits and the closest two distinct lesions were
+# 56 apart. Check on your own images with ``compare-pairs``.
 DEFAULT_THRESHOLDS = {"embedding": 0.1, "phash": DEFAULT_PHASH_THRESHOLD}
 
 

@@ -56,6 +56,31 @@ def retrieval_metrics(query: np.ndarray, query_labels: np.ndarray, reference: np
             "val_knn_accuracy": float(knn.score(query, query_labels))}
 
 
+def parameter_groups(model: EmbeddingNet, cfg: EmbedTrainConfig) -> list[dict[str, Any]]:
+    """The backbone at ``lr * backbone_lr_scale``, everything else (head, colour branch) at ``lr``: a pretrained
+    backbone needs small steps not to forget ImageNet, a new head large ones (the usual discriminative
+    learning rates of transfer learning, Howard & Ruder 2018)."""
+    backbone = list(model.backbone.parameters())
+    own = {id(p) for p in backbone}
+    return [{"params": backbone, "lr": cfg.lr * cfg.backbone_lr_scale},
+            {"params": [p for p in model.parameters() if id(p) not in own], "lr": cfg.lr}]
+
+
+def set_training_mode(model: EmbeddingNet, cfg: EmbedTrainConfig, frozen: bool) -> None:
+    """Training mode for one epoch: during the ``frozen_epochs`` warm-up the backbone neither learns nor
+    updates its batch statistics (only the head trains); with ``freeze_bn`` its batch norms keep their running
+    statistics throughout, since the few images of a small-batch step estimate them poorly."""
+    model.train()
+    for parameter in model.backbone.parameters():
+        parameter.requires_grad_(not frozen)
+    if frozen:
+        model.backbone.eval()
+    elif cfg.freeze_bn:
+        for module in model.backbone.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
 class MetricTrainer:
     """Runs stage 1 epoch by epoch, checkpointing after each so an interruption loses nothing.
 
@@ -74,7 +99,7 @@ class MetricTrainer:
         self.dist = dist or DistContext()
         if channels_last and device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.optimizer = torch.optim.Adam(parameter_groups(self.model, cfg), lr=cfg.lr)
         self.loss = losses.TripletMarginLoss(margin=cfg.margin)
         self.miner = miners.TripletMarginMiner(margin=cfg.margin, type_of_triplets=cfg.triplets)
         self.forward = self.model
@@ -137,7 +162,7 @@ class MetricTrainer:
     def train_epoch(self, epoch: int, loader: DataLoader) -> dict[str, float]:
         np.random.seed(self.seed + epoch)  # pml's MPerClassSampler draws from numpy's global RNG
         torch.manual_seed(self.seed + epoch)
-        self.model.train()
+        set_training_mode(self.model, self.cfg, frozen=epoch < self.cfg.frozen_epochs)
         losses_, triplets, empty, waiting = [], [], 0, 0.0
         start = ready = time.perf_counter()
         for images, labels in tqdm(loader, desc=f"epoch {epoch + 1}", leave=False,
