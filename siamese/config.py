@@ -222,9 +222,11 @@ def _ph2() -> RunConfig:
 
     Transfer learning as usual for a few hundred images: the head warms up for two epochs on the frozen
     backbone, then the backbone learns at a tenth of the head's rate with its ImageNet batch statistics
-    kept (batches of 32); rotation-invariant dermoscopy augmentation. 128 px (not Lite0's 224) keeps a
-    15-fold CV within half an hour of CPU here. MAP@R on a 20 % validation slice picks the best epoch
-    (precision@1 on 13 images stopped on noise)."""
+    kept (batches of 32); rotation-invariant dermoscopy augmentation; the colour baseline's statistics
+    beside the backbone's features (5-fold binary screen, seed 0: balanced accuracy / AUC 0.839 / 0.937
+    with them, 0.813 / 0.910 without). 128 px (not Lite0's 224) keeps a 15-fold CV near half an hour of
+    CPU here. MAP@R on a 20 % validation slice picks the best epoch (precision@1 on 13 images stopped on
+    noise)."""
     config = _tiny()
     config.preset = "ph2"
     config.data.dataset = "ph2"
@@ -234,6 +236,7 @@ def _ph2() -> RunConfig:
     config.data.augment = "dermoscopy"
     config.model.backbone = "efficientnet_lite0"
     config.model.weights = "imagenet"
+    config.model.colour_stats = True
     config.embed.epochs = 10
     config.embed.batch_size = 32
     config.embed.patience = 4

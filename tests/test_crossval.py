@@ -178,7 +178,8 @@ def test_cv_command_on_ph2_layout(ph2_dir, tmp_path, capsys):
     out = tmp_path / "cv"
     code = main(["cv", "--dataset", "ph2", "--data-dir", str(ph2_dir), "--binary", "--folds", "2", "--seeds", "0",
                  "--image-size", "32", "--epochs-embed", "1", "--epochs-classifier", "2", "--batch-size", "8",
-                 "--val-fraction", "0.5", "--crop", "lesion-mask", "--pooling", "stages", "--tta", "2",
+                 "--val-fraction", "0.5", "--crop", "lesion-mask", "--backbone", "resnet18", "--weights", "none",
+                 "--pooling", "stages", "--tta", "2",
                  "--colour-stats", "--colour-noise", "0.3", "--out", str(out)])
     assert code == 0
     fold = json.loads((out / "seed0" / "fold0" / "metrics.json").read_text())
