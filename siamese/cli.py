@@ -304,11 +304,12 @@ def cmd_segment_train(args: argparse.Namespace) -> int:
 
 def cmd_segment_predict(args: argparse.Namespace) -> int:
     from siamese.inference.predictor import expand_inputs
-    from siamese.segmentation.predict import MaskPredictor, write_masks
+    from siamese.segmentation.predict import OVERLAYS, MaskPredictor, write_masks
 
     predictor = MaskPredictor(args.run, args.engine, args.device)
     written = write_masks(predictor, expand_inputs(args.images), args.out)
-    print(f"wrote {len(written) // 2} mask(s) and overlay(s) to {args.out} ({predictor.engine.name} engine)")
+    print(f"wrote {len(written) // 2} mask(s) to {args.out} and their overlays to {Path(args.out) / OVERLAYS} "
+          f"({predictor.engine.name} engine)")
     return 0
 
 
@@ -383,7 +384,8 @@ def add_segment_commands(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--resume", help="continue an interrupted segmentation folder")
     train.set_defaults(func=cmd_segment_train)
 
-    predict = verbs.add_parser("predict", help="a mask PNG and an outline overlay per image, at its own size")
+    predict = verbs.add_parser("predict", help="a mask PNG per image at its own size (OUT: an ISIC 2018 Task 1 "
+                                               "submission folder) and an outline overlay (OUT/overlays)")
     predict.add_argument("run", help="a segment train run folder (one fold's folder after --folds)")
     predict.add_argument("images", nargs="+", help="image files or folders")
     predict.add_argument("--out", required=True)
