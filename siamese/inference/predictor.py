@@ -53,11 +53,15 @@ def expand_inputs(items: list[str]) -> list[Path]:
 
 @dataclass
 class Prediction:
+    """One image's answer; ``probabilities`` holds every class's, in the run's class order (what a challenge
+    submission needs), ``top_k`` the highest few by name."""
+
     image: str
     label: str
     top_k: list[tuple[str, float]]
     neighbours: list[tuple[str, str, float]]
     seconds: float
+    probabilities: np.ndarray
 
 
 class Predictor:
@@ -99,7 +103,7 @@ class Predictor:
                 top_k=[(self.prep.classes[i], float(proba[0, i])) for i in order],
                 neighbours=[(str(self.reference_ids[r]), str(self.reference_labels[r]), float(d))
                             for r, d in zip(rows[0], distances[0], strict=True)],
-                seconds=time.perf_counter() - start))
+                seconds=time.perf_counter() - start, probabilities=proba[0]))
         return results
 
 
