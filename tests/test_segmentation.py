@@ -153,6 +153,7 @@ def test_evaluate_scores_against_hand_computed_values(tmp_path):
     assert (tmp_path / "eval" / "worst_cases.png").stat().st_size > 0
 
 
+@pytest.mark.filterwarnings("ignore:The inplace keyword")  # the scorer's own pandas 3 deprecation
 def test_a_task1_submission_scores_the_same_with_the_official_scorer(seg_run, discs, tmp_path):
     """`segment predict` leaves an ISIC 2018 Task 1 submission folder as it stands (the superpixel maps of
     the official input folders left out), and isic-challenge-scoring agrees with `segment evaluate --pred`
