@@ -31,7 +31,14 @@ from siamese.config import (
 )
 from siamese.data import DataError, load_dataset
 from siamese.inference.engines import ENGINES
-from siamese.runtime.errors import CheckpointError, EngineError, ExportError, WeightsUnavailableError
+from siamese.inference.submission import SUBMISSION_FORMATS
+from siamese.runtime.errors import (
+    CheckpointError,
+    EngineError,
+    ExportError,
+    SubmissionError,
+    WeightsUnavailableError,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -171,13 +178,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from siamese.inference.predictor import Predictor, expand_inputs, predictions_table
+    from siamese.inference.submission import Submission
 
     start = time.perf_counter()
     predictor = Predictor(args.run, device=args.device, engine=args.engine, masks=args.masks, seg_run=args.seg_run)
     load_seconds = time.perf_counter() - start
-    rows = predictions_table(predictor.predict(expand_inputs(args.images), top_k=args.top_k))
+    submission = None
+    if args.format in SUBMISSION_FORMATS:  # refused here, before any image is read, when the classes do not map
+        submission = Submission(args.format, predictor.prep.classes, predictor.config.data.dataset)
+    predictions = predictor.predict(expand_inputs(args.images), top_k=args.top_k)
+    rows = predictions_table(predictions)
     frame = pd.DataFrame(rows)
-    if args.format == "json":
+    if submission is not None:
+        print(submission.csv(predictions), end="")
+        for note in submission.notes:
+            print(f"{args.format}: {note}", file=sys.stderr)
+    elif args.format == "json":
         print(json.dumps(rows, indent=2))
     elif args.format == "csv":
         print(frame.to_csv(index=False), end="")
@@ -306,11 +322,12 @@ def cmd_segment_train(args: argparse.Namespace) -> int:
 
 def cmd_segment_predict(args: argparse.Namespace) -> int:
     from siamese.inference.predictor import expand_inputs
-    from siamese.segmentation.predict import MaskPredictor, write_masks
+    from siamese.segmentation.predict import OVERLAYS, MaskPredictor, write_masks
 
     predictor = MaskPredictor(args.run, args.engine, args.device)
     written = write_masks(predictor, expand_inputs(args.images), args.out)
-    print(f"wrote {len(written) // 2} mask(s) and overlay(s) to {args.out} ({predictor.engine.name} engine)")
+    print(f"wrote {len(written) // 2} mask(s) to {args.out} and their overlays to {Path(args.out) / OVERLAYS} "
+          f"({predictor.engine.name} engine)")
     return 0
 
 
@@ -386,7 +403,8 @@ def add_segment_commands(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--resume", help="continue an interrupted segmentation folder")
     train.set_defaults(func=cmd_segment_train)
 
-    predict = verbs.add_parser("predict", help="a mask PNG and an outline overlay per image, at its own size")
+    predict = verbs.add_parser("predict", help="a mask PNG per image at its own size (OUT: an ISIC 2018 Task 1 "
+                                               "submission folder) and an outline overlay (OUT/overlays)")
     predict.add_argument("run", help="a segment train run folder (one fold's folder after --folds)")
     predict.add_argument("images", nargs="+", help="image files or folders")
     predict.add_argument("--out", required=True)
@@ -440,7 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+", help="image files or folders")
     predict.add_argument("--run", required=True, help="a finished run folder")
     predict.add_argument("--top-k", type=int, default=3)
-    predict.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    predict.add_argument("--format", choices=("table", "json", "csv", *SUBMISSION_FORMATS), default="table",
+                         help="isic2018 / isic2019 / isic2020: the challenge's submission CSV (see the README)")
     predict.add_argument("--device", default="cpu")
     predict.add_argument("--masks", help="folder of lesion masks (STEM_lesion.*, STEM_segmentation.*) for a run "
                                          "trained with --crop lesion-mask; PH2's own layout is found without it")
@@ -608,6 +627,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (DataError, ValueError, FileNotFoundError, CheckpointError, WeightsUnavailableError, EngineError,
-            ExportError) as exc:
+            ExportError, SubmissionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -108,9 +108,10 @@ def test_predict_writes_masks_at_each_images_own_size(seg_run, tmp_path):
     out = tmp_path / "masks"
     assert main(["segment", "predict", str(seg_run), str(tmp_path / "in"), "--out", str(out)]) == 0
     for suffix, size in sizes.items():
-        for kind in ("segmentation", "overlay"):
-            with Image.open(out / f"case_{suffix[1:]}_{kind}.png") as written:
-                assert written.size == size
+        stem = f"case_{suffix[1:]}"
+        for written in (out / f"{stem}_segmentation.png", out / "overlays" / f"{stem}_overlay.png"):
+            with Image.open(written) as image:
+                assert image.size == size
         with Image.open(out / f"case_{suffix[1:]}_segmentation.png") as mask:
             assert set(np.unique(np.asarray(mask))) <= {0, 255}
 
@@ -150,6 +151,43 @@ def test_evaluate_scores_against_hand_computed_values(tmp_path):
     per_image = pd.read_csv(tmp_path / "eval" / "per_image.csv")
     assert per_image["iou"].iloc[0] == pytest.approx(4 / 9)
     assert (tmp_path / "eval" / "worst_cases.png").stat().st_size > 0
+
+
+@pytest.mark.filterwarnings("ignore:The inplace keyword")  # the scorer's own pandas 3 deprecation
+def test_a_task1_submission_scores_the_same_with_the_official_scorer(seg_run, discs, tmp_path):
+    """`segment predict` leaves an ISIC 2018 Task 1 submission folder as it stands (the superpixel maps of
+    the official input folders left out), and isic-challenge-scoring agrees with `segment evaluate --pred`
+    on every figure both compute, the thresholded Jaccard (Task 1's score) included."""
+    from isic_challenge_scoring import SegmentationScore
+
+    images, truth, out = tmp_path / "in", tmp_path / "truth", tmp_path / "pred"
+    images.mkdir()
+    truth.mkdir()
+    cases = sorted((discs / "PH2Dataset" / "PH2 Dataset images").iterdir())
+    for number, case in enumerate(cases):
+        stem = f"ISIC_{number:07d}"
+        with Image.open(case / f"{case.name}_Dermoscopic_Image" / f"{case.name}.png") as image:
+            image.save(images / f"{stem}{'.JPG' if number % 5 == 0 else '.png'}")  # any image suffix names alike
+        true_mask = read_mask(case / f"{case.name}_lesion" / f"{case.name}_lesion.png")
+        if number % 3 == 0:  # a truth the prediction misses by a third of the width: IoU below the 0.65 floor
+            true_mask = np.roll(true_mask, true_mask.shape[1] // 3, axis=1)
+        if number == 1:  # an empty truth: both scorers' conventions for undefined ratios meet here
+            true_mask[:] = False
+        Image.fromarray(true_mask.astype(np.uint8) * 255).save(truth / f"{stem}_segmentation.png")
+    Image.new("RGB", (96, 96)).save(images / "ISIC_0000001_superpixels.png")
+    with pytest.warns(UserWarning, match="left out 1 ISIC superpixel map"):
+        assert main(["segment", "predict", str(seg_run), str(images), "--out", str(out)]) == 0
+    assert {p.name for p in out.iterdir()} == {"overlays", *(f"ISIC_{n:07d}_segmentation.png"
+                                                             for n in range(len(cases)))}
+
+    official = SegmentationScore.from_dir(truth, out).macro_average
+    ours = evaluate_folders(out, truth, tmp_path / "eval")
+    for official_name, our_name in (("threshold_jaccard", "isic2018_score"), ("jaccard", "iou_mean"),
+                                    ("dice", "dice_mean"), ("sensitivity", "sensitivity_mean"),
+                                    ("specificity", "specificity_mean")):
+        assert ours[our_name] == pytest.approx(official[official_name], abs=1e-12), official_name
+    iou = pd.read_csv(tmp_path / "eval" / "per_image.csv")["iou"]
+    assert (iou < 0.65).any() and (iou >= 0.65).any()  # the threshold counted on both sides
 
 
 def test_evaluate_a_run_leaves_out_what_it_trained_on(seg_run, discs, tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,14 +22,25 @@ from siamese.data.table import DataError
 from siamese.inference.engines import open_engine
 from siamese.inference.preprocess import Preprocessing
 
+SUPERPIXELS = "_superpixels.png"
+"""ISIC 2017 and 2018 Task 1-2 input folders hold ``ISIC_xxxxxxx_superpixels.png`` beside each image: an
+index map, not a photograph. Reading it as an image would also put a second file with the image's number
+in a Task 1 submission, which the official scorer refuses ("Multiple matching submissions")."""
+
 
 def expand_inputs(items: list[str]) -> list[Path]:
-    """Files as given, folders expanded to the images inside them (sorted); unknown paths are an error."""
+    """Files as given, folders expanded to the images inside them (sorted, ISIC superpixel maps left out and
+    counted in a warning); unknown paths are an error."""
     paths: list[Path] = []
     for item in items:
         path = Path(item)
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            superpixels = [p for p in found if p.name.endswith(SUPERPIXELS)]
+            if superpixels:
+                warnings.warn(f"{path}: left out {len(superpixels)} ISIC superpixel map(s) (*{SUPERPIXELS})",
+                              stacklevel=2)
+                found = [p for p in found if not p.name.endswith(SUPERPIXELS)]
             if not found:
                 raise DataError(f"{path}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
             paths += found
@@ -41,11 +53,15 @@ def expand_inputs(items: list[str]) -> list[Path]:
 
 @dataclass
 class Prediction:
+    """One image's answer; ``probabilities`` holds every class's, in the run's class order (what a challenge
+    submission needs), ``top_k`` the highest few by name."""
+
     image: str
     label: str
     top_k: list[tuple[str, float]]
     neighbours: list[tuple[str, str, float]]
     seconds: float
+    probabilities: np.ndarray
 
 
 class Predictor:
@@ -87,7 +103,7 @@ class Predictor:
                 top_k=[(self.prep.classes[i], float(proba[0, i])) for i in order],
                 neighbours=[(str(self.reference_ids[r]), str(self.reference_labels[r]), float(d))
                             for r, d in zip(rows[0], distances[0], strict=True)],
-                seconds=time.perf_counter() - start))
+                seconds=time.perf_counter() - start, probabilities=proba[0]))
         return results
 
 

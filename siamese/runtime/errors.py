@@ -15,3 +15,7 @@ class EngineError(RuntimeError):
 
 class ExportError(RuntimeError):
     """A run that could not be exported to ONNX, or whose export disagrees with torch."""
+
+
+class SubmissionError(RuntimeError):
+    """A run whose classes cannot be written in the challenge format asked for (the message says which)."""

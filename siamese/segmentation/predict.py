@@ -8,6 +8,7 @@ current (no torch import, so ``predict --crop lesion`` keeps its fast start) and
 from __future__ import annotations
 
 import functools
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from PIL import Image
 from siamese.config import SegmentConfig
 from siamese.data.crops import Box, lesion_box
 from siamese.data.decode import image_size, load_image, to_batch
+from siamese.data.table import DataError, first_offenders
 from siamese.inference.engines import open_engine
 
 CHECKPOINT = "segmenter.pt"
@@ -86,17 +88,29 @@ def overlay(image: str | Path, mask: np.ndarray, colour: tuple[int, int, int] = 
     return pixels
 
 
+OVERLAYS = "overlays"
+
+
 def write_masks(predictor: MaskPredictor, images: list[Path], out: str | Path) -> list[Path]:
-    """``STEM_segmentation.png`` (0/255, the image's size: the published mask layout, so ``--masks OUT``
-    reads them back) and ``STEM_overlay.png`` for every image."""
+    """``OUT/STEM_segmentation.png`` (0/255, 8-bit greyscale, the image's size) and
+    ``OUT/overlays/STEM_overlay.png`` for every image.
+
+    ``OUT`` is then an ISIC 2018 Task 1 submission folder as it stands (the published mask layout, so
+    ``--masks OUT`` reads it back too): the official scorer matches a prediction to its image by the image's
+    number anywhere in a file name, so an overlay beside its mask would make two matches, which it refuses.
+    Raises DataError when two images share a stem (their masks would overwrite each other)."""
     from tqdm.auto import tqdm
 
+    repeated = [stem for stem, count in Counter(path.stem for path in images).items() if count > 1]
+    if repeated:
+        raise DataError(f"images share a file name stem, so their masks would overwrite each other: "
+                        f"{first_offenders(repeated)}")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    (out / OVERLAYS).mkdir(parents=True, exist_ok=True)
     written = []
     for path in tqdm(images, desc="segmenting", leave=False):
         mask = predictor.mask(path)
-        mask_file, overlay_file = out / f"{path.stem}_segmentation.png", out / f"{path.stem}_overlay.png"
+        mask_file, overlay_file = out / f"{path.stem}_segmentation.png", out / OVERLAYS / f"{path.stem}_overlay.png"
         Image.fromarray(mask.astype(np.uint8) * 255).save(mask_file)
         Image.fromarray(overlay(path, mask)).save(overlay_file)
         written += [mask_file, overlay_file]
