@@ -12,7 +12,7 @@ from siamese.models import CheckpointError, EmbeddingNet, load_checkpoint
 from siamese.training import metric
 from siamese.training.pipeline import run_training
 
-from .conftest import REPO, tiny_config
+from .conftest import REPO, tiny_config, upright_and_rotated
 
 RUN_FILES = ["config.json", "split.csv", "embedder.pt", "classifier.pt", "history.csv", "metrics.json",
              "per_class.csv", "preprocess.json", "test_predictions.csv", "curves_embed.png", "curves_classifier.png",
@@ -141,6 +141,16 @@ def test_predict_returns_top_k_for_a_folder(run_dir, tmp_path, capsys):
     (tmp_path / "broken.jpg").write_bytes(b"nope")
     assert main(["predict", "--run", str(run_dir), str(tmp_path / "broken.jpg")]) == 2
     assert "broken.jpg" in capsys.readouterr().err
+
+
+def test_predict_reads_an_exif_rotated_photo_as_displayed(run_dir, tmp_path):
+    from siamese.data import make_synthetic
+
+    upright, rotated = upright_and_rotated(make_synthetic(lesions_per_class=1, seed=99).images[1], tmp_path)
+    shown, stored = Predictor(run_dir).predict([upright, rotated], top_k=3)
+    assert stored.label == shown.label
+    np.testing.assert_allclose([p for _, p in stored.top_k], [p for _, p in shown.top_k], atol=0.05)
+    assert [n[0] for n in stored.neighbours] == [n[0] for n in shown.neighbours]
 
 
 def test_binary_full_dataset_run(tmp_path):
