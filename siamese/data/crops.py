@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from siamese.data.decode import decode
-from siamese.data.readers import IMAGE_SUFFIXES
+from siamese.data.files import IMAGE_SUFFIXES
 from siamese.data.table import DataError
 
 Box = tuple[int, int, int, int]
