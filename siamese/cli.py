@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,14 +42,24 @@ if TYPE_CHECKING:
 PRESET_FOR_DATASET = {"digits": "tiny", "synthetic": "tiny", "ham10000": "ham", "isic2020": "isic", "ph2": "ph2"}
 
 
-def read_pair_files(paths: Sequence[str] | None) -> pd.DataFrame | None:
+def read_pair_files(paths: Sequence[str] | None, image_ids: pd.Series | None = None) -> pd.DataFrame | None:
+    """Every pair list; with ``image_ids``, each refused when it matches none of them, and its coverage said."""
     import pandas as pd
 
-    from siamese.data.duplicates import read_pairs
+    from siamese.data.duplicates import known_pairs, read_pairs, read_pairs_for
 
     if not paths:
         return None
-    return pd.concat([read_pairs(p) for p in paths], ignore_index=True)
+    lists = []
+    for path in paths:
+        if image_ids is None:
+            lists.append(read_pairs(path))
+            continue
+        pairs = read_pairs_for(path, image_ids)
+        inside, _ = known_pairs(pairs, image_ids)
+        print(f"{path}: {len(inside)} of {len(pairs)} pair(s) have both images here", file=sys.stderr)
+        lists.append(pairs)
+    return pd.concat(lists, ignore_index=True)
 
 
 def print_json(report: dict, out: str | None) -> None:
@@ -80,7 +91,7 @@ def cmd_split(args: argparse.Namespace) -> int:
 
     table = load_dataset(args.dataset, args.data_dir, args.metadata, require_images=args.data_dir is not None,
                          binary=args.binary, seed=args.seed, only_present=args.only_present)
-    pairs = read_pair_files(args.duplicates)
+    pairs = read_pair_files(args.duplicates, table.frame["image_id"])
     if pairs is not None:
         conflicts = label_conflicts(table.frame, pairs)
         print(f"{len(conflicts)} near-duplicate pair(s) with conflicting labels", file=sys.stderr)
@@ -104,8 +115,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from siamese.data.audit import audit_manifest
     from siamese.data.splits import read_manifest
 
-    report = audit_manifest(read_manifest(args.manifest), read_pair_files(args.duplicates))
+    manifest = read_manifest(args.manifest)
+    report = audit_manifest(manifest, read_pair_files(args.duplicates, manifest["image_id"]))
     print_json(report, args.out)
+    for unseen in report["unchecked"]:
+        print(f"warning: not checked: {unseen}", file=sys.stderr)
     return 1 if report["leaks"] else 0
 
 
@@ -584,7 +598,20 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wandb", choices=("offline", "online", "disabled"))
 
 
+def one_line_warning(message: Warning | str, category: type[Warning], *_: object, **__: object) -> str:
+    """Warnings as ``warning: MESSAGE``, the way errors are printed (Python's default adds the source line)."""
+    return f"warning: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    formatwarning, warnings.formatwarning = warnings.formatwarning, one_line_warning
+    try:
+        return run_command(argv)
+    finally:
+        warnings.formatwarning = formatwarning
+
+
+def run_command(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     needs_dataset = args.command in ("split", "dedup") or (
         args.command == "segment" and args.verb == "train" and not args.resume)

@@ -22,7 +22,7 @@ from siamese.config import RunConfig
 from siamese.data import DatasetTable, load_dataset
 from siamese.data.balance import balanced_subset, oversample
 from siamese.data.decode import IMAGENET_MEAN, IMAGENET_STD
-from siamese.data.duplicates import drop_conflicts, read_pairs
+from siamese.data.duplicates import drop_conflicts, read_pairs_for
 from siamese.data.images import (
     LESION_NOISE,
     ImageDataset,
@@ -58,7 +58,7 @@ def load_run_table(config: RunConfig) -> DatasetTable:
     table = load_dataset(data.dataset, data.data_dir, data.metadata, binary=data.binary, seed=seed,
                          lesions_per_class=data.synthetic_lesions_per_class, only_present=data.only_present)
     if data.duplicates and data.drop_conflicts:
-        table = drop_conflicts(table, read_pairs(data.duplicates))
+        table = drop_conflicts(table, read_pairs_for(data.duplicates, table.frame["image_id"]))
     return table
 
 
@@ -73,7 +73,7 @@ def resolve_split(table: DatasetTable, config: RunConfig, run_dir: Path) -> Data
     elif "split" in table.frame.columns:
         manifest = table.frame[["image_id", "label", "group", "split"]].astype(str)
     else:
-        pairs = read_pairs(data.duplicates) if data.duplicates else None
+        pairs = read_pairs_for(data.duplicates, table.frame["image_id"]) if data.duplicates else None
         manifest = split_table(table.frame, pairs, data.val_fraction, data.test_fraction, seed=config.seed)
     write_manifest(manifest, own)
     table = apply_manifest(table, manifest)
