@@ -650,5 +650,15 @@ def run_command(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (DataError, ValueError, FileNotFoundError, CheckpointError, WeightsUnavailableError, EngineError,
             ExportError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {error_line(exc)}", file=sys.stderr)
         return 2
+
+
+def error_line(exc: Exception) -> str:
+    """An error's own message. One raised in a DataLoader worker reaches the main process as the same type
+    with the worker's whole traceback for a message (torch's ``ExceptionWrapper``), whose last line is
+    ``module.Type: message``."""
+    text = str(exc).strip()
+    if "\nOriginal Traceback (most recent call last):" not in text:
+        return text
+    return text.splitlines()[-1].partition(": ")[2] or text.splitlines()[-1]

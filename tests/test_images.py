@@ -188,3 +188,18 @@ def test_only_the_decoder_opens_image_files():
     openers = [str(path.relative_to(package)) for path in package.rglob("*.py")
                if any(call in path.read_text() for call in ("Image.open(", "ImageFile(", "imread("))]
     assert openers == ["data/decode.py"]
+
+
+def test_a_corrupt_image_met_by_a_dataloader_worker_is_one_line(tmp_path):
+    from torch.utils.data import DataLoader
+
+    from siamese.cli import error_line
+    from siamese.data.images import FilePixels
+
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a jpeg")
+    dataset = ImageDataset(FilePixels([str(bad)], 32), [0], build_transform("none"))
+    with pytest.raises(ValueError) as info:  # an ImageError, re-raised with the worker's traceback as its message
+        next(iter(DataLoader(dataset, num_workers=1)))
+    assert "Traceback" in str(info.value)
+    assert error_line(info.value) == f"{bad}: unreadable or corrupt image (cannot identify image file '{bad}')"

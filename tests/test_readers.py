@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from siamese.data import DataError, ImageError, load_dataset, load_image, read_npz, to_binary
+from siamese.data import DataError, ImageError, load_dataset, load_image, read_npz, read_pairs, to_binary
 from siamese.data.readers import read_image_csv, read_isic2020
 
 from .conftest import random_jpegs, write_ham_layout
@@ -205,3 +205,19 @@ def test_missing_images_name_the_folders_searched_and_no_flag_that_cannot_help(h
         with pytest.raises(DataError, match=searched) as info:
             load_dataset("ham10000", data_dir=ham_dir, only_present=only_present)
         assert "--only-present" not in str(info.value)
+
+
+def test_unreadable_tables_and_archives_are_named_by_file(tmp_path):
+    (tmp_path / "latin.csv").write_bytes(b"lesion_id,image_id,dx\nHAM_1,ISIC_\xe91,nv\n")
+    with pytest.raises(DataError, match="latin.csv: not UTF-8 text"):
+        load_dataset("ham10000", metadata=tmp_path / "latin.csv", require_images=False)
+    (tmp_path / "dermamnist.npz").write_bytes(b"PK\x03\x04 not a zip archive")
+    with pytest.raises(DataError, match="dermamnist.npz: not a readable .npz"):
+        read_npz(tmp_path / "dermamnist.npz")
+    (tmp_path / "PH2Dataset").mkdir()
+    (tmp_path / "PH2Dataset" / "PH2_dataset.xlsx").write_bytes(b"not a workbook")
+    with pytest.raises(DataError, match="PH2_dataset.xlsx: not a readable .xlsx workbook"):
+        load_dataset("ph2", data_dir=tmp_path)
+    (tmp_path / "pairs.csv").write_text("from_img,to_img,similarity\nISIC_1,ISIC_2,high\n")
+    with pytest.raises(DataError, match="pairs.csv: column 'similarity' holds non-numbers: high"):
+        read_pairs(tmp_path / "pairs.csv")

@@ -36,9 +36,9 @@ def read_pairs(path: str | Path) -> pd.DataFrame:
     else:
         a, b = frame.iloc[:, 0], frame.iloc[:, 1]
     if "distance" in frame.columns:
-        distance = frame["distance"].astype(float)
+        distance = _numbers(frame["distance"], path)
     elif "similarity" in frame.columns:
-        distance = 1.0 - frame["similarity"].astype(float)
+        distance = 1.0 - _numbers(frame["similarity"], path)
     else:
         distance = pd.Series(np.nan, index=frame.index)
     pairs = pd.DataFrame({"from_img": a.map(image_name), "to_img": b.map(image_name),
@@ -46,6 +46,14 @@ def read_pairs(path: str | Path) -> pd.DataFrame:
     if "method" in frame.columns:
         pairs["method"] = frame["method"].to_numpy()
     return pairs
+
+
+def _numbers(column: pd.Series, path: str | Path) -> pd.Series:
+    values = pd.to_numeric(column, errors="coerce")
+    bad = column[values.isna() & column.notna()]
+    if len(bad):
+        raise DataError(f"{path}: column {column.name!r} holds non-numbers: {first_offenders(bad.unique())}")
+    return values.astype(float)
 
 
 def read_pairs_for(path: str | Path, image_ids: Iterable[str]) -> pd.DataFrame:

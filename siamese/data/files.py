@@ -32,7 +32,9 @@ def read_csv(path: str | Path, columns: Iterable[str] = ()) -> pd.DataFrame:
         raise DataError(f"{path}: file not found")
     try:
         frame = pd.read_csv(path, sep=sniff_delimiter(path))
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc}); a table here is UTF-8 CSV or tab-separated text") from exc
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError) as exc:
         raise DataError(f"{path}: not a readable CSV ({exc})") from exc
     if frame.shape[1] < 2:
         raise DataError(f"{path}: read as a single column headed {str(frame.columns[0])[:60]!r}; a table here "

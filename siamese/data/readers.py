@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import warnings
+import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -232,7 +233,7 @@ def read_ph2(data_dir: str | Path | None, require_images: bool = True) -> Datase
 def _ph2_cases(workbook: Path) -> pd.DataFrame:
     try:
         raw = pd.read_excel(workbook, header=None, dtype=str, engine="openpyxl")
-    except (ValueError, OSError, KeyError) as exc:
+    except (ValueError, OSError, KeyError, zipfile.BadZipFile) as exc:
         raise DataError(f"{workbook}: not a readable .xlsx workbook ({exc})") from exc
     cells = raw.apply(lambda column: column.str.strip())
     header_rows = np.flatnonzero((cells == "Image Name").any(axis=1).to_numpy())
@@ -284,7 +285,7 @@ def read_npz(path: str | Path, class_names: Iterable[str] | None = DERMAMNIST_CL
         raise DataError(f"{path}: file not found")
     try:
         arrays = np.load(path)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: not a readable .npz ({exc})") from exc
     images, labels, splits = [], [], []
     for split in ("train", "val", "test"):
