@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import warnings
 import zipfile
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -283,9 +284,10 @@ def read_npz(path: str | Path, class_names: Iterable[str] | None = DERMAMNIST_CL
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    try:
-        arrays = np.load(path)
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    try:  # every member read here: an .npz decompresses each one only when asked for it
+        with np.load(path) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise DataError(f"{path}: not a readable .npz ({exc})") from exc
     images, labels, splits = [], [], []
     for split in ("train", "val", "test"):
