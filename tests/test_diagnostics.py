@@ -110,6 +110,6 @@ def test_visualize_a_tiny_test_split(run_dir, tmp_path, capsys):
     for kept, code in ((3, 0), (2, 2)):
         split.loc[test[kept:], "split"] = "val"
         split.to_csv(run / "split.csv", index=False)
-        assert main(["visualize", str(run), "--split", "test", "--thumbnails", "0"]) == code
+        assert main(["visualize", str(run), "--method", "umap", "--split", "test", "--thumbnails", "0"]) == code
     assert len(pd.read_csv(run / "projections" / "umap_test.csv")) == 3
     assert "test split): 2 image(s): too few for a projection" in capsys.readouterr().err
