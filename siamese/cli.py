@@ -7,9 +7,10 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from siamese.config import (
     ARTEFACT_TYPES,
@@ -28,6 +29,7 @@ from siamese.config import (
     RunConfig,
     SegmentConfig,
     preset,
+    set_setting,
 )
 from siamese.data import DataError, load_dataset
 from siamese.inference.engines import ENGINES
@@ -48,14 +50,24 @@ if TYPE_CHECKING:
 PRESET_FOR_DATASET = {"digits": "tiny", "synthetic": "tiny", "ham10000": "ham", "isic2020": "isic", "ph2": "ph2"}
 
 
-def read_pair_files(paths: Sequence[str] | None) -> pd.DataFrame | None:
+def read_pair_files(paths: Sequence[str] | None, image_ids: pd.Series | None = None) -> pd.DataFrame | None:
+    """Every pair list; with ``image_ids``, each refused when it matches none of them, and its coverage said."""
     import pandas as pd
 
-    from siamese.data.duplicates import read_pairs
+    from siamese.data.duplicates import known_pairs, read_pairs, read_pairs_for
 
     if not paths:
         return None
-    return pd.concat([read_pairs(p) for p in paths], ignore_index=True)
+    lists = []
+    for path in paths:
+        if image_ids is None:
+            lists.append(read_pairs(path))
+            continue
+        pairs = read_pairs_for(path, image_ids)
+        inside, _ = known_pairs(pairs, image_ids)
+        print(f"{path}: {len(inside)} of {len(pairs)} pair(s) have both images here", file=sys.stderr)
+        lists.append(pairs)
+    return pd.concat(lists, ignore_index=True)
 
 
 def print_json(report: dict, out: str | None) -> None:
@@ -87,7 +99,7 @@ def cmd_split(args: argparse.Namespace) -> int:
 
     table = load_dataset(args.dataset, args.data_dir, args.metadata, require_images=args.data_dir is not None,
                          binary=args.binary, seed=args.seed, only_present=args.only_present)
-    pairs = read_pair_files(args.duplicates)
+    pairs = read_pair_files(args.duplicates, table.frame["image_id"])
     if pairs is not None:
         conflicts = label_conflicts(table.frame, pairs)
         print(f"{len(conflicts)} near-duplicate pair(s) with conflicting labels", file=sys.stderr)
@@ -111,57 +123,73 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from siamese.data.audit import audit_manifest
     from siamese.data.splits import read_manifest
 
-    report = audit_manifest(read_manifest(args.manifest), read_pair_files(args.duplicates))
+    manifest = read_manifest(args.manifest)
+    report = audit_manifest(manifest, read_pair_files(args.duplicates, manifest["image_id"]))
     print_json(report, args.out)
+    for unseen in report["unchecked"]:
+        print(f"warning: not checked: {unseen}", file=sys.stderr)
     return 1 if report["leaks"] else 0
+
+
+TRAIN_SETTINGS = (
+    ("data.data_dir", "data_dir"), ("data.metadata", "metadata"), ("data.split", "split"),
+    ("data.duplicates", "duplicates"), ("data.image_size", "image_size"), ("data.augment", "augment"),
+    ("data.crop", "crop"), ("data.crop_margin", "crop_margin"), ("data.seg_run", "seg_run"),
+    ("data.artefacts", "artefacts"), ("data.augment_artefacts", "augment_artefacts"),
+    ("data.val_fraction", "val_fraction"), ("data.cache_dir", "cache_dir"), ("data.num_workers", "num_workers"),
+    ("model.backbone", "backbone"), ("model.weights", "weights"), ("model.pooling", "pooling"), ("model.tta", "tta"),
+    ("model.colour_stats", "colour_stats"), ("model.colour_noise", "colour_noise"),
+    ("model.embedding_dim", "embedding_dim"), ("embed.epochs", "epochs_embed"), ("embed.batch_size", "batch_size"),
+    ("embed.lr", "lr"), ("embed.monitor", "monitor"), ("embed.patience", "patience"),
+    ("embed.ssl_epochs", "ssl_epochs"), ("embed.backbone_lr_scale", "backbone_lr_scale"),
+    ("embed.frozen_epochs", "frozen_epochs"), ("classifier.epochs", "epochs_classifier"), ("seed", "seed"),
+    ("device", "device"), ("out", "out"), ("wandb", "wandb"))
+"""Each training option's :class:`RunConfig` setting (dotted name) and argument."""
+TRAIN_FLAGS = (("data.full_dataset", "full_dataset"), ("data.binary", "binary"), ("data.only_present", "only_present"),
+               ("data.drop_conflicts", "drop_conflicts"), ("classifier.class_weights", "class_weights"),
+               ("embed.freeze_bn", "freeze_bn"), ("compile", "compile"), ("deterministic", "deterministic"))
+
+
+def train_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings the command line gives, by dotted name (``embed.batch_size``); what it leaves out is absent,
+    so a resumed run can tell what was asked of it from its defaults."""
+    settings: dict[str, Any] = {}
+    if args.dataset is not None:
+        settings["data.dataset"] = args.dataset
+    if args.preset is not None:
+        settings["preset"] = args.preset
+    if args.full_model:
+        settings["model.backbone"] = "resnet50"  # an explicit --backbone, below, wins
+    settings.update({name: getattr(args, dest) for name, dest in TRAIN_SETTINGS if getattr(args, dest) is not None})
+    settings.update({name: True for name, dest in TRAIN_FLAGS if getattr(args, dest)})
+    if args.no_onnx:
+        settings["export_onnx"] = False
+    return settings
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """Preset first (tiny for the embedded sets, full for --full-model), then explicit overrides."""
-    name = args.preset
-    if name is None:
-        name = "full" if args.full_model else PRESET_FOR_DATASET.get(args.dataset, "lightweight")
+    dataset = args.dataset or "digits"
+    name = args.preset or ("full" if args.full_model else PRESET_FOR_DATASET.get(dataset, "lightweight"))
     config = preset(name)
-    data, model, embed, clf = config.data, config.model, config.embed, config.classifier
-    data.dataset = args.dataset
-    if args.full_model:
-        model.backbone = "resnet50"
-    overrides = [(data, "data_dir", args.data_dir), (data, "metadata", args.metadata), (data, "split", args.split),
-                 (data, "duplicates", args.duplicates), (data, "image_size", args.image_size),
-                 (data, "augment", args.augment), (data, "crop", args.crop), (data, "crop_margin", args.crop_margin),
-                 (data, "seg_run", args.seg_run), (data, "artefacts", args.artefacts),
-                 (data, "augment_artefacts", args.augment_artefacts),
-                 (data, "val_fraction", args.val_fraction),
-                 (data, "cache_dir", args.cache_dir), (data, "num_workers", args.num_workers),
-                 (model, "backbone", args.backbone), (model, "weights", args.weights), (model, "pooling", args.pooling),
-                 (model, "tta", args.tta), (model, "colour_stats", args.colour_stats),
-                 (model, "colour_noise", args.colour_noise),
-                 (model, "embedding_dim", args.embedding_dim), (embed, "epochs", args.epochs_embed),
-                 (embed, "batch_size", args.batch_size), (embed, "lr", args.lr), (embed, "monitor", args.monitor),
-                 (embed, "patience", args.patience), (embed, "ssl_epochs", args.ssl_epochs),
-                 (embed, "backbone_lr_scale", args.backbone_lr_scale), (embed, "frozen_epochs", args.frozen_epochs),
-                 (clf, "epochs", args.epochs_classifier),
-                 (config, "seed", args.seed), (config, "device", args.device), (config, "out", args.out),
-                 (config, "wandb", args.wandb)]
-    for target, field_name, value in overrides:
-        if value is not None:
-            setattr(target, field_name, value)
-    data.full_dataset = data.full_dataset or args.full_dataset
-    data.binary = data.binary or args.binary
-    data.only_present = data.only_present or args.only_present
-    data.drop_conflicts = data.drop_conflicts or args.drop_conflicts
-    clf.class_weights = clf.class_weights or args.class_weights
-    embed.freeze_bn = embed.freeze_bn or args.freeze_bn
-    config.compile = config.compile or args.compile
-    config.deterministic = config.deterministic or args.deterministic
-    config.export_onnx = config.export_onnx and not args.no_onnx
+    config.data.dataset = dataset
+    for setting, value in train_settings(args).items():
+        set_setting(config, setting, value)
     return config
+
+
+def resume_changes(args: argparse.Namespace, settings: dict[str, Any]) -> dict[str, Any]:
+    """What a ``--resume`` command asks to change (``--out`` naming the run itself changes nothing)."""
+    if "out" in settings and Path(settings["out"]).resolve() == Path(args.resume).resolve():
+        settings = {k: v for k, v in settings.items() if k != "out"}
+    return settings
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from siamese.training.pipeline import run_training
 
-    run_dir = run_training(config_from_args(args), resume=args.resume)
+    changes = resume_changes(args, train_settings(args)) if args.resume else None
+    run_dir = run_training(config_from_args(args), resume=args.resume, changes=changes)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun workers leave reporting to rank 0
         return 0
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -297,22 +325,32 @@ def cmd_cv(args: argparse.Namespace) -> int:
     return 0
 
 
+SEGMENT_SETTINGS = ("dataset", "data_dir", "metadata", "masks", "encoder", "weights", "image_size", "epochs",
+                    "batch_size", "lr", "patience", "val_fraction", "folds", "seed", "device", "num_workers", "out",
+                    "wandb")
+
+
+def segment_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The segmentation settings the command line gives (as :func:`train_settings`)."""
+    settings = {name: getattr(args, name) for name in SEGMENT_SETTINGS if getattr(args, name) is not None}
+    if args.only_present:
+        settings["only_present"] = True
+    return settings
+
+
 def segment_config_from_args(args: argparse.Namespace) -> SegmentConfig:
     """The named segmentation preset, then explicit overrides."""
     config = SEGMENT_PRESETS[args.preset]()
-    for name in ("dataset", "data_dir", "metadata", "masks", "encoder", "weights", "image_size", "epochs",
-                 "batch_size", "lr", "patience", "val_fraction", "folds", "seed", "device", "num_workers", "out",
-                 "wandb"):
-        if getattr(args, name) is not None:
-            setattr(config, name, getattr(args, name))
-    config.only_present = config.only_present or args.only_present
+    for name, value in segment_settings(args).items():
+        setattr(config, name, value)
     return config
 
 
 def cmd_segment_train(args: argparse.Namespace) -> int:
     from siamese.segmentation.training import train_segmentation
 
-    result = train_segmentation(segment_config_from_args(args), resume=args.resume)
+    changes = resume_changes(args, segment_settings(args)) if args.resume else None
+    result = train_segmentation(segment_config_from_args(args), resume=args.resume, changes=changes)
     for summary in result.summaries:
         print(f"held-out Dice {summary['dice_mean']:.3f}  IoU {summary['iou_mean']:.3f}  "
               f"ISIC 2018 score {summary['isic2018_score']:.3f}  ({summary['images']} images)")
@@ -551,7 +589,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    add_data_arguments(parser)
+    add_data_arguments(parser, default=None)  # digits when not given (config_from_args), unchanged on --resume
     parser.add_argument("--preset", choices=sorted(PRESETS), help="start from a named preset")
     parser.add_argument("--split", help="a split manifest CSV to use instead of making one")
     parser.add_argument("--duplicates", help="near-duplicate pair CSV kept together by the split")
@@ -614,7 +652,20 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wandb", choices=("offline", "online", "disabled"))
 
 
+def one_line_warning(message: Warning | str, category: type[Warning], *_: object, **__: object) -> str:
+    """Warnings as ``warning: MESSAGE``, the way errors are printed (Python's default adds the source line)."""
+    return f"warning: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    formatwarning, warnings.formatwarning = warnings.formatwarning, one_line_warning
+    try:
+        return run_command(argv)
+    finally:
+        warnings.formatwarning = formatwarning
+
+
+def run_command(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     needs_dataset = args.command in ("split", "dedup") or (
         args.command == "segment" and args.verb == "train" and not args.resume)
@@ -628,5 +679,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (DataError, ValueError, FileNotFoundError, CheckpointError, WeightsUnavailableError, EngineError,
             ExportError, SubmissionError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {error_line(exc)}", file=sys.stderr)
         return 2
+
+
+def error_line(exc: Exception) -> str:
+    """An error's own message. One raised in a DataLoader worker reaches the main process as the same type
+    with the worker's whole traceback for a message (torch's ``ExceptionWrapper``), whose last line is
+    ``module.Type: message``."""
+    text = str(exc).strip()
+    if "\nOriginal Traceback (most recent call last):" not in text:
+        return text
+    return text.splitlines()[-1].partition(": ")[2] or text.splitlines()[-1]

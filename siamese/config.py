@@ -6,7 +6,9 @@ reads it back, so a run can always be reproduced or continued from its folder al
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -158,6 +160,47 @@ class RunConfig:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: not found; is {path.parent} a run folder written by train.py?")
         return cls.from_dict(json.loads(path.read_text()))
+
+
+def set_setting(config: Any, name: str, value: Any) -> None:
+    """Set a dotted setting (``embed.batch_size``) of a config."""
+    *sections, field_name = name.split(".")
+    target = functools.reduce(getattr, sections, config)
+    if not hasattr(target, field_name):
+        raise ValueError(f"unknown setting {name!r}")
+    setattr(target, field_name, value)
+
+
+def get_setting(config: Any, name: str) -> Any:
+    return functools.reduce(getattr, name.split("."), config)
+
+
+RESUMABLE = frozenset({"device", "num_workers", "wandb", "compile", "export_onnx", "data_dir", "metadata", "masks",
+                       "cache_dir"})
+"""Settings a resumed run may change: how it runs and where its files are, never what it computes (its own
+split.csv pins its images, and a moved folder is checked against it)."""
+
+
+def resumed(saved: Any, changes: dict[str, Any], source: str | Path) -> Any:
+    """A run's saved config with the ``changes`` (dotted names) a resumed run may make; any other setting that
+    differs is refused by name, since continuing with it would make a run no single config describes.
+
+    Raises ValueError naming every refused setting with the run's value and the one asked for.
+    """
+    config = copy.deepcopy(saved)
+    refused = []
+    for name, value in changes.items():
+        current = get_setting(config, name)
+        if current == value:
+            continue
+        if name.rpartition(".")[2] in RESUMABLE:
+            set_setting(config, name, value)
+        else:
+            refused.append(f"{name} is {current!r} there, not {value!r}")
+    if refused:
+        raise ValueError(f"{source}: --resume continues a run as it was set up, and {'; '.join(refused)}; start a "
+                         f"new run (another --out) to train with other settings")
+    return config
 
 
 def _from_dict(cls: type, values: dict[str, Any]) -> Any:

@@ -138,3 +138,16 @@ def run_dir(tmp_path_factory) -> Path:
     config = tiny_config(tmp_path_factory.mktemp("runs") / "run", epochs_embed=4)
     config.export_onnx = True
     return run_training(config)
+
+
+def upright_and_rotated(pixels: np.ndarray, folder: Path, name: str = "lesion") -> tuple[Path, Path]:
+    """The same picture twice as JPEG: upright, and stored turned 90 degrees anticlockwise with EXIF
+    Orientation 6 (turn clockwise to display), as phones and some dermatoscopes write it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    upright = Image.fromarray(pixels).resize((128, 96), Image.Resampling.BILINEAR)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # ExifTags.Base.Orientation
+    paths = (folder / f"{name}_upright.jpg", folder / f"{name}_rotated.jpg")
+    upright.save(paths[0], quality=95)
+    upright.transpose(Image.Transpose.ROTATE_90).save(paths[1], quality=95, exif=exif)
+    return paths

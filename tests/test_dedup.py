@@ -11,6 +11,8 @@ from siamese.dedup.compare import compare_pairs
 from siamese.dedup.find import DedupSettings, find_duplicates
 from siamese.dedup.search import cosine_pairs, dbscan_clusters, hamming_pairs
 
+from .conftest import upright_and_rotated
+
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
@@ -97,6 +99,18 @@ def test_pairs_round_trip_into_split(planted, tmp_path):
     report = audit_manifest(read_manifest(split), pd.read_csv(pairs))
     assert report["duplicate_pairs"] == len(truth) and report["straddling_duplicate_pairs"] == 0
     assert report["label_conflict_pairs"] == 1
+
+
+def test_phash_pairs_an_exif_rotated_photo_with_its_upright_file(synthetic, tmp_path):
+    upright, rotated = upright_and_rotated(synthetic.images[0], tmp_path)
+    others = synthetic.frame.drop_duplicates("group").iloc[1:8]
+    for row in others.itertuples():
+        Image.fromarray(synthetic.images[row.index]).save(tmp_path / f"{row.image_id}.jpg")
+    names = [upright.name, rotated.name, *(f"{i}.jpg" for i in others["image_id"])]
+    pd.DataFrame({"path": names, "label": "nv"}).to_csv(tmp_path / "images.csv", index=False)
+    assert main(["dedup", "--dataset", "csv", "--metadata", str(tmp_path / "images.csv"), "--method", "phash",
+                 "--image-size", "64", "--out", str(tmp_path / "pairs.csv")]) == 0
+    assert ("lesion_rotated", "lesion_upright") in keys(pd.read_csv(tmp_path / "pairs.csv"))
 
 
 def test_against_reports_only_cross_dataset_pairs(planted, tmp_path):

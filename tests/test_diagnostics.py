@@ -85,3 +85,31 @@ def test_visualize_without_thumbnails_draws_points_only(run_dir):
     points_only = plot.read_bytes()
     assert main(["visualize", str(run_dir), "--method", "tsne", "--split", "test", "--thumbnails", "2"]) == 0
     assert is_png(plot) and plot.read_bytes() != points_only
+
+
+@pytest.mark.parametrize("method", ["tsne", "umap"])
+def test_projections_adapt_to_three_points_and_refuse_two(method):
+    import numpy as np
+
+    from siamese.data import DataError
+    from siamese.diagnostics.projection import project
+
+    embeddings = np.random.default_rng(0).normal(size=(3, 16)).astype(np.float32)
+    assert np.isfinite(project(embeddings, method)).all() and project(embeddings, method).shape == (3, 2)
+    with pytest.raises(DataError, match="2 image\\(s\\): too few for a projection"):
+        project(embeddings[:2], method)
+
+
+def test_visualize_a_tiny_test_split(run_dir, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    split = pd.read_csv(run / "split.csv")
+    test = split.index[split["split"] == "test"]
+    for kept, code in ((3, 0), (2, 2)):
+        split.loc[test[kept:], "split"] = "val"
+        split.to_csv(run / "split.csv", index=False)
+        assert main(["visualize", str(run), "--method", "umap", "--split", "test", "--thumbnails", "0"]) == code
+    assert len(pd.read_csv(run / "projections" / "umap_test.csv")) == 3
+    assert "test split): 2 image(s): too few for a projection" in capsys.readouterr().err

@@ -103,3 +103,11 @@ def test_shared_ph2_copied_as_bmp_reads_the_same(shared_ph2, tmp_path):
     for _, row in picks.iterrows():
         assert copy.loc[row["image_id"], "label"] == row["label"]
         assert np.array_equal(load_image(copy.loc[row["image_id"], "path"]), load_image(row["path"]))
+
+
+def test_ph2_folders_match_in_any_case(ph2_dir):
+    root = ph2_dir / "PH2Dataset"
+    (root / "PH2 Dataset images").rename(root / "ph2 dataset images")
+    root.rename(ph2_dir / "ph2dataset")
+    table = load_dataset("ph2", data_dir=ph2_dir)
+    assert len(table.frame) == 12 and (table.frame["mask"] != "").all()

@@ -1,8 +1,10 @@
+import csv
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from siamese.data import DataError, ImageError, load_dataset, load_image, read_npz, to_binary
+from siamese.data import DataError, ImageError, load_dataset, load_image, read_npz, read_pairs, to_binary
 from siamese.data.readers import read_image_csv, read_isic2020
 
 from .conftest import random_jpegs, write_ham_layout
@@ -156,3 +158,66 @@ def test_real_ham_images_in_both_parts_keep_lesions_in_one_split(shared_ham):
         manifest = split_table(frame, val_fraction=0.2, test_fraction=0.2, seed=seed)
         shared = manifest[manifest["group"].isin(repeated.index)]
         assert shared.groupby("group")["split"].nunique().max() == 1
+
+
+def test_tab_separated_ham_metadata_as_dataverse_serves_it(shared_ham, tmp_path):
+    metadata = pd.read_csv(shared_ham / "HAM10000_metadata.csv")
+    tab = tmp_path / "HAM10000_metadata.tab"  # tab-separated, strings quoted, an extra column, NA for no age
+    metadata.assign(dataset="vidir_modern").to_csv(tab, sep="\t", quoting=csv.QUOTE_NONNUMERIC, na_rep="NA",
+                                                   index=False)
+    assert metadata["age"].isna().sum() > 0
+    table = load_dataset("ham10000", data_dir=tmp_path, require_images=False).frame
+    assert len(table) == 10015 and table["group"].nunique() == 7470
+    assert table["label"].value_counts().to_dict() == metadata["dx"].value_counts().to_dict()
+    assert table["age"].isna().sum() == metadata["age"].isna().sum()
+
+
+@pytest.mark.parametrize("delimiter", [";", "|"])
+def test_any_common_delimiter_reads_and_an_unknown_format_is_named(ham_dir, delimiter):
+    metadata = pd.read_csv(ham_dir / "HAM10000_metadata.csv")
+    metadata.to_csv(ham_dir / "HAM10000_metadata.csv", sep=delimiter, index=False)
+    assert len(load_dataset("ham10000", data_dir=ham_dir).frame) == len(metadata)
+    spaced = ham_dir / "spaced.txt"
+    spaced.write_text("lesion_id image_id dx\nHAM_1 ISIC_1 nv\n")
+    with pytest.raises(DataError, match="single column .*comma-, tab-, semicolon- or |-separated"):
+        load_dataset("ham10000", metadata=spaced, require_images=False)
+
+
+def test_a_table_of_neither_known_layout_is_named_as_such(tmp_path):
+    (tmp_path / "m.csv").write_text("name,diagnosis\nISIC_1,nv\n")
+    with pytest.raises(DataError, match="neither HAM10000 metadata .* nor an ISIC 2018"):
+        load_dataset("ham10000", metadata=tmp_path / "m.csv", require_images=False)
+
+
+def test_known_folder_names_match_in_any_case(ham_dir):
+    listed = len(pd.read_csv(ham_dir / "HAM10000_metadata.csv"))
+    for part in ("part_1", "part_2"):  # as Kaggle's copy unpacks
+        (ham_dir / f"HAM10000_images_{part}").rename(ham_dir / f"ham10000_images_{part}")
+    table = load_dataset("ham10000", data_dir=ham_dir)
+    assert len(table.frame) == listed and table.frame["path"].str.contains("ham10000_images_part_2").any()
+
+
+def test_missing_images_name_the_folders_searched_and_no_flag_that_cannot_help(ham_dir):
+    for part in ("part_1", "part_2"):
+        (ham_dir / f"HAM10000_images_{part}").rename(ham_dir / f"jpegs_{part}")
+    searched = r"looked in HAM10000_images_part_1/ \(absent\), .*\./ \(0 images\)"
+    for only_present in (False, True):
+        with pytest.raises(DataError, match=searched) as info:
+            load_dataset("ham10000", data_dir=ham_dir, only_present=only_present)
+        assert "--only-present" not in str(info.value)
+
+
+def test_unreadable_tables_and_archives_are_named_by_file(tmp_path):
+    (tmp_path / "latin.csv").write_bytes(b"lesion_id,image_id,dx\nHAM_1,ISIC_\xe91,nv\n")
+    with pytest.raises(DataError, match="latin.csv: not UTF-8 text"):
+        load_dataset("ham10000", metadata=tmp_path / "latin.csv", require_images=False)
+    (tmp_path / "dermamnist.npz").write_bytes(b"PK\x03\x04 not a zip archive")
+    with pytest.raises(DataError, match="dermamnist.npz: not a readable .npz"):
+        read_npz(tmp_path / "dermamnist.npz")
+    (tmp_path / "PH2Dataset").mkdir()
+    (tmp_path / "PH2Dataset" / "PH2_dataset.xlsx").write_bytes(b"not a workbook")
+    with pytest.raises(DataError, match="PH2_dataset.xlsx: not a readable .xlsx workbook"):
+        load_dataset("ph2", data_dir=tmp_path)
+    (tmp_path / "pairs.csv").write_text("from_img,to_img,similarity\nISIC_1,ISIC_2,high\n")
+    with pytest.raises(DataError, match="pairs.csv: column 'similarity' holds non-numbers: high"):
+        read_pairs(tmp_path / "pairs.csv")

@@ -295,3 +295,11 @@ def test_encoder_weights_from_a_local_torchvision_file(tmp_path):
     assert torch.equal(segmenter.unet.encoder.conv1.weight, resnet.conv1.weight)
     with pytest.raises(WeightsUnavailableError, match="not a resnet34 state dict"):
         LesionSegmenter("resnet34", (16, 16, 8, 8, 8), weights=str(tmp_path / "resnet18.pth"))
+
+
+def test_segment_resume_refuses_a_changed_setting_by_name(tmp_path, capsys):
+    run = tmp_path / "seg"
+    run.mkdir()
+    SegmentConfig(out=str(run)).save(run / "segment_config.json")  # a run stopped after its setup
+    assert main(["segment", "train", "--resume", str(run), "--epochs", "3", "--out", str(run)]) == 2
+    assert "epochs is 40 there, not 3" in capsys.readouterr().err

@@ -137,3 +137,83 @@ def test_too_small_dataset_gets_a_clear_error():
     frame = pd.DataFrame({"image_id": list("abcdef"), "label": list("xxxyyy"), "group": list("abcdef")})
     with pytest.raises(DataError, match="too few images"):
         split_table(frame, seed=0)
+
+
+def ham_path(name: str) -> str:
+    """Where fastdup, run over the HAM10000 download, names an image: its full path."""
+    part = 1 if int(name[5:12]) <= 29305 else 2
+    return f"/data/HAM10000/HAM10000_images_part_{part}/{name}"
+
+
+def test_fastdup_lists_match_by_file_stem_and_a_list_matching_nothing_is_refused(shared_ham, tmp_path, capsys):
+    meta, published = shared_ham / "HAM10000_metadata.csv", shared_ham / "newly_discovered_duplicates.csv"
+    pairs = pd.read_csv(published)
+    fastdup = tmp_path / "similarity.csv"
+    pd.DataFrame({"from": pairs["from_img"].map(ham_path), "to": pairs["to_img"].map(ham_path),
+                  "distance": pairs["similarity"]}).to_csv(fastdup, index=False)
+    assert read_pairs(fastdup)["distance"].tolist() == pytest.approx((1 - pairs["similarity"]).tolist())
+    out = tmp_path / "split.csv"
+    assert main(["split", "--dataset", "ham10000", "--metadata", str(meta), "--duplicates", str(fastdup),
+                 "--out", str(out)]) == 0
+    assert "similarity.csv: 18 of 18 pair(s) have both images here" in capsys.readouterr().err
+    for listing in (published, fastdup):
+        assert main(["audit", str(out), "--duplicates", str(listing), "--out", str(tmp_path / "a.json")]) == 0
+        report = json.loads((tmp_path / "a.json").read_text())
+        assert report["duplicate_pairs"] == 18 and report["straddling_duplicate_pairs"] == 0
+    names = sorted(set(pairs["from_img"]) | set(pairs["to_img"]))  # fastdup's first version: row numbers
+    rows = tmp_path / "rows.csv"
+    pd.DataFrame({"from": pairs["from_img"].map(names.index), "to": pairs["to_img"].map(names.index),
+                  "distance": pairs["similarity"]}).to_csv(rows, index=False)
+    other = tmp_path / "other.csv"
+    other.write_text("image_name_1,image_name_2\nISIC_9000001,ISIC_9000002\n")
+    capsys.readouterr()
+    for listing, message in ((rows, "by row number"), (other, "none of its 2 images")):
+        for command in (["split", "--dataset", "ham10000", "--metadata", str(meta), "--out", str(tmp_path / "s")],
+                        ["audit", str(out)]):
+            assert main([*command, "--duplicates", str(listing)]) == 2
+            assert message in capsys.readouterr().err
+
+
+def test_windows_paths_in_a_pair_list(tmp_path):
+    (tmp_path / "win.csv").write_text("from,to\nC:\\HAM\\ISIC_1.JPG,D:\\x\\ISIC_2.png\n")
+    assert read_pairs(tmp_path / "win.csv")[["from_img", "to_img"]].iloc[0].tolist() == ["ISIC_1", "ISIC_2"]
+
+
+def isic2018_tables(metadata: pd.DataFrame, folder, groupings: bool = True):
+    """The ISIC 2018 Task 3 download's tables for these HAM10000 rows: the one-hot ground truth in its own
+    folder and, one folder up, the lesion groupings."""
+    truth = folder / "ISIC2018_Task3_Training_GroundTruth" / "ISIC2018_Task3_Training_GroundTruth.csv"
+    truth.parent.mkdir(parents=True)
+    pd.DataFrame({"image": metadata["image_id"], **{c.upper(): (metadata["dx"] == c).astype(float)
+                                                     for c in ("mel", "nv", "bcc", "akiec", "bkl", "df", "vasc")}}
+                 ).to_csv(truth, index=False)
+    if groupings:
+        pd.DataFrame({"image": metadata["image_id"], "lesion_id": metadata["lesion_id"],
+                      "diagnosis_confirm_type": metadata["dx_type"]}).to_csv(
+            folder / "ISIC2018_Task3_Training_LesionGroupings.csv", index=False)
+    return truth
+
+
+def test_isic2018_lesion_groupings_one_folder_up_keep_lesions_whole(shared_ham, tmp_path):
+    metadata = pd.read_csv(shared_ham / "HAM10000_metadata.csv")
+    truth = isic2018_tables(metadata, tmp_path)
+    out = tmp_path / "split.csv"
+    assert main(["split", "--dataset", "ham10000", "--metadata", str(truth), "--out", str(out)]) == 0
+    manifest = pd.read_csv(out)
+    assert manifest["group"].nunique() == 7470
+    lesion = metadata.set_index("image_id")["lesion_id"]
+    assert (manifest.groupby(manifest["image_id"].map(lesion))["split"].nunique() > 1).sum() == 0
+
+
+def test_a_one_hot_table_without_lesion_ids_is_said_aloud_and_its_audit_checks_no_lesions(synthetic, tmp_path,
+                                                                                          capsys):
+    frame = synthetic.frame
+    metadata = pd.DataFrame({"image_id": frame["image_id"], "lesion_id": frame["group"], "dx": frame["label"],
+                             "dx_type": "histo"})
+    truth = isic2018_tables(metadata, tmp_path, groupings=False)
+    out = tmp_path / "split.csv"
+    with pytest.warns(UserWarning, match="no lesion ids .* images of one lesion may straddle"):
+        assert main(["split", "--dataset", "ham10000", "--metadata", str(truth), "--out", str(out)]) == 0
+    assert main(["audit", str(out), "--out", str(tmp_path / "a.json")]) == 0
+    assert "not checked: lesions" in capsys.readouterr().err
+    assert json.loads((tmp_path / "a.json").read_text())["unchecked"][0].startswith("lesions:")

@@ -13,7 +13,7 @@ from siamese.models import CheckpointError, EmbeddingNet, load_checkpoint
 from siamese.training import metric
 from siamese.training.pipeline import run_training
 
-from .conftest import REPO, tiny_config
+from .conftest import REPO, tiny_config, upright_and_rotated
 
 RUN_FILES = ["config.json", "split.csv", "embedder.pt", "classifier.pt", "history.csv", "metrics.json",
              "per_class.csv", "preprocess.json", "test_predictions.csv", "curves_embed.png", "curves_classifier.png",
@@ -76,6 +76,54 @@ def test_resume_after_interruption_keeps_history(tmp_path, monkeypatch):
     assert list(embed["epoch"]) == [1, 2, 3]
     assert embed["loss"].iloc[:2].tolist() == pytest.approx([row["loss"] for row in before])
     assert (history["stage"] == "classifier").sum() == 30
+
+
+def three_class_csv(folder):
+    """A ``path,label,group`` CSV of synthetic lesions of three classes, as PNG files."""
+    from PIL import Image
+
+    from siamese.data import make_synthetic
+
+    table = make_synthetic(lesions_per_class=6, image_size=32, seed=0)
+    frame = table.frame[table.frame["label"].isin(table.classes[:3])]
+    folder.mkdir()
+    for row in frame.itertuples():
+        Image.fromarray(table.images[row.index]).save(folder / f"{row.image_id}.png")
+    pd.DataFrame({"path": frame["image_id"] + ".png", "label": frame["label"], "group": frame["group"]}).to_csv(
+        folder / "images.csv", index=False)
+    return folder / "images.csv"
+
+
+def test_settings_that_cannot_train_leave_no_folder_and_resume_refuses_a_change_by_name(tmp_path, capsys):
+    out = tmp_path / "run"
+    command = ["train", "--dataset", "csv", "--metadata", str(three_class_csv(tmp_path / "images")), "--preset",
+               "tiny", "--wandb", "disabled", "--no-onnx", "--out", str(out)]
+    assert main([*command, "--batch-size", "7"]) == 2
+    assert "--batch-size 7: no class-balanced batch of 7 fits 3 classes" in capsys.readouterr().err
+    assert not out.exists()  # so the corrected command is not refused as "already holds a run"
+    out.mkdir()
+    tiny_config(out).save(out / "config.json")  # a run interrupted after its setup, batch 56, lr 0.001
+    assert main(["train", "--resume", str(out), "--batch-size", "12", "--lr", "0.01"]) == 2
+    refusal = capsys.readouterr().err
+    assert "embed.batch_size is 56 there, not 12" in refusal and "embed.lr is 0.001 there, not 0.01" in refusal
+    assert RunConfig.load(out / "config.json").embed.batch_size == 56
+
+
+def test_resume_honours_settings_that_change_how_a_run_runs_and_saves_them(tmp_path):
+    from siamese.config import resumed
+    from siamese.training.pipeline import prepare_run_dir
+
+    saved = tiny_config(tmp_path / "run")
+    config = resumed(saved, {"device": "cpu", "data.num_workers": 2, "data.data_dir": "/moved", "embed.epochs": 3},
+                     "config.json")
+    assert (config.device, config.data.num_workers, config.data.data_dir) == ("cpu", 2, "/moved")
+    with pytest.raises(ValueError, match="embed.epochs is 3 there, not 5"):
+        resumed(saved, {"device": "cpu", "embed.epochs": 5}, "config.json")
+    (tmp_path / "run").mkdir()
+    saved.save(tmp_path / "run" / "config.json")
+    prepare_run_dir(RunConfig(), tmp_path / "run", {"device": "cpu", "wandb": "offline"})
+    assert RunConfig.load(tmp_path / "run" / "config.json").to_dict() == {
+        **saved.to_dict(), "device": "cpu", "wandb": "offline"}
 
 
 def test_existing_run_folder_is_not_overwritten(run_dir):
@@ -142,6 +190,16 @@ def test_predict_returns_top_k_for_a_folder(run_dir, tmp_path, capsys):
     (tmp_path / "broken.jpg").write_bytes(b"nope")
     assert main(["predict", "--run", str(run_dir), str(tmp_path / "broken.jpg")]) == 2
     assert "broken.jpg" in capsys.readouterr().err
+
+
+def test_predict_reads_an_exif_rotated_photo_as_displayed(run_dir, tmp_path):
+    from siamese.data import make_synthetic
+
+    upright, rotated = upright_and_rotated(make_synthetic(lesions_per_class=1, seed=99).images[1], tmp_path)
+    shown, stored = Predictor(run_dir).predict([upright, rotated], top_k=3)
+    assert stored.label == shown.label
+    np.testing.assert_allclose([p for _, p in stored.top_k], [p for _, p in shown.top_k], atol=0.05)
+    assert [n[0] for n in stored.neighbours] == [n[0] for n in shown.neighbours]
 
 
 def test_binary_full_dataset_run(tmp_path):

@@ -27,7 +27,7 @@ from siamese.crossval.baselines import (
     majority_proba,
 )
 from siamese.crossval.summary import fold_rows, summarize, write_cv_figures, write_cv_report
-from siamese.data.duplicates import read_pairs
+from siamese.data.duplicates import read_pairs_for
 from siamese.data.images import crop_boxes, pixel_source
 from siamese.data.splits import fold_manifest, kfold_table, write_manifest
 from siamese.data.table import DataError, DatasetTable
@@ -60,7 +60,7 @@ def run_cv(config: RunConfig, cv: CVConfig, out: str | Path) -> CVResult:
     cv = _claim(out, config, cv)
     table = load_run_table(config)
     classes = table.classes
-    pairs = read_pairs(config.data.duplicates) if config.data.duplicates else None
+    pairs = read_pairs_for(config.data.duplicates, table.frame["image_id"]) if config.data.duplicates else None
     colour = _colour_features(table, config, out)
     imagenet = _imagenet_features(table, config, out) if "imagenet_probe" in cv.baselines else None
     plan = [(seed, fold) for seed in cv.seeds for fold in range(cv.folds)]

@@ -15,8 +15,15 @@ from siamese.data.duplicates import known_pairs, label_conflicts
 EXAMPLES = 10
 
 
+OWN_GROUPS = ("lesions: every image is its own group (group equals image_id), so the manifest cannot show images "
+              "of one lesion or patient in two splits")
+
+
 def audit_manifest(manifest: pd.DataFrame, pairs: pd.DataFrame | None = None) -> dict[str, Any]:
-    """Leakage facts as plain JSON-able values; ``leaks`` is true when any group or pair straddles."""
+    """Leakage facts as plain JSON-able values; ``leaks`` is true when any group or pair straddles.
+
+    ``unchecked`` lists what the audit could not see, so that ``leaks: false`` is never read as more than it
+    is: groups that are only the images themselves, and duplicate pairs naming images the manifest lacks."""
     splits_per_group = manifest.groupby("group")["split"].nunique()
     leaking = splits_per_group[splits_per_group > 1]
     counts = pd.crosstab(manifest["split"], manifest["label"])
@@ -38,6 +45,7 @@ def audit_manifest(manifest: pd.DataFrame, pairs: pd.DataFrame | None = None) ->
         "straddling_examples": [],
         "label_conflict_pairs": 0,
         "label_conflict_examples": [],
+        "unchecked": [OWN_GROUPS] if (manifest["group"] == manifest["image_id"]).all() else [],
     }
     if pairs is not None:
         inside, outside = known_pairs(pairs, manifest["image_id"])
@@ -57,5 +65,8 @@ def audit_manifest(manifest: pd.DataFrame, pairs: pd.DataFrame | None = None) ->
                  "to_label": str(r.to_label)} for r in conflicts.head(EXAMPLES).itertuples()
             ],
         })
+        if outside:
+            report["unchecked"].append(f"duplicates: {outside} of {len(pairs)} pair(s) name an image the manifest "
+                                       f"does not hold")
     report["leaks"] = bool(report["leaking_groups"] or report["straddling_duplicate_pairs"])
     return report

@@ -53,6 +53,36 @@ def samples_per_class(batch_size: int, n_classes: int) -> int:
                      f"(need batch_size divisible by m, m * classes >= batch_size)")
 
 
+def check_batches(labels: Sequence[int] | np.ndarray, batch_size: int, m: int | None = None,
+                  world_size: int = 1) -> None:
+    """Refuse stage 1's batch settings before a run starts, rather than at its first epoch: the batch must
+    split into ``m`` images of each of several classes (and evenly across ``world_size`` processes).
+
+    Raises ValueError naming ``--batch-size`` and the nearest sizes that would work.
+    """
+    if batch_size % world_size:
+        raise ValueError(f"--batch-size {batch_size} must be divisible by the {world_size} processes")
+    n_classes = len(np.unique(labels))
+    try:
+        class_balanced_sampler(labels, batch_size, m)
+    except (ValueError, AssertionError) as exc:  # pytorch-metric-learning asserts on an explicit m
+        workable = [size for size in sorted(range(2, 2 * batch_size + 1), key=lambda size: abs(size - batch_size))
+                    if size % world_size == 0 and _fits(size, n_classes, m)][:3]
+        sizes = [str(size) for size in sorted(workable)]
+        hint = f"; {', '.join(sizes[:-1])} or {sizes[-1]} would fit" if len(sizes) > 1 else ""
+        raise ValueError(f"--batch-size {batch_size}: {exc}{hint}") from exc
+
+
+def _fits(batch_size: int, n_classes: int, m: int | None) -> bool:
+    if m is not None:
+        return batch_size % m == 0 and m * n_classes >= batch_size
+    try:
+        samples_per_class(batch_size, n_classes)
+    except ValueError:
+        return False
+    return True
+
+
 def class_balanced_sampler(labels: Sequence[int] | np.ndarray, batch_size: int, m: int | None = None,
                            length: int | None = None) -> MPerClassSampler:
     """Batches with m images of each of several classes, so every batch can form triplets."""

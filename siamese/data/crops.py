@@ -11,9 +11,9 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from siamese.data.readers import IMAGE_SUFFIXES
+from siamese.data.decode import decode
+from siamese.data.files import IMAGE_SUFFIXES
 from siamese.data.table import DataError
 
 Box = tuple[int, int, int, int]
@@ -29,12 +29,7 @@ def read_mask(path: str | Path, size: tuple[int, int] | None = None) -> np.ndarr
     """A boolean lesion mask (0/255 or 0/1 files alike, thresholded at 127); ``size`` (width, height) must
     match when given. A mask that is not binary to begin with (many grey pixels) is refused rather than
     thresholded into a lesion nobody drew."""
-    path = Path(path)
-    try:
-        with Image.open(path) as image:
-            values = np.asarray(image.convert("L"))
-    except (FileNotFoundError, UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"{path}: unreadable lesion mask ({exc})") from exc
+    values = np.asarray(decode(path, "L", kind="lesion mask", labels=True))
     if size is not None and (values.shape[1], values.shape[0]) != tuple(size):
         raise DataError(f"{path}: mask is {values.shape[1]}x{values.shape[0]} but its image is {size[0]}x{size[1]}")
     if values.max() <= 1:

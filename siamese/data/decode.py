@@ -1,44 +1,84 @@
-"""Image decoding with PIL and numpy alone, so ``predict`` can read images without importing torch."""
+"""Image decoding with PIL and numpy alone, so ``predict`` can read images without importing torch.
+
+Every image, lesion mask and artefact template the package reads is decoded by :func:`decode`, so each is
+read as a viewer displays it, the same way in training, prediction, duplicate search, segmentation and the
+robustness audit: EXIF orientation applied before any crop or resize, samples of more than 8 bits scaled
+to 8, and every failure named by file as an :class:`ImageError`.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 from siamese.data.table import DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+"""Pillow's modes for 16-bit greyscale (PNG, TIFF, PGM; ``I`` is how older Pillow and some formats give it):
+Pillow's own conversion to RGB clips them at 255, which turns a 16-bit lesion white."""
+SIDEWAYS = (5, 6, 7, 8)
+"""EXIF orientations that swap width and height when applied."""
+DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError)
+"""What Pillow raises for a file it cannot decode: unknown or truncated data, a mode it cannot convert."""
+
 
 class ImageError(DataError):
     """An image file that is missing, unreadable or corrupt (the message names it)."""
 
 
+def decode(path: str | Path, mode: str = "RGB", size: int | None = None, kind: str = "image",
+           labels: bool = False) -> Image.Image:
+    """The file at ``path`` as displayed, fully decoded (so truncated files fail here, not mid-epoch), in
+    ``mode`` (``RGB`` for images, ``L`` for masks) with 8 bits per sample: wider samples are scaled
+    (:func:`eight_bit`), or with ``labels`` (a mask, whose values are classes, not intensities: a 16-bit
+    0/1 mask must stay 0/1) kept and clipped at 255.
+
+    ``size`` is the side the caller will resize to: a JPEG several times larger is then decoded at 1/2 to
+    1/8 scale by libjpeg itself (PIL's ``draft``), never below ``size``; an ISIC 2020 photograph of
+    6000x4000 takes 25 ms instead of 171 ms to reach 256 px, a mean difference of 0.17 grey levels. A
+    JPEG above Pillow's decompression-bomb limit is read that way too when the reduced scale is within
+    the limit; any other file above it is refused by name. ``kind`` names the file in errors.
+
+    Raises :class:`ImageError` naming the file when it is missing or cannot be decoded.
+    """
+    path = _existing(path, kind)
+    image = _open(path, size, kind)
+    try:
+        with image:
+            if size is not None:
+                image.draft(mode, (size, size))
+            ImageOps.exif_transpose(image, in_place=True)  # loads the pixels, then turns them upright
+            return (image if labels else eight_bit(image)).convert(mode)
+    except DECODE_ERRORS as exc:
+        raise ImageError(f"{path}: unreadable or corrupt {kind} ({exc})") from exc
+
+
+def eight_bit(image: Image.Image) -> Image.Image:
+    """Samples of more than 8 bits scaled to 0-255: 16-bit greyscale by 255/65535 (so an 8-bit image saved
+    as 16 bits by multiplying by 257 comes back exactly), 32-bit float (``F``) from 0-1 when it lies
+    there, else clipped to 0-255 as Pillow does. Other modes are returned as they are."""
+    if image.mode in SIXTEEN_BIT_MODES:
+        values = np.asarray(image, dtype=np.float64) * (255 / 65535)
+    elif image.mode == "F":
+        values = np.nan_to_num(np.asarray(image, dtype=np.float64))
+        if values.size and values.min() >= 0 and values.max() <= 1:
+            values = values * 255
+    else:
+        return image
+    return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8))
+
+
 def load_image(path: str | Path, size: int | None = None,
                box: tuple[int, int, int, int] | None = None) -> np.ndarray:
-    """Decode fully to RGB (so truncated JPEGs fail here, not mid-epoch), crop to ``box`` (a lesion-centred
-    square, ``(left, top, right, bottom)``) and resize to a square.
-
-    A JPEG several times larger than ``size`` is decoded at 1/2 to 1/8 scale by libjpeg itself (PIL's
-    ``draft``), never below ``size``: an ISIC 2020 photograph of 6000x4000 then takes 25 ms instead of
-    171 ms to reach 256 px, with a mean difference of 0.17 grey levels. HAM10000's 600x450 is too small
-    to be affected.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"{path}: image file not found")
-    try:
-        with Image.open(path) as image:
-            if size is not None and box is None:
-                image.draft("RGB", (size, size))
-            image.load()
-            rgb = image.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ImageError(f"{path}: unreadable or corrupt image ({exc})") from exc
-    return fit(rgb, size, box)
+    """An ``HxWx3`` uint8 image as displayed (:func:`decode`), cropped to ``box`` (a lesion-centred square,
+    ``(left, top, right, bottom)`` in displayed pixels) and resized to a ``size`` square."""
+    # A crop box is in full-size pixels, so a reduced-scale decode would misplace it.
+    return fit(decode(path, "RGB", size if box is None else None), size, box)
 
 
 def fit(image: Image.Image | np.ndarray, size: int | None = None,
@@ -54,17 +94,49 @@ def fit(image: Image.Image | np.ndarray, size: int | None = None,
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
-    """An image's (width, height) from its header, without decoding its pixels."""
-    path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"{path}: image file not found")
+    """An image's (width, height) as displayed, from its header and EXIF orientation (PNG may need its
+    pixels read to find the EXIF block)."""
+    path = _existing(path, "image")
+    image = _open(path, None, "image")
     try:
-        with Image.open(path) as image:
-            return image.size
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        with image:
+            width, height = image.size
+            sideways = image.getexif().get(ExifTags.Base.Orientation, 1) in SIDEWAYS
+    except DECODE_ERRORS as exc:
         raise ImageError(f"{path}: unreadable or corrupt image ({exc})") from exc
+    return (height, width) if sideways else (width, height)
 
 
 def to_batch(images: list[np.ndarray]) -> np.ndarray:
     """``HxWx3`` arrays to one contiguous ``Nx3xHxW`` uint8 batch, the layout the models take."""
     return np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2))
+
+
+def _existing(path: str | Path, kind: str) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: {kind} file not found")
+    return path
+
+
+def _open(path: Path, size: int | None, kind: str) -> Image.Image:
+    """``Image.open`` with its failures named by file. A file above Pillow's decompression-bomb limit is
+    refused, except a JPEG that libjpeg can decode at a scale within the limit (Pillow checks the full
+    size before any reduction could apply)."""
+    try:
+        return Image.open(path)
+    except Image.DecompressionBombError as exc:
+        refusal = ImageError(f"{path}: {kind} too large to decode ({str(exc).rstrip('.')}); downscale it first")
+        if size is None:
+            raise refusal from exc
+        try:
+            image = JpegImagePlugin.JpegImageFile(path)
+        except DECODE_ERRORS:
+            raise refusal from exc
+        image.draft("RGB", (size, size))
+        if image.size[0] * image.size[1] > Image.MAX_IMAGE_PIXELS:
+            image.close()
+            raise refusal from exc
+        return image
+    except DECODE_ERRORS as exc:
+        raise ImageError(f"{path}: unreadable or corrupt {kind} ({exc})") from exc

@@ -1,43 +1,78 @@
 """Near-duplicate pair files and the label conflicts they reveal.
 
-Pairs come from fastdup-style output (``from_img,to_img,distance`` or ``similarity``), any two-column
-pair CSV, or this package's own ``dedup`` command; ids may carry ``.jpg``.
+Pairs come from published lists (``from_img,to_img,similarity``), fastdup's similarity table
+(``from,to,distance``, where the "distance" is a cosine similarity, 1 for identical images), any
+two-column pair CSV, or this package's own ``dedup`` command. Images are matched by file stem, so
+``ISIC_0024306``, ``ISIC_0024306.jpg`` and ``/data/HAM10000_images_part_1/ISIC_0024306.jpg`` are one image.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Iterable
+from pathlib import Path, PureWindowsPath
 
 import numpy as np
 import pandas as pd
 
-from siamese.data.readers import read_csv, strip_suffix
-from siamese.data.table import DataError, DatasetTable
+from siamese.data.files import read_csv, strip_suffix
+from siamese.data.table import DataError, DatasetTable, first_offenders
 
 PAIR_COLUMNS = ("from_img", "to_img", "distance")
 
 
+def image_name(entry: object) -> str:
+    """A pair list's entry as an image id: the file stem of a path or a file name (Windows separators too)."""
+    return strip_suffix(PureWindowsPath(str(entry).strip()).name)
+
+
 def read_pairs(path: str | Path) -> pd.DataFrame:
-    """Pairs as ``from_img,to_img,distance`` (distance NaN when the file has none)."""
-    frame = read_csv(path)
+    """Pairs as ``from_img,to_img,distance`` (distance NaN when the file has none), images named by file stem."""
+    frame = read_csv(path)  # at least two columns
     if {"from_img", "to_img"} <= set(frame.columns):
         a, b = frame["from_img"], frame["to_img"]
-    elif frame.shape[1] >= 2:
-        a, b = frame.iloc[:, 0], frame.iloc[:, 1]
+    elif {"from", "to"} <= set(frame.columns):  # fastdup, whose "distance" is a similarity (1: identical)
+        a, b = frame["from"], frame["to"]
+        frame = frame.rename(columns={"distance": "similarity"})
     else:
-        raise DataError(f"{path}: a pair file needs from_img,to_img columns (or two columns); "
-                        f"found {list(frame.columns)}")
+        a, b = frame.iloc[:, 0], frame.iloc[:, 1]
     if "distance" in frame.columns:
-        distance = frame["distance"].astype(float)
+        distance = _numbers(frame["distance"], path)
     elif "similarity" in frame.columns:
-        distance = 1.0 - frame["similarity"].astype(float)
+        distance = 1.0 - _numbers(frame["similarity"], path)
     else:
         distance = pd.Series(np.nan, index=frame.index)
-    pairs = pd.DataFrame({"from_img": a.astype(str).map(strip_suffix), "to_img": b.astype(str).map(strip_suffix),
+    pairs = pd.DataFrame({"from_img": a.map(image_name), "to_img": b.map(image_name),
                           "distance": distance.to_numpy()})
     if "method" in frame.columns:
         pairs["method"] = frame["method"].to_numpy()
     return pairs
+
+
+def _numbers(column: pd.Series, path: str | Path) -> pd.Series:
+    values = pd.to_numeric(column, errors="coerce")
+    bad = column[values.isna() & column.notna()]
+    if len(bad):
+        raise DataError(f"{path}: column {column.name!r} holds non-numbers: {first_offenders(bad.unique())}")
+    return values.astype(float)
+
+
+def read_pairs_for(path: str | Path, image_ids: Iterable[str]) -> pd.DataFrame:
+    """:func:`read_pairs`, refused when none of the list's images is among ``image_ids``: a list that names
+    images some other way, or lists other images, would otherwise keep nothing together and say nothing.
+    (Some pairs outside the table are normal: a list for the whole of ISIC 2020 names mostly images that a
+    subset lacks.)"""
+    pairs = read_pairs(path)
+    ids = set(map(str, image_ids))
+    names = pd.unique(pairs[["from_img", "to_img"]].to_numpy().ravel())
+    if any(name in ids for name in names):
+        return pairs
+    if all(str(name).isdigit() for name in names):
+        raise DataError(f"{path}: its pairs name images by row number (fastdup's first similarity format), which "
+                        f"only fastdup's own file list (atrain_features.dat.csv) turns into images; write the pairs "
+                        f"with file names or paths")
+    raise DataError(f"{path}: none of its {len(names)} images ({first_offenders(names, 3)}) is among the {len(ids)} "
+                    f"here ({first_offenders(sorted(ids), 3)}); images are matched by file stem, so the list is for "
+                    f"other images or names them some other way")
 
 
 def known_pairs(pairs: pd.DataFrame, image_ids: pd.Series) -> tuple[pd.DataFrame, int]:

@@ -8,6 +8,9 @@ dropping rows, because a silently shrunken test set is the kind of error nobody 
 from __future__ import annotations
 
 import os
+import warnings
+import zipfile
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -15,51 +18,16 @@ import numpy as np
 import pandas as pd
 
 from siamese.data.decode import load_image
+from siamese.data.files import IMAGE_SUFFIXES, find_entries, index_images, read_csv, strip_suffix
 from siamese.data.table import DataError, DatasetTable, first_offenders, require_columns
 
 HAM_CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
 HAM_MALIGNANT = frozenset({"mel", "bcc", "akiec"})
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
 HAM_IMAGE_DIRS = ("HAM10000_images_part_1", "HAM10000_images_part_2", "HAM10000_images", "images", ".")
 ISIC2018_IMAGE_DIRS = ("ISIC2018_Task3_Training_Input", "images", ".")
 ISIC2020_IMAGE_DIRS = ("train", "jpeg/train", "ISIC_2020_Training_JPEG", "ISIC_2020_Training_JPEG/train",
                        "images", ".")
-
-
-def read_csv(path: str | Path, columns: Iterable[str] = ()) -> pd.DataFrame:
-    """Read a CSV with a clear error when it is missing, unparsable or lacks columns."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    try:
-        frame = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not a readable CSV ({exc})") from exc
-    require_columns(frame, columns, str(path))
-    if frame.empty:
-        raise DataError(f"{path}: the table has no rows")
-    return frame
-
-
-def strip_suffix(image_id: str) -> str:
-    stem, suffix = os.path.splitext(str(image_id))
-    return stem if suffix.lower() in IMAGE_SUFFIXES else str(image_id)
-
-
-def index_images(root: Path, subdirs: Iterable[str]) -> dict[str, Path]:
-    """Map image id (file stem) to path over the folders a dataset is known to ship in."""
-    found: dict[str, Path] = {}
-    for sub in subdirs:
-        folder = (root / sub).resolve()
-        if not folder.is_dir():
-            continue
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                stem, suffix = os.path.splitext(entry.name)
-                if suffix.lower() in IMAGE_SUFFIXES and entry.is_file():
-                    found.setdefault(stem, Path(entry.path))
-    return found
 
 
 MISSING_IMAGES = "listed but image file absent (--only-present)"
@@ -75,14 +43,15 @@ def attach_paths(frame: pd.DataFrame, data_dir: str | Path, subdirs: Iterable[st
     root = Path(data_dir)
     if not root.is_dir():
         raise DataError(f"{root}: image folder not found")
-    index = index_images(root, subdirs)
+    index, searched = index_images(root, subdirs)
     paths = frame["image_id"].map(index)
     missing = frame.loc[paths.isna(), "image_id"]
     if len(missing) == len(frame) or (len(missing) and not only_present):
-        hint = "" if only_present else "; pass --only-present to use the images that are there"
+        # --only-present helps only where some listed images are there to use
+        hint = "; pass --only-present to use the images that are there" if len(missing) < len(frame) else ""
         raise DataError(
             f"{source}: {len(missing)} of {len(frame)} images listed there are missing under {root}: "
-            f"{first_offenders(missing)}{hint}"
+            f"{first_offenders(missing)} (looked in {', '.join(searched)}){hint}"
         )
     present = paths.notna()
     return frame[present].assign(path=paths[present].map(str)), len(missing)
@@ -119,11 +88,22 @@ def _locate(data_dir: str | Path | None, metadata: str | Path | None, names: Ite
         return Path(metadata)
     if data_dir is None:
         raise DataError(f"{dataset}: give --data-dir (images and metadata) or --metadata (table only)")
+    if not Path(data_dir).is_dir():
+        raise DataError(f"{data_dir}: folder not found")
     for name in names:
-        candidate = Path(data_dir) / name
-        if candidate.is_file():
-            return candidate
+        found = find_entries(Path(data_dir), name, folders=False)
+        if found:
+            return found[0]
     raise DataError(f"{dataset}: none of {list(names)} found in {data_dir}")
+
+
+HAM_TABLES = ("HAM10000_metadata.csv", "HAM10000_metadata.tab", "HAM10000_metadata",
+              "ISIC2018_Task3_Training_GroundTruth.csv", "GroundTruth.csv")
+"""HAM10000's metadata as the ISIC archive (``.csv``) and Dataverse (``.tab``, tab-separated) serve it, or the
+ISIC 2018 Task 3 one-hot ground truth."""
+GROUPINGS = "ISIC2018_Task3_Training_LesionGroupings.csv"
+NO_LESION_IDS = ("{table}: no lesion ids ({groupings} is not beside it or one folder up), so every image becomes "
+                 "its own group and images of one lesion may straddle the splits")
 
 
 def read_ham10000(data_dir: str | Path | None = None, metadata: str | Path | None = None,
@@ -133,17 +113,18 @@ def read_ham10000(data_dir: str | Path | None = None, metadata: str | Path | Non
     With ``require_images=False`` only the table is read, so a split can be planned before download;
     with ``only_present`` the images of a partial download are used and the absent ones counted.
     """
-    table_path = _locate(data_dir, metadata, ("HAM10000_metadata.csv", "HAM10000_metadata",
-                                              "ISIC2018_Task3_Training_GroundTruth.csv", "GroundTruth.csv"),
-                         "ham10000")
+    table_path = _locate(data_dir, metadata, HAM_TABLES, "ham10000")
     head = read_csv(table_path)
     if "dx" in head.columns:
         require_columns(head, ("lesion_id", "image_id", "dx"), str(table_path))
         frame = head.rename(columns={"dx": "label"}).assign(group=head["lesion_id"])
         subdirs = HAM_IMAGE_DIRS
-    else:
+    elif "image" in head.columns:
         frame = _ham_from_one_hot(head, table_path)
         subdirs = ISIC2018_IMAGE_DIRS
+    else:
+        raise DataError(f"{table_path}: neither HAM10000 metadata (lesion_id, image_id, dx, ...) nor an ISIC 2018 "
+                        f"Task 3 ground truth (image, MEL, NV, ...); its columns are {list(head.columns)}")
     frame["image_id"] = frame["image_id"].map(strip_suffix)
     check_labels(frame["label"], HAM_CLASSES, str(table_path))
     images = data_dir if require_images else None
@@ -159,16 +140,27 @@ def _ham_from_one_hot(frame: pd.DataFrame, table_path: Path) -> pd.DataFrame:
         raise DataError(f"{table_path}: rows without exactly one class set: {first_offenders(bad)}")
     labels = np.array(HAM_CLASSES)[values.argmax(axis=1)]
     out = pd.DataFrame({"image_id": frame["image"], "label": labels})
-    groupings = table_path.parent / "ISIC2018_Task3_Training_LesionGroupings.csv"
-    if groupings.is_file():
+    groupings = _groupings(table_path)
+    if groupings is not None:
         lesions = read_csv(groupings, ("image", "lesion_id")).set_index("image")["lesion_id"]
         out["group"] = out["image_id"].map(lesions)
         orphans = out.loc[out["group"].isna(), "image_id"]
         if len(orphans):
             raise DataError(f"{groupings}: no lesion_id for {first_offenders(orphans)}")
     else:
+        warnings.warn(NO_LESION_IDS.format(table=table_path, groupings=GROUPINGS), stacklevel=3)
         out["group"] = out["image_id"]
     return out
+
+
+def _groupings(table_path: Path) -> Path | None:
+    """The lesion groupings of an ISIC 2018 ground truth: beside it, or one folder up, where the official
+    download unpacks them (the ground truth in its own ``ISIC2018_Task3_Training_GroundTruth/`` folder)."""
+    for folder in (table_path.parent, table_path.parent.parent):
+        found = find_entries(folder, GROUPINGS, folders=False)
+        if found:
+            return found[0]
+    return None
 
 
 def read_isic2020(data_dir: str | Path | None = None, metadata: str | Path | None = None,
@@ -218,24 +210,23 @@ def read_ph2(data_dir: str | Path | None, require_images: bool = True) -> Datase
     if data_dir is None:
         raise DataError("ph2: give --data-dir (the PH2Dataset folder or its parent)")
     root = Path(data_dir)
-    if (root / "PH2Dataset").is_dir():
-        root = root / "PH2Dataset"
-    workbook = root / PH2_WORKBOOK
+    root = next(iter(find_entries(root, "PH2Dataset")), root)
+    workbook = next(iter(find_entries(root, PH2_WORKBOOK, folders=False)), root / PH2_WORKBOOK)
     if not workbook.is_file():
         raise DataError(f"{workbook}: PH2 workbook not found (is --data-dir the PH2Dataset folder?)")
     frame = _ph2_cases(workbook)
     if not require_images:
         return _table(frame.assign(dataset="ph2", path="", mask=""))
-    folders = root / PH2_IMAGES
+    folders = next(iter(find_entries(root, PH2_IMAGES)), root / PH2_IMAGES)
     images, masks = [], []
     for case in frame["image_id"]:
-        image = _case_file(folders / case / f"{case}_Dermoscopic_Image", case)
+        image = _case_file(folders, f"{case}/{case}_Dermoscopic_Image", case)
         if image is None:
             raise DataError(f"{workbook}: case {case} is listed but has no image in "
                             f"{folders / case / f'{case}_Dermoscopic_Image'}")
         load_image(image, 32)
         images.append(str(image))
-        mask = _case_file(folders / case / f"{case}_lesion", f"{case}_lesion")
+        mask = _case_file(folders, f"{case}/{case}_lesion", f"{case}_lesion")
         masks.append("" if mask is None else str(mask))
     return _table(frame.assign(dataset="ph2", path=images, mask=masks))
 
@@ -243,7 +234,7 @@ def read_ph2(data_dir: str | Path | None, require_images: bool = True) -> Datase
 def _ph2_cases(workbook: Path) -> pd.DataFrame:
     try:
         raw = pd.read_excel(workbook, header=None, dtype=str, engine="openpyxl")
-    except (ValueError, OSError, KeyError) as exc:
+    except (ValueError, OSError, KeyError, zipfile.BadZipFile) as exc:
         raise DataError(f"{workbook}: not a readable .xlsx workbook ({exc})") from exc
     cells = raw.apply(lambda column: column.str.strip())
     header_rows = np.flatnonzero((cells == "Image Name").any(axis=1).to_numpy())
@@ -269,13 +260,14 @@ def _ph2_cases(workbook: Path) -> pd.DataFrame:
                          "histology": histology.to_numpy()})
 
 
-def _case_file(folder: Path, stem: str) -> Path | None:
-    if not folder.is_dir():
-        return None
-    for suffix in IMAGE_SUFFIXES:
-        for candidate in (folder / f"{stem}{suffix}", folder / f"{stem}{suffix.upper()}"):
-            if candidate.is_file():
-                return candidate
+def _case_file(root: Path, folder: str, stem: str) -> Path | None:
+    """``root/folder/stem.<any image extension>``, names matched ignoring case."""
+    for base in find_entries(root, folder):
+        with os.scandir(base) as entries:
+            files = {entry.name.lower(): base / entry.name for entry in entries if entry.is_file()}
+        for suffix in IMAGE_SUFFIXES:
+            if f"{stem}{suffix}".lower() in files:
+                return files[f"{stem}{suffix}".lower()]
     return None
 
 
@@ -292,9 +284,10 @@ def read_npz(path: str | Path, class_names: Iterable[str] | None = DERMAMNIST_CL
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    try:
-        arrays = np.load(path)
-    except (OSError, ValueError) as exc:
+    try:  # every member read here: an .npz decompresses each one only when asked for it
+        with np.load(path) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise DataError(f"{path}: not a readable .npz ({exc})") from exc
     images, labels, splits = [], [], []
     for split in ("train", "val", "test"):

@@ -17,7 +17,7 @@ from scipy.sparse.csgraph import connected_components
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from siamese.data.duplicates import known_pairs
-from siamese.data.readers import read_csv
+from siamese.data.files import read_csv
 from siamese.data.table import DataError, DatasetTable, first_offenders
 
 MANIFEST_COLUMNS = ("image_id", "label", "group", "split")

@@ -20,12 +20,17 @@ from sklearn.manifold import TSNE  # noqa: E402
 
 from siamese.config import RunConfig  # noqa: E402
 from siamese.data.splits import SPLITS  # noqa: E402
+from siamese.data.table import DataError  # noqa: E402
 from siamese.diagnostics.plots import save_figure  # noqa: E402
 from siamese.models import EmbeddingNet  # noqa: E402
 from siamese.runtime.device import resolve_device  # noqa: E402
+from siamese.training.embeddings import stored_embeddings  # noqa: E402
 from siamese.training.pipeline import build_run_data, split_embeddings  # noqa: E402
 
 METHODS = ("tsne", "umap")
+MIN_POINTS = 3
+"""Fewest points a projection is made of: t-SNE's perplexity must stay below the number of points and be at
+least 1, UMAP needs two neighbours per point."""
 
 
 def run_embeddings(run_dir: Path, splits: list[str]) -> tuple[pd.DataFrame, np.ndarray, Any]:
@@ -37,7 +42,7 @@ def run_embeddings(run_dir: Path, splits: list[str]) -> tuple[pd.DataFrame, np.n
     for split in splits:
         path = run_dir / "embeddings" / f"{split}.npz"
         ids = data.parts[split]["image_id"].astype(str).to_numpy()
-        if model is None and not path.is_file():
+        if model is None and stored_embeddings(path, ids) is None:  # absent, or of another split.csv
             model = EmbeddingNet.from_checkpoint(run_dir / "embedder.pt")
         arrays.append(split_embeddings(model, data.dataset(split), data.parts[split], run_dir, config,
                                        resolve_device("cpu")))
@@ -57,14 +62,22 @@ def stratified_sample(frame: pd.DataFrame, max_points: int, seed: int = 0) -> np
 
 
 def project(embeddings: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
+    """``N x 2`` coordinates of ``N x D`` embeddings, with each method's neighbourhood size shrunk for small N.
+
+    Raises DataError below :data:`MIN_POINTS` points, ValueError for an unknown method.
+    """
     n = len(embeddings)
+    if n < MIN_POINTS:
+        raise DataError(f"{n} image(s): too few for a projection (t-SNE and UMAP need at least {MIN_POINTS})")
     if method == "tsne":
         return TSNE(n_components=2, init="pca", perplexity=min(30.0, max(2.0, (n - 1) / 3)),
                     random_state=seed).fit_transform(embeddings)
     if method == "umap":
         import umap
 
-        reducer = umap.UMAP(n_components=2, n_neighbors=min(15, n - 1), random_state=seed, n_jobs=1)
+        # UMAP's spectral start solves for 3 eigenvectors, which needs more than 3 points
+        init = "spectral" if n > 3 else "random"
+        reducer = umap.UMAP(n_components=2, n_neighbors=min(15, n - 1), random_state=seed, n_jobs=1, init=init)
         return reducer.fit_transform(embeddings)
     raise ValueError(f"unknown projection {method!r}; choose from {METHODS}")
 
@@ -100,6 +113,9 @@ def visualize_run(run_dir: str | Path, methods: tuple[str, ...] = METHODS, split
     total = len(frame)
     picks = stratified_sample(frame, max_points, seed)
     frame, embeddings = frame.iloc[picks].reset_index(drop=True), embeddings[picks]
+    if len(frame) < MIN_POINTS:  # before any file is written
+        raise DataError(f"{run_dir} ({split} split): {len(frame)} image(s): too few for a projection (t-SNE and "
+                        f"UMAP need at least {MIN_POINTS})")
     predictions = pd.read_csv(run_dir / "test_predictions.csv", dtype=str) if (
         run_dir / "test_predictions.csv").is_file() else pd.DataFrame(columns=["image_id", "label", "classifier_pred"])
     wrong_ids = set(predictions.loc[predictions["label"] != predictions["classifier_pred"], "image_id"])

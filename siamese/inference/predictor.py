@@ -17,7 +17,7 @@ import pandas as pd
 
 from siamese.config import RunConfig
 from siamese.data.decode import to_batch
-from siamese.data.readers import IMAGE_SUFFIXES
+from siamese.data.files import IMAGE_SUFFIXES
 from siamese.data.table import DataError
 from siamese.inference.engines import open_engine
 from siamese.inference.preprocess import Preprocessing

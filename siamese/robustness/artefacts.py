@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from siamese.config import ARTEFACT_TYPES
 from siamese.data.crops import lesion_box
+from siamese.data.decode import decode
 from siamese.data.table import DataError
 
 SOURCE_WIDTH = 600
@@ -198,11 +199,7 @@ def _differences(folder: Path) -> list[tuple[str, np.ndarray]]:
 
 
 def _read_rgb(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"{path}: unreadable artefact template ({exc})") from exc
+    return np.asarray(decode(path, "RGB", kind="artefact template"))
 
 
 Spot = tuple[int, int]

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from siamese.config import SegmentConfig
+from siamese.config import SegmentConfig, resumed
 from siamese.data import load_dataset
 from siamese.data.splits import apply_manifest, fold_manifest, kfold_table, read_manifest, split_table, write_manifest
 from siamese.data.table import DataError, DatasetTable
@@ -54,12 +54,15 @@ def segmentation_table(config: SegmentConfig) -> DatasetTable:
     return with_masks(table, config.masks)
 
 
-def train_segmentation(config: SegmentConfig, resume: str | Path | None = None) -> SegmentResult:
+def train_segmentation(config: SegmentConfig, resume: str | Path | None = None,
+                       changes: dict[str, Any] | None = None) -> SegmentResult:
     """Train on one grouped split, or on every fold with ``config.folds > 1`` (then the mean and sd over
     folds go to ``segment_cv_summary.csv``). Interrupted work resumes: finished folds are read back, an
-    unfinished one continues from its last epoch."""
+    unfinished one continues from its last epoch, with the saved settings and those of ``changes`` that are
+    safe to change (others are refused by name, as for :func:`siamese.config.resumed`)."""
     if resume is not None:
-        config = replace(SegmentConfig.load(Path(resume) / CONFIG_FILE), out=str(resume))
+        saved = Path(resume) / CONFIG_FILE
+        config = replace(resumed(SegmentConfig.load(saved), changes or {}, saved), out=str(resume))
     if not config.out:
         raise DataError("segment train needs --out (the run folder)")
     check_segment_size(config.image_size)

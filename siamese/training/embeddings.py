@@ -29,12 +29,20 @@ def compute_embeddings(model: torch.nn.Module, dataset: Dataset, device: torch.d
     return torch.cat(chunks).numpy()
 
 
-def cached_embeddings(path: Path, image_ids: np.ndarray, compute: Callable[[], np.ndarray]) -> np.ndarray:
-    """Reuse ``path`` when it holds the same images; otherwise compute and save it."""
+def stored_embeddings(path: Path, image_ids: np.ndarray) -> np.ndarray | None:
+    """The embeddings saved at ``path`` if they are of exactly these images, in this order; else None."""
     if path.is_file():
         stored = np.load(path, allow_pickle=False)
         if np.array_equal(stored["image_id"], np.asarray(image_ids, dtype=str)):
             return stored["embedding"]
+    return None
+
+
+def cached_embeddings(path: Path, image_ids: np.ndarray, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """Reuse ``path`` when it holds the same images; otherwise compute and save it."""
+    stored = stored_embeddings(path, image_ids)
+    if stored is not None:
+        return stored
     embedding = compute()
     partial = path.with_name(path.stem + ".partial.npz")
     np.savez(partial, embedding=embedding, image_id=np.asarray(image_ids, dtype=str))

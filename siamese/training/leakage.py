@@ -14,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 from siamese.config import RunConfig
-from siamese.data import audit_manifest, planted_pairs, read_pairs, split_table, write_manifest
+from siamese.data import audit_manifest, planted_pairs, split_table, write_manifest
+from siamese.data.duplicates import read_pairs_for
 from siamese.diagnostics.plots import confusion_matrix_panels
 from siamese.diagnostics.report import markdown_table
 from siamese.training.pipeline import load_run_table, run_training
@@ -29,7 +30,7 @@ def run_leakage_experiment(config: RunConfig, out_dir: str | Path, duplicates: s
     out_dir.mkdir(parents=True, exist_ok=True)
     table = load_run_table(config)
     if duplicates:
-        pairs = read_pairs(duplicates)
+        pairs = read_pairs_for(duplicates, table.frame["image_id"])
     elif "duplicate_of" in table.frame.columns:
         pairs = planted_pairs(table)
     else:

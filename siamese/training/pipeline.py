@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from siamese.config import RunConfig
+from siamese.config import RunConfig, resumed
 from siamese.data import DatasetTable, load_dataset
-from siamese.data.balance import balanced_subset, oversample
-from siamese.data.duplicates import drop_conflicts, read_pairs
+from siamese.data.balance import balanced_subset, check_batches, oversample
+from siamese.data.duplicates import drop_conflicts, read_pairs_for
 from siamese.data.images import (
     LESION_NOISE,
     ImageDataset,
@@ -58,7 +58,7 @@ def load_run_table(config: RunConfig) -> DatasetTable:
     table = load_dataset(data.dataset, data.data_dir, data.metadata, binary=data.binary, seed=seed,
                          lesions_per_class=data.synthetic_lesions_per_class, only_present=data.only_present)
     if data.duplicates and data.drop_conflicts:
-        table = drop_conflicts(table, read_pairs(data.duplicates))
+        table = drop_conflicts(table, read_pairs_for(data.duplicates, table.frame["image_id"]))
     return table
 
 
@@ -73,7 +73,7 @@ def resolve_split(table: DatasetTable, config: RunConfig, run_dir: Path) -> Data
     elif "split" in table.frame.columns:
         manifest = table.frame[["image_id", "label", "group", "split"]].astype(str)
     else:
-        pairs = read_pairs(data.duplicates) if data.duplicates else None
+        pairs = read_pairs_for(data.duplicates, table.frame["image_id"]) if data.duplicates else None
         manifest = split_table(table.frame, pairs, data.val_fraction, data.test_fraction, seed=config.seed)
     write_manifest(manifest, own)
     table = apply_manifest(table, manifest)
@@ -96,13 +96,22 @@ def default_run_dir(config: RunConfig) -> Path:
     return Path("runs") / f"{config.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def prepare_run_dir(config: RunConfig, resume: str | Path | None) -> tuple[RunConfig, Path, list[Path]]:
-    """The run folder and its config; for a new run also what it created, to undo if setup fails."""
+def prepare_run_dir(config: RunConfig, resume: str | Path | None, changes: dict[str, Any] | None = None
+                    ) -> tuple[RunConfig, Path, list[Path]]:
+    """The run folder and its config; for a new run also what it created, to undo if setup fails.
+
+    A resumed run keeps its saved config; ``changes`` (dotted settings asked for with ``--resume``) are made
+    and saved where they are safe (:data:`siamese.config.RESUMABLE`), and refused by name otherwise."""
     if resume is not None:
         run_dir = Path(resume)
-        if not (run_dir / "config.json").is_file():
+        saved_path = run_dir / "config.json"
+        if not saved_path.is_file():
             raise DataError(f"{run_dir}: no config.json, so nothing to resume")
-        return RunConfig.load(run_dir / "config.json"), run_dir, []
+        saved = RunConfig.load(saved_path)
+        config = resumed(saved, changes or {}, saved_path)
+        if config != saved:
+            config.save(saved_path)
+        return config, run_dir, []
     run_dir = Path(config.out) if config.out else default_run_dir(config)
     if (run_dir / "config.json").is_file():
         raise DataError(f"{run_dir} already holds a run; pass --resume {run_dir} to continue it, or another --out")
@@ -180,24 +189,29 @@ def build_run_data(config: RunConfig, run_dir: Path) -> RunData:
     return RunData(parts, sources, targets, prep, table.excluded, cropping)
 
 
-def run_training(config: RunConfig, resume: str | Path | None = None) -> Path:
-    """Train both stages and evaluate; returns the run folder. Safe to interrupt and resume.
+def run_training(config: RunConfig, resume: str | Path | None = None,
+                 changes: dict[str, Any] | None = None) -> Path:
+    """Train both stages and evaluate; returns the run folder. Safe to interrupt and resume: ``resume`` names
+    the folder (its saved config is used, not ``config``), ``changes`` the settings asked to differ from it
+    (see :func:`prepare_run_dir`).
 
     Under torchrun every rank trains stage 1; rank 0 alone prepares the folder, writes, and runs
-    stage 2 and the evaluation (cheap, on cached embeddings).
+    stage 2 and the evaluation (cheap, on cached embeddings). A new run that fails before stage 1 starts
+    (bad data, settings that cannot train, weights that cannot be had) removes what it wrote.
     """
     device = resolve_device(config.device)
     dist = init_distributed(device)
     if dist.enabled and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
     try:
-        return _train(config, resume, device, dist)
+        return _train(config, resume, changes, device, dist)
     finally:
         dist.close()
 
 
-def _train(config: RunConfig, resume: str | Path | None, device: torch.device, dist: DistContext) -> Path:
-    prepared = prepare_run_dir(config, resume) if dist.is_main else None
+def _train(config: RunConfig, resume: str | Path | None, changes: dict[str, Any] | None, device: torch.device,
+           dist: DistContext) -> Path:
+    prepared = prepare_run_dir(config, resume, changes) if dist.is_main else None
     config_dict, run_dir = dist.broadcast(None if prepared is None else (prepared[0].to_dict(), str(prepared[1])))
     config, run_dir = RunConfig.from_dict(config_dict), Path(run_dir)
     try:
@@ -208,8 +222,13 @@ def _train(config: RunConfig, resume: str | Path | None, device: torch.device, d
             dist.barrier()
         data = build_run_data(config, run_dir)
         artefacts = _artefacts(config)
+        check_batches(data.targets["train"], config.embed.batch_size, config.embed.m_per_class, dist.world_size)
         if dist.is_main:
             dist.barrier()
+        model = EmbeddingNet(config.model.backbone, config.model.weights, config.model.embedding_dim,
+                             config.model.head_hidden, config.model.dropout, data.prep.mean, data.prep.std,
+                             LESION_NOISE if config.data.augment == "lesion" else 0.0, config.model.pooling,
+                             config.model.tta, config.model.colour_stats, config.model.colour_noise)
     except Exception:
         if prepared is not None:
             discard_setup(prepared[2])
@@ -220,10 +239,6 @@ def _train(config: RunConfig, resume: str | Path | None, device: torch.device, d
 
     tracker = Tracker(run_dir, config.to_dict(), config.wandb if dist.is_main else "disabled")
     try:
-        model = EmbeddingNet(config.model.backbone, config.model.weights, config.model.embedding_dim,
-                             config.model.head_hidden, config.model.dropout, data.prep.mean, data.prep.std,
-                             LESION_NOISE if config.data.augment == "lesion" else 0.0, config.model.pooling,
-                             config.model.tta, config.model.colour_stats, config.model.colour_noise)
         ssl_history = _self_supervised(model, data, config, device, run_dir, tracker, dist)
         stage1 = MetricTrainer(model, MetricData(data.dataset("train", config.data.augment, artefacts),
                                                  datasets["val"], reference),
