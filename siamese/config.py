@@ -18,9 +18,10 @@ DATASETS = ("ham10000", "isic2020", "ph2", "dermamnist", "csv", "digits", "synth
 BACKBONES = ("inception_v3", "resnet50", "resnet18", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 AUGMENTATIONS = ("lesion", "dermoscopy", "light", "none")
 BASELINES = ("colour_baseline", "imagenet_probe", "majority", "colour_embedding")
-"""``imagenet_probe`` is logistic regression on frozen ImageNet features of the run's backbone (what a
-researcher tries second); ``colour_embedding`` is the colour baseline given each fold's learned embedding
-too: a probe of whether the embedding says anything colour statistics do not."""
+"""``imagenet_probe`` is logistic regression on frozen ImageNet features of the run's backbone, or of the
+packaged EfficientNet-Lite0 when that backbone's weights cannot be had (what a researcher tries second);
+``colour_embedding`` is the colour baseline given each fold's learned embedding too: a probe of whether the
+embedding says anything colour statistics do not."""
 CROPS = ("none", "lesion-mask", "lesion")
 """``lesion-mask``: the dataset's own lesion masks; ``lesion``: masks predicted by a ``segment train`` run."""
 SEG_ENCODERS = ("resnet18", "resnet34", "resnet50", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")

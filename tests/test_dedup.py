@@ -138,6 +138,9 @@ def test_search_primitives():
         assert found[["i", "j", "distance"]].values.tolist() == [[0, 1, 0.0]]
     labels = dbscan_clusters(5, pd.DataFrame({"i": [0, 1], "j": [1, 2], "distance": [0.0, 0.05]}), 0.1)
     assert labels[0] == labels[1] == labels[2] >= 0 and labels[3] == labels[4] == -1
+    twice = pd.DataFrame({"i": [0, 1, 3], "j": [1, 0, 4], "distance": [0.5, 0.5, 0.5]})  # --method both: found twice
+    labels = dbscan_clusters(5, twice, 1.0)
+    assert labels[0] == labels[1] >= 0 and labels[3] == labels[4] >= 0 and labels[2] == -1
 
 
 def test_compare_pairs_against_a_reference(tmp_path, capsys):

@@ -41,10 +41,13 @@ def test_local_weights_file(tmp_path):
     assert dim == 512
     torch.testing.assert_close(loaded.conv1.weight, source.conv1.weight)
     torch.save({"something": torch.zeros(1)}, tmp_path / "wrong.pth")
-    with pytest.raises(WeightsUnavailableError, match="not a resnet18 state dict"):
+    with pytest.raises(WeightsUnavailableError, match="not a state dict of resnet18"):
         build_backbone("resnet18", str(tmp_path / "wrong.pth"))
     with pytest.raises(WeightsUnavailableError, match="not found"):
         build_backbone("resnet18", str(tmp_path / "absent.pth"))
+    (tmp_path / "table.csv").write_text("path,label\na.jpg,nv\n")
+    with pytest.raises(WeightsUnavailableError, match=r"table.csv: not a torch state-dict file \(\w+\)$"):
+        build_backbone("resnet18", str(tmp_path / "table.csv"))
 
 
 def test_imagenet_download_failure_says_what_to_do(monkeypatch, tmp_path):

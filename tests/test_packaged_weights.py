@@ -150,3 +150,18 @@ def test_a_unet_with_the_pretrained_encoder_learns_discs(discs, tmp_path):  # no
     history = pd.read_csv(tmp_path / "seg" / "history.csv")
     assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
     assert json.loads((tmp_path / "seg" / "summary.json").read_text())["dice_mean"] > 0.7
+
+
+def test_another_runs_embedder_is_refused_by_name(lite_run, run_dir, tmp_path, capsys):
+    import shutil
+
+    from siamese.cli import main
+
+    mixed = shutil.copytree(lite_run, tmp_path / "mixed", ignore=shutil.ignore_patterns("checkpoints"))
+    shutil.copy(run_dir / "embedder.pt", mixed / "embedder.pt")  # a ResNet18 with torchvision's statistics
+    image = tmp_path / "q.png"
+    Image.fromarray(np.full((40, 40, 3), 120, dtype=np.uint8)).save(image)
+    assert main(["predict", "--run", str(mixed), str(image), "--engine", "torch"]) == 2
+    assert "embedder.pt" in capsys.readouterr().err
+    assert main(["export", str(mixed)]) == 2
+    assert "not this run's checkpoint" in capsys.readouterr().err

@@ -221,3 +221,22 @@ def test_unreadable_tables_and_archives_are_named_by_file(tmp_path):
     (tmp_path / "pairs.csv").write_text("from_img,to_img,similarity\nISIC_1,ISIC_2,high\n")
     with pytest.raises(DataError, match="pairs.csv: column 'similarity' holds non-numbers: high"):
         read_pairs(tmp_path / "pairs.csv")
+
+
+@pytest.mark.parametrize("blank", ["path", "label", "group"])
+def test_a_blank_cell_in_a_csv_is_named_with_its_line(tmp_path, blank):
+    paths = random_jpegs(tmp_path, 4)
+    table = pd.DataFrame({"path": [p.name for p in paths], "label": ["a", "b", "a", "b"],
+                          "group": ["g0", "g1", "g2", "g3"]})
+    table.loc[2, blank] = None
+    table.to_csv(tmp_path / "images.csv", index=False)
+    with pytest.raises(DataError, match=rf"images.csv: 1 row\(s\) with no {blank} \(line\(s\) 4\)"):
+        load_dataset("csv", metadata=tmp_path / "images.csv")
+
+
+def test_a_blank_lesion_id_in_ham_metadata_is_named(shared_ham, tmp_path):
+    frame = pd.read_csv(shared_ham / "images" / "HAM10000_metadata.csv")
+    frame.loc[[0, 5], "lesion_id"] = None
+    frame.to_csv(tmp_path / "HAM10000_metadata.csv", index=False)
+    with pytest.raises(DataError, match=r"2 row\(s\) with no lesion_id \(line\(s\) 2, 7\)"):
+        load_dataset("ham10000", data_dir=shared_ham / "images", metadata=tmp_path / "HAM10000_metadata.csv")

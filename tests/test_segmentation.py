@@ -293,7 +293,7 @@ def test_encoder_weights_from_a_local_torchvision_file(tmp_path):
     torch.save(resnet.state_dict(), tmp_path / "resnet18.pth")
     segmenter = LesionSegmenter("resnet18", (16, 16, 8, 8, 8), weights=str(tmp_path / "resnet18.pth"))
     assert torch.equal(segmenter.unet.encoder.conv1.weight, resnet.conv1.weight)
-    with pytest.raises(WeightsUnavailableError, match="not a resnet34 state dict"):
+    with pytest.raises(WeightsUnavailableError, match="not a state dict of resnet34"):
         LesionSegmenter("resnet34", (16, 16, 8, 8, 8), weights=str(tmp_path / "resnet18.pth"))
 
 

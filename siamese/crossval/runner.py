@@ -104,7 +104,8 @@ def run_cv(config: RunConfig, cv: CVConfig, out: str | Path) -> CVResult:
     timing = {"this_call_seconds": time.perf_counter() - start,
               "training_seconds": float(folds.drop_duplicates(["seed", "fold"])["train_seconds"].sum())}
     notes = [] if imagenet is None else [f"`imagenet_probe` used frozen ImageNet {imagenet.backbone} features."]
-    files.append(write_cv_report(out, config, cv, summary, folds, classes, timing, machine_description(), notes))
+    report = write_cv_report(out, config, cv, summary, folds, classes, timing, machine_description(), notes)
+    files += [out / "cv_paired.csv", report]
     return CVResult(folds, summary, oof, files)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
-from siamese.data.table import DataError, require_columns
+from siamese.data.table import DataError, require_columns, require_values
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
@@ -26,7 +26,8 @@ SNIFF_BYTES = 64 * 1024
 
 def read_csv(path: str | Path, columns: Iterable[str] = ()) -> pd.DataFrame:
     """A table (comma-, tab-, semicolon- or pipe-separated, quoted or not: the delimiter is sniffed) with
-    a clear error when it is missing, unparsable, a single column (an unknown format) or lacks ``columns``."""
+    a clear error when it is missing, unparsable, a single column (an unknown format), lacks ``columns`` or
+    has a blank cell in one of them."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
@@ -42,6 +43,7 @@ def read_csv(path: str | Path, columns: Iterable[str] = ()) -> pd.DataFrame:
     require_columns(frame, columns, str(path))
     if frame.empty:
         raise DataError(f"{path}: the table has no rows")
+    require_values(frame, columns, str(path))
     return frame
 
 

@@ -19,7 +19,7 @@ import pandas as pd
 
 from siamese.data.decode import load_image
 from siamese.data.files import IMAGE_SUFFIXES, find_entries, index_images, read_csv, strip_suffix
-from siamese.data.table import DataError, DatasetTable, first_offenders, require_columns
+from siamese.data.table import DataError, DatasetTable, first_offenders, require_columns, require_values
 
 HAM_CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
 HAM_MALIGNANT = frozenset({"mel", "bcc", "akiec"})
@@ -117,6 +117,7 @@ def read_ham10000(data_dir: str | Path | None = None, metadata: str | Path | Non
     head = read_csv(table_path)
     if "dx" in head.columns:
         require_columns(head, ("lesion_id", "image_id", "dx"), str(table_path))
+        require_values(head, ("lesion_id", "image_id"), str(table_path))
         frame = head.rename(columns={"dx": "label"}).assign(group=head["lesion_id"])
         subdirs = HAM_IMAGE_DIRS
     elif "image" in head.columns:
@@ -326,6 +327,7 @@ def read_image_csv(path: str | Path, name: str = "csv") -> DatasetTable:
     missing = frame.loc[~full.map(os.path.isfile), "path"]
     if len(missing):
         raise DataError(f"{path}: {len(missing)} image file(s) missing: {first_offenders(missing)}")
+    require_values(frame, [c for c in ("image_id", "group") if c in frame.columns], str(path))
     ids = frame["image_id"] if "image_id" in frame.columns else frame["path"].map(lambda p: Path(p).stem)
     groups = frame["group"] if "group" in frame.columns else ids
     out = pd.DataFrame({"image_id": ids.astype(str), "label": frame["label"].astype(str),

@@ -34,6 +34,17 @@ def require_columns(frame: pd.DataFrame, columns: Iterable[str], source: str) ->
         )
 
 
+def require_values(frame: pd.DataFrame, columns: Iterable[str], source: str) -> None:
+    """Refuse blank cells in ``columns``, naming the file's line numbers (the header is line 1): a row without
+    a label, a group or a path cannot be placed in a split, and one without a lesion id could leak."""
+    for column in columns:
+        blank = frame[column].isna() | (frame[column].astype(str).str.strip() == "")
+        if blank.any():
+            lines = (np.flatnonzero(blank.to_numpy()) + 2).tolist()
+            raise DataError(f"{source}: {len(lines)} row(s) with no {column} (line(s) {first_offenders(lines)}); "
+                            f"every row needs one")
+
+
 @dataclass
 class DatasetTable:
     """Images of one dataset: a table plus, for in-memory datasets, the pixel array.

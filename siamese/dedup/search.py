@@ -82,8 +82,12 @@ def dbscan_clusters(n: int, pairs: pd.DataFrame, threshold: float) -> np.ndarray
     Only the pairs within ``threshold`` are stored, so this stays cheap for tens of thousands of images.
     """
     offset = 1e-9  # stored zeros would read as 'no edge' in a sparse precomputed matrix
-    d = pairs["distance"].to_numpy() + offset
     i, j = pairs["i"].to_numpy(), pairs["j"].to_numpy()
+    # one edge per pair of images, at its shortest: the sparse matrix would add up a pair found twice (by
+    # two methods, or in both orders) into a distance past the threshold
+    edges = pd.DataFrame({"i": np.minimum(i, j), "j": np.maximum(i, j), "d": pairs["distance"].to_numpy()})
+    edges = edges.groupby(["i", "j"], as_index=False)["d"].min()
+    i, j, d = edges["i"].to_numpy(), edges["j"].to_numpy(), edges["d"].to_numpy() + offset
     graph = coo_matrix((np.concatenate([d, d]), (np.concatenate([i, j]), np.concatenate([j, i]))),
                        shape=(n, n)).tocsr()
     return DBSCAN(eps=threshold + offset, min_samples=2, metric="precomputed").fit(graph).labels_

@@ -6,6 +6,7 @@ import the other.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -30,11 +31,37 @@ class InferenceGraph(nn.Module):
 
     @classmethod
     def from_run(cls, run_dir: str | Path) -> InferenceGraph:
-        """Both stages' best checkpoints from a run folder, refused when they disagree with its class list."""
+        """Both stages' best checkpoints from a run folder, refused when they disagree with its class list, its
+        input statistics, its backbone (``config.json``) or each other (a checkpoint copied from another run).
+
+        Raises:
+            DataError: naming the checkpoint and what disagrees.
+        """
         run_dir = Path(run_dir)
-        classes = Preprocessing.load(run_dir / "preprocess.json").classes
+        prep = Preprocessing.load(run_dir / "preprocess.json")
         classifier = DenseClassifier.from_checkpoint(run_dir / "classifier.pt")
-        if classifier.arch["n_classes"] != len(classes):
+        if classifier.arch["n_classes"] != len(prep.classes):
             raise DataError(f"{run_dir}: classifier has {classifier.arch['n_classes']} classes but the run "
-                            f"lists {len(classes)}")
-        return cls(EmbeddingNet.from_checkpoint(run_dir / "embedder.pt"), classifier).eval()
+                            f"lists {len(prep.classes)}")
+        embedder = EmbeddingNet.from_checkpoint(run_dir / "embedder.pt")
+        check_embedder_fits(embedder, prep, run_dir)
+        if embedder.arch["embedding_dim"] != classifier.arch["embedding_dim"]:
+            raise DataError(f"{run_dir / 'embedder.pt'}: {embedder.arch['embedding_dim']}-d embeddings, but "
+                            f"classifier.pt takes {classifier.arch['embedding_dim']}-d: not this run's checkpoints")
+        return cls(embedder, classifier).eval()
+
+
+def check_embedder_fits(embedder: EmbeddingNet, prep: Preprocessing, run_dir: Path) -> None:
+    """An ``embedder.pt`` whose input statistics or backbone are not the run's is another run's checkpoint."""
+    path = run_dir / "embedder.pt"
+    stats = (embedder.normalize.mean.flatten().tolist(), embedder.normalize.std.flatten().tolist())
+    if not all(abs(a - b) < 1e-6 for got, want in zip(stats, (prep.mean, prep.std), strict=True)
+               for a, b in zip(got, want, strict=True)):
+        raise DataError(f"{path}: input statistics {stats} differ from preprocess.json's {(prep.mean, prep.std)}: "
+                        f"not this run's checkpoint")
+    config = run_dir / "config.json"
+    if config.is_file():
+        backbone = json.loads(config.read_text()).get("model", {}).get("backbone")
+        if backbone is not None and backbone != embedder.arch["backbone"]:
+            raise DataError(f"{path}: a {embedder.arch['backbone']} checkpoint, but config.json trains a {backbone}: "
+                            f"not this run's checkpoint")

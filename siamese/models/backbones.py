@@ -120,7 +120,8 @@ def load_local_weights(model: nn.Module, path: Path, name: str, ignore: tuple[st
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise WeightsUnavailableError(f"{path}: not a loadable state dict ({exc})") from exc
+        # torch's own message suggests weights_only=False, which no file from outside should get
+        raise WeightsUnavailableError(f"{path}: not a torch state-dict file ({type(exc).__name__})") from exc
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     state = {k.removeprefix("module.").removeprefix("backbone."): v for k, v in state.items()}
@@ -129,9 +130,10 @@ def load_local_weights(model: nn.Module, path: Path, name: str, ignore: tuple[st
     missing = [k for k in own if k not in state and not k.startswith(ignore)]
     unexpected = [k for k in state if k not in own]
     if missing or unexpected:
-        raise WeightsUnavailableError(f"{path}: not a {name} state dict (missing {missing[:5]}, unexpected "
+        raise WeightsUnavailableError(f"{path}: not a state dict of {name} (missing {missing[:5]}, unexpected "
                                       f"{unexpected[:5]})")
     try:
         model.load_state_dict(state, strict=False)
     except RuntimeError as exc:
-        raise WeightsUnavailableError(f"{path}: not a {name} state dict ({str(exc).splitlines()[-1].strip()})") from exc
+        raise WeightsUnavailableError(f"{path}: not a state dict of {name} ({str(exc).splitlines()[-1].strip()})"
+                                      ) from exc
