@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from siamese.crossval.baselines import (
 )
 from siamese.crossval.summary import fold_rows, summarize, write_cv_figures, write_cv_report
 from siamese.data.duplicates import read_pairs_for
-from siamese.data.images import crop_boxes, pixel_source
+from siamese.data.images import PixelSource, crop_boxes, pixel_source
 from siamese.data.splits import fold_manifest, kfold_table, write_manifest
 from siamese.data.table import DataError, DatasetTable
 from siamese.runtime.device import machine_description
@@ -61,8 +62,10 @@ def run_cv(config: RunConfig, cv: CVConfig, out: str | Path) -> CVResult:
     table = load_run_table(config)
     classes = table.classes
     pairs = read_pairs_for(config.data.duplicates, table.frame["image_id"]) if config.data.duplicates else None
-    colour = _colour_features(table, config, out)
-    imagenet = _imagenet_features(table, config, out) if "imagenet_probe" in cv.baselines else None
+    pixels = ReferencePixels(table, config)
+    colour = _colour_features(table, pixels, out)
+    imagenet = (_imagenet_features(table, pixels, config.model.backbone, out) if "imagenet_probe" in cv.baselines
+                else None)
     plan = [(seed, fold) for seed in cv.seeds for fold in range(cv.folds)]
     rows, predictions = [], []
     start = time.perf_counter()
@@ -83,8 +86,8 @@ def run_cv(config: RunConfig, cv: CVConfig, out: str | Path) -> CVResult:
         if "colour_baseline" in cv.baselines:
             proba["colour_baseline"] = logistic_probe_proba(colour_fit, y_fit, colour_test, len(classes), seed)
         if imagenet is not None:
-            proba["imagenet_probe"] = logistic_probe_proba(imagenet.features[rows_fit], y_fit,
-                                                           imagenet.features[rows_test], len(classes), seed)
+            proba["imagenet_probe"] = logistic_probe_proba(imagenet["features"][rows_fit], y_fit,
+                                                           imagenet["features"][rows_test], len(classes), seed)
         if "majority" in cv.baselines:
             proba["majority"] = majority_proba(y_fit, len(ids), len(classes))
         if "colour_embedding" in cv.baselines:
@@ -103,7 +106,7 @@ def run_cv(config: RunConfig, cv: CVConfig, out: str | Path) -> CVResult:
     files += write_cv_figures(oof, classes, out)
     timing = {"this_call_seconds": time.perf_counter() - start,
               "training_seconds": float(folds.drop_duplicates(["seed", "fold"])["train_seconds"].sum())}
-    notes = [] if imagenet is None else [f"`imagenet_probe` used frozen ImageNet {imagenet.backbone} features."]
+    notes = [] if imagenet is None else [f"`imagenet_probe` used frozen ImageNet {imagenet['backbone']} features."]
     report = write_cv_report(out, config, cv, summary, folds, classes, timing, machine_description(), notes)
     files += [out / "cv_paired.csv", report]
     return CVResult(folds, summary, oof, files)
@@ -138,41 +141,50 @@ def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
     return found
 
 
-def _colour_features(table: DatasetTable, config: RunConfig, out: Path) -> np.ndarray:
-    """Computed once per CV folder on the pixels the embedder sees (same size, same crop)."""
-    path = out / "colour_features.npz"
-    ids = np.asarray(table.frame["image_id"], dtype=str)
+class ReferencePixels:
+    """The pixels the embedder sees (same size, same lesion crop) for the reference models' features; the
+    crop boxes (which may run a segmenter) and the source are built once, and only when a cache misses."""
+
+    def __init__(self, table: DatasetTable, config: RunConfig) -> None:
+        self.table, self.data, self.source = table, config.data, None
+
+    def __call__(self) -> PixelSource:
+        if self.source is None:
+            data = self.data
+            boxes = crop_boxes(self.table, data.crop, data.crop_margin, data.seg_run)
+            self.source = pixel_source(self.table, data.image_size, data.cache_dir, boxes)
+        return self.source
+
+
+def _cached_features(path: Path, ids: np.ndarray, compute: Callable[[], dict[str, np.ndarray]]
+                     ) -> dict[str, np.ndarray]:
+    """Arrays stored with the image ids they were computed for; recomputed when the CV's images changed."""
     if path.is_file():
-        saved = np.load(path)
-        if np.array_equal(saved["image_id"], ids):
-            return saved["features"]
-    data = config.data
-    boxes = crop_boxes(table, data.crop, data.crop_margin, data.seg_run)
-    features = colour_feature_matrix(pixel_source(table, data.image_size, data.cache_dir, boxes))
-    np.savez(path, image_id=ids, features=features)
-    return features
+        saved = dict(np.load(path))
+        if np.array_equal(saved.pop("image_id"), ids):
+            return saved
+    values = compute()
+    np.savez(path, image_id=ids, **values)
+    return values
 
 
-@dataclass
-class ProbeFeatures:
-    features: np.ndarray
-    backbone: str
-
-
-def _imagenet_features(table: DatasetTable, config: RunConfig, out: Path) -> ProbeFeatures:
-    """Frozen ImageNet features of the run's backbone on the pixels the embedder sees, once per CV folder."""
-    path = out / "imagenet_features.npz"
+def _colour_features(table: DatasetTable, pixels: ReferencePixels, out: Path) -> np.ndarray:
+    """Computed once per CV folder on the pixels the embedder sees."""
     ids = np.asarray(table.frame["image_id"], dtype=str)
-    if path.is_file():
-        saved = np.load(path)
-        if np.array_equal(saved["image_id"], ids):
-            return ProbeFeatures(saved["features"], str(saved["backbone"]))
-    data = config.data
-    boxes = crop_boxes(table, data.crop, data.crop_margin, data.seg_run)
-    features, backbone = imagenet_feature_matrix(pixel_source(table, data.image_size, data.cache_dir, boxes),
-                                                 config.model.backbone)
-    np.savez(path, image_id=ids, features=features, backbone=backbone)
-    return ProbeFeatures(features, backbone)
+    return _cached_features(out / "colour_features.npz", ids,
+                            lambda: {"features": colour_feature_matrix(pixels())})["features"]
+
+
+def _imagenet_features(table: DatasetTable, pixels: ReferencePixels, backbone: str, out: Path
+                       ) -> dict[str, np.ndarray]:
+    """Frozen ImageNet features of the run's backbone (``features``) and the backbone actually used
+    (``backbone``), once per CV folder on the pixels the embedder sees."""
+    def compute() -> dict[str, np.ndarray]:
+        features, used = imagenet_feature_matrix(pixels(), backbone)
+        return {"features": features, "backbone": np.asarray(used)}
+
+    ids = np.asarray(table.frame["image_id"], dtype=str)
+    return _cached_features(out / "imagenet_features.npz", ids, compute)
 
 
 def _train_fold(config: RunConfig, manifest: pd.DataFrame, fold_dir: Path, seed: int) -> float:

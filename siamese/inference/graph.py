@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -55,8 +56,7 @@ def check_embedder_fits(embedder: EmbeddingNet, prep: Preprocessing, run_dir: Pa
     """An ``embedder.pt`` whose input statistics or backbone are not the run's is another run's checkpoint."""
     path = run_dir / "embedder.pt"
     stats = (embedder.normalize.mean.flatten().tolist(), embedder.normalize.std.flatten().tolist())
-    if not all(abs(a - b) < 1e-6 for got, want in zip(stats, (prep.mean, prep.std), strict=True)
-               for a, b in zip(got, want, strict=True)):
+    if not np.allclose(stats, (prep.mean, prep.std), rtol=0, atol=1e-6):
         raise DataError(f"{path}: input statistics {stats} differ from preprocess.json's {(prep.mean, prep.std)}: "
                         f"not this run's checkpoint")
     config = run_dir / "config.json"
