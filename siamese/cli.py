@@ -24,6 +24,7 @@ from siamese.config import (
     MONITORS,
     POOLINGS,
     PRESETS,
+    REFERENCES,
     SEG_ENCODERS,
     SEGMENT_PRESETS,
     RunConfig,
@@ -147,7 +148,8 @@ TRAIN_SETTINGS = (
 """Each training option's :class:`RunConfig` setting (dotted name) and argument."""
 TRAIN_FLAGS = (("data.full_dataset", "full_dataset"), ("data.binary", "binary"), ("data.only_present", "only_present"),
                ("data.drop_conflicts", "drop_conflicts"), ("classifier.class_weights", "class_weights"),
-               ("embed.freeze_bn", "freeze_bn"), ("compile", "compile"), ("deterministic", "deterministic"))
+               ("embed.freeze_bn", "freeze_bn"), ("classifier.patient_context", "patient_context"),
+               ("compile", "compile"), ("deterministic", "deterministic"))
 
 
 def train_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -164,7 +166,14 @@ def train_settings(args: argparse.Namespace) -> dict[str, Any]:
     settings.update({name: True for name, dest in TRAIN_FLAGS if getattr(args, dest)})
     if args.no_onnx:
         settings["export_onnx"] = False
+    if args.references is not None:
+        settings["references"] = reference_names(args.references)
     return settings
+
+
+def reference_names(names: Sequence[str]) -> tuple[str, ...]:
+    """``--references`` as a tuple; ``none`` alone scores no reference model."""
+    return () if list(names) == ["none"] else tuple(names)
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -192,13 +201,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_dir = run_training(config_from_args(args), resume=args.resume, changes=changes)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun workers leave reporting to rank 0
         return 0
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    for name in ("classifier", "knn"):
+    print_test_metrics(json.loads((run_dir / "metrics.json").read_text()))
+    print(f"results in {run_dir}")
+    return 0
+
+
+def print_test_metrics(metrics: dict[str, Any]) -> None:
+    for name in metrics.get("models", ("classifier", "knn")):
         m = metrics[name]
         auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"
-        print(f"test {name:10s} accuracy {m['accuracy']:.3f}  balanced {m['balanced_accuracy']:.3f}  "
+        print(f"test {name:16s} accuracy {m['accuracy']:.3f}  balanced {m['balanced_accuracy']:.3f}  "
               f"macro-F1 {m['macro_f1']:.3f}  AUC {auc}")
-    print(f"results in {run_dir}")
+
+
+def cmd_rescore(args: argparse.Namespace) -> int:
+    from siamese.training.pipeline import rescore_run
+
+    references = None if args.references is None else reference_names(args.references)
+    print_test_metrics(rescore_run(args.run, references, args.device))
+    print(f"rewrote metrics.json, per_class.csv, test_predictions.csv, the plots and report.md in {args.run}")
     return 0
 
 
@@ -515,6 +536,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="largest difference from torch's outputs accepted on a sample batch")
     export.set_defaults(func=cmd_export)
 
+    rescore = commands.add_parser("rescore", help="score a finished run again without training (from its cached "
+                                  "embeddings and checkpoints), e.g. with other --references")
+    rescore.add_argument("run", help="a finished run folder")
+    add_reference_argument(rescore)
+    rescore.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    rescore.set_defaults(func=cmd_rescore)
+
     visualize = commands.add_parser("visualize", help="t-SNE / UMAP plots and coordinates of a run's embeddings")
     visualize.add_argument("run", help="a finished run folder")
     visualize.add_argument("--method", choices=("tsne", "umap", "both"), default="both")
@@ -640,6 +668,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--freeze-bn", action="store_true",
                         help="keep the backbone's batch-norm statistics (pretrained, small batches)")
     parser.add_argument("--class-weights", action="store_true")
+    add_reference_argument(parser)
+    parser.add_argument("--patient-context", action="store_true",
+                        help="also score the classifier with each lesion's patient context (the ugly-duckling "
+                             "signal: distance to the same patient's other lesions in embedding space; ISIC 2020)")
     parser.add_argument("--cache-dir", help="pre-resized uint8 image cache folder")
     parser.add_argument("--num-workers", type=int)
     parser.add_argument("--seed", type=int)
@@ -651,6 +683,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="run folder (default runs/DATASET-TIME)")
     parser.add_argument("--resume", help="continue an interrupted run folder")
     parser.add_argument("--wandb", choices=("offline", "online", "disabled"))
+
+
+def add_reference_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--references", nargs="+", choices=(*REFERENCES, "none"),
+                        help="reference models fitted on the training and validation splits and scored beside the "
+                             "two stages on the test split (default: all; none: skip)")
 
 
 def one_line_warning(message: Warning | str, category: type[Warning], *_: object, **__: object) -> str:

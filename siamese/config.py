@@ -22,6 +22,9 @@ BASELINES = ("colour_baseline", "imagenet_probe", "majority", "colour_embedding"
 packaged EfficientNet-Lite0 when that backbone's weights cannot be had (what a researcher tries second);
 ``colour_embedding`` is the colour baseline given each fold's learned embedding too: a probe of whether the
 embedding says anything colour statistics do not."""
+REFERENCES = ("colour_baseline", "imagenet_probe", "colour_embedding")
+"""The reference models a single run fits on its training and validation images and scores on its test
+split beside the two stages (the cross-validation's ``BASELINES`` less ``majority``)."""
 CROPS = ("none", "lesion-mask", "lesion")
 """``lesion-mask``: the dataset's own lesion masks; ``lesion``: masks predicted by a ``segment train`` run."""
 SEG_ENCODERS = ("resnet18", "resnet34", "resnet50", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
@@ -111,6 +114,7 @@ class ClassifierConfig:
     dropout: float = 0.3
     class_weights: bool = False
     knn_k: int = 5
+    patient_context: bool = False  # the ugly-duckling signal: each lesion against the same patient's others
 
 
 @dataclass
@@ -144,6 +148,7 @@ class RunConfig:
     channels_last: bool = True
     compile: bool = False
     export_onnx: bool = True  # model.onnx beside the checkpoints: predict then starts without torch
+    references: tuple[str, ...] = REFERENCES  # scored beside the two stages on the test split
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -177,9 +182,10 @@ def get_setting(config: Any, name: str) -> Any:
 
 
 RESUMABLE = frozenset({"device", "num_workers", "wandb", "compile", "export_onnx", "data_dir", "metadata", "masks",
-                       "cache_dir"})
-"""Settings a resumed run may change: how it runs and where its files are, never what it computes (its own
-split.csv pins its images, and a moved folder is checked against it)."""
+                       "cache_dir", "references"})
+"""Settings a resumed run may change: how it runs, where its files are and which reference models it is scored
+beside (refitted at every evaluation), never what it trains (its own split.csv pins its images, and a moved
+folder is checked against it)."""
 
 
 def resumed(saved: Any, changes: dict[str, Any], source: str | Path) -> Any:
@@ -257,6 +263,7 @@ def _tiny() -> RunConfig:
     config.embed.batch_size = 120
     config.embed.patience = 3
     config.classifier.epochs = 40
+    config.references = ("colour_baseline", "colour_embedding")  # ImageNet features of 32 px digits say nothing
     return config
 
 
@@ -289,6 +296,45 @@ def _ph2() -> RunConfig:
     config.embed.frozen_epochs = 2
     config.embed.freeze_bn = True
     config.classifier.epochs = 50
+    config.references = REFERENCES
+    return config
+
+
+def _ham_cpu() -> RunConfig:
+    """HAM10000's 10,015 images on 2 CPU cores (about 25 minutes a run here): the packaged ImageNet
+    EfficientNet-Lite0 at 128 px (the shared copy is 200 x 150), the whole lesion-grouped training split
+    in batches of 63 that hold 9 images of each of the 7 classes, one warm-up epoch with the backbone
+    frozen, then the backbone at a tenth of the head's rate; six epochs, the best by MAP@R on the
+    validation split; the colour statistics beside the features, as in the ``ph2`` preset."""
+    config = RunConfig(preset="ham_cpu")
+    config.data.dataset = "ham10000"
+    config.data.full_dataset = True
+    config.data.image_size = 128
+    config.data.augment = "dermoscopy"
+    config.model.backbone = "efficientnet_lite0"
+    config.model.colour_stats = True
+    config.embed.epochs = 6
+    config.embed.batch_size = 63
+    config.embed.patience = 3
+    config.embed.monitor = "map_at_r"
+    config.embed.backbone_lr_scale = 0.1
+    config.embed.frozen_epochs = 1
+    return config
+
+
+def _isic_cpu() -> RunConfig:
+    """ISIC 2020 melanoma vs benign on 2 CPU cores, as the original study trained it: stage 1 on the
+    training split's balanced 50/50 subset, the dense classifier on the whole training split (oversampled);
+    the ``ph2`` preset's transfer-learning recipe (packaged ImageNet EfficientNet-Lite0, 128 px, two
+    warm-up epochs, backbone at a tenth of the rate with its batch statistics kept, batches of 32);
+    patient context (the ugly-duckling signal) scored beside the classifier."""
+    config = _ph2()
+    config.preset = "isic_cpu"
+    config.data.dataset = "isic2020"
+    config.data.binary = True
+    config.data.full_dataset = False
+    config.data.val_fraction = 0.1
+    config.classifier.patient_context = True
     return config
 
 
@@ -350,6 +396,8 @@ PRESETS = {
     "isic": _isic,
     "tiny": _tiny,
     "ph2": _ph2,
+    "ham_cpu": _ham_cpu,
+    "isic_cpu": _isic_cpu,
 }
 
 

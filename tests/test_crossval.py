@@ -8,10 +8,10 @@ import torch
 from siamese.cli import main
 from siamese.config import CVConfig
 from siamese.crossval import colour_features, run_cv
-from siamese.crossval.baselines import colour_embedding_proba, logistic_probe_proba, majority_proba
 from siamese.crossval.runner import fold_embeddings
 from siamese.data import DataError, load_dataset
 from siamese.data.splits import fold_manifest, kfold_table
+from siamese.training.baselines import colour_embedding_proba, logistic_probe_proba, majority_proba
 
 from .conftest import tiny_config
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -20,19 +19,20 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from siamese.config import CVConfig, RunConfig
-from siamese.crossval.baselines import (
-    colour_embedding_proba,
-    colour_feature_matrix,
-    imagenet_feature_matrix,
-    logistic_probe_proba,
-    majority_proba,
-)
 from siamese.crossval.summary import fold_rows, summarize, write_cv_figures, write_cv_report
 from siamese.data.duplicates import read_pairs_for
 from siamese.data.images import PixelSource, crop_boxes, pixel_source
 from siamese.data.splits import fold_manifest, kfold_table, write_manifest
 from siamese.data.table import DataError, DatasetTable
 from siamese.runtime.device import machine_description
+from siamese.training.baselines import (
+    colour_embedding_proba,
+    colour_feature_matrix,
+    imagenet_feature_matrix,
+    logistic_probe_proba,
+    majority_proba,
+)
+from siamese.training.embeddings import cached_arrays
 from siamese.training.pipeline import load_run_table, run_training
 
 DEEP_MODELS = ("classifier", "knn")
@@ -156,22 +156,10 @@ class ReferencePixels:
         return self.source
 
 
-def _cached_features(path: Path, ids: np.ndarray, compute: Callable[[], dict[str, np.ndarray]]
-                     ) -> dict[str, np.ndarray]:
-    """Arrays stored with the image ids they were computed for; recomputed when the CV's images changed."""
-    if path.is_file():
-        saved = dict(np.load(path))
-        if np.array_equal(saved.pop("image_id"), ids):
-            return saved
-    values = compute()
-    np.savez(path, image_id=ids, **values)
-    return values
-
-
 def _colour_features(table: DatasetTable, pixels: ReferencePixels, out: Path) -> np.ndarray:
     """Computed once per CV folder on the pixels the embedder sees."""
     ids = np.asarray(table.frame["image_id"], dtype=str)
-    return _cached_features(out / "colour_features.npz", ids,
+    return cached_arrays(out / "colour_features.npz", ids,
                             lambda: {"features": colour_feature_matrix(pixels())})["features"]
 
 
@@ -184,7 +172,7 @@ def _imagenet_features(table: DatasetTable, pixels: ReferencePixels, backbone: s
         return {"features": features, "backbone": np.asarray(used)}
 
     ids = np.asarray(table.frame["image_id"], dtype=str)
-    return _cached_features(out / "imagenet_features.npz", ids, compute)
+    return cached_arrays(out / "imagenet_features.npz", ids, compute)
 
 
 def _train_fold(config: RunConfig, manifest: pd.DataFrame, fold_dir: Path, seed: int) -> float:

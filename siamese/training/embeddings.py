@@ -1,4 +1,4 @@
-"""Embeddings of a whole split, computed once and cached in the run folder."""
+"""Embeddings (and other per-image arrays) of a whole split, computed once and cached in the run folder."""
 
 from __future__ import annotations
 
@@ -48,3 +48,14 @@ def cached_embeddings(path: Path, image_ids: np.ndarray, compute: Callable[[], n
     np.savez(partial, embedding=embedding, image_id=np.asarray(image_ids, dtype=str))
     partial.replace(path)
     return embedding
+
+
+def cached_arrays(path: Path, ids: np.ndarray, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Named arrays stored with the image ids they were computed for; recomputed when the images changed."""
+    if path.is_file():
+        saved = dict(np.load(path))
+        if np.array_equal(saved.pop("image_id"), ids):
+            return saved
+    values = compute()
+    np.savez(path, image_id=ids, **values)
+    return values

@@ -11,7 +11,10 @@ from sklearn import metrics
 
 def classification_metrics(y_true: np.ndarray, proba: np.ndarray, classes: list[str]) -> tuple[dict[str, Any],
                                                                                              pd.DataFrame]:
-    """Accuracy, balanced accuracy, macro P/R/F1, ROC-AUC, top-3 (multiclass) and the confusion matrix."""
+    """Accuracy, balanced accuracy, macro P/R/F1, ROC-AUC, the confusion matrix; top-3 accuracy (multiclass);
+    sensitivity at 80 % and 90 % specificity (binary, of the :func:`positive_index` class).
+
+    ``y_true`` is ``(N,)`` class indices into ``classes``, ``proba`` ``(N, C)`` probabilities."""
     labels = np.arange(len(classes))
     y_pred = proba.argmax(axis=1)
     p, r, f, support = metrics.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
@@ -27,10 +30,33 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, classes: list[
         "confusion_matrix": metrics.confusion_matrix(y_true, y_pred, labels=labels).tolist(),
         "classes": list(classes),
     }
+    if len(classes) == 2 and len(np.unique(y_true)) == 2:
+        positive = positive_index(classes)
+        for specificity in SPECIFICITIES:
+            summary[f"sensitivity_at_{round(specificity * 100)}_specificity"] = sensitivity_at_specificity(
+                y_true == positive, proba[:, positive], specificity)
     if len(classes) > 2:
         k = min(3, len(classes) - 1)
         summary[f"top{k}_accuracy"] = float(metrics.top_k_accuracy_score(y_true, proba, k=k, labels=labels))
     return summary, per_class
+
+
+SPECIFICITIES = (0.8, 0.9)
+POSITIVE_CLASSES = ("malignant", "melanoma", "mel")
+"""Names of the class a binary dermoscopy task screens for, in order of preference."""
+
+
+def positive_index(classes: list[str]) -> int:
+    """The index of the class a binary task screens for (malignant, melanoma); else the second class."""
+    return next((classes.index(name) for name in POSITIVE_CLASSES if name in classes), 1)
+
+
+def sensitivity_at_specificity(positive: np.ndarray, score: np.ndarray, specificity: float) -> float:
+    """The highest sensitivity (true-positive rate) at a threshold whose specificity is at least
+    ``specificity``: the ROC curve's operating point a screening study reports (ISIC 2020 papers use
+    80 % and 90 %). ``positive`` is ``(N,)`` bool, ``score`` ``(N,)`` higher for positive."""
+    fpr, tpr, _ = metrics.roc_curve(positive, score)
+    return float(tpr[fpr <= 1 - specificity + 1e-12].max())
 
 
 def roc_auc(y_true: np.ndarray, proba: np.ndarray) -> float | None:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.metrics import roc_auc_score
 
 from siamese.config import RunConfig, resumed
 from siamese.data import DatasetTable, load_dataset
@@ -45,8 +46,10 @@ from siamese.runtime.distributed import DistContext, init_distributed
 from siamese.runtime.errors import ExportError
 from siamese.training.classify import ClassifierTrainer, knn_proba, predict_proba
 from siamese.training.embeddings import cached_embeddings, compute_embeddings
-from siamese.training.evaluate import classification_metrics
+from siamese.training.evaluate import classification_metrics, positive_index
 from siamese.training.metric import MetricData, MetricTrainer
+from siamese.training.patient_context import check_patient_context, patient_context_proba, ugly_duckling_features
+from siamese.training.references import check_references, reference_probabilities
 from siamese.training.selfsup import SelfSupervisedTrainer
 from siamese.training.tracking import Tracker
 
@@ -84,7 +87,9 @@ def resolve_split(table: DatasetTable, config: RunConfig, run_dir: Path) -> Data
 
 
 def training_rows(frame: pd.DataFrame, config: RunConfig) -> pd.DataFrame:
-    """The balanced subset by default; the whole training split with ``--full-dataset``."""
+    """Stage 1's images: the balanced subset by default (binary data 50/50, as the original ISIC 2020 study
+    trained its embedding), the whole training split with ``--full-dataset``. Stage 2 always learns from
+    the whole training split, oversampled to balance."""
     train = frame[frame["split"] == "train"]
     if config.data.full_dataset:
         return train.reset_index(drop=True)
@@ -137,7 +142,8 @@ def discard_setup(created: list[Path]) -> None:
 
 @dataclass
 class RunData:
-    """A run's images per split (stage-1 training rows for ``train``), targets and preprocessing."""
+    """A run's images per split (``train``, ``val``, ``test``, and ``stage1``: the training rows stage 1
+    learns from), targets and preprocessing."""
 
     parts: dict[str, pd.DataFrame]
     sources: dict[str, Any]
@@ -157,16 +163,19 @@ def build_run_data(config: RunConfig, run_dir: Path) -> RunData:
     classes = table.classes
     code = {c: i for i, c in enumerate(classes)}
     frame = table.frame
-    parts = {"train": training_rows(frame, config),
-             **{s: frame[frame["split"] == s].reset_index(drop=True) for s in ("val", "test")}}
+    parts = {**{s: frame[frame["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")},
+             "stage1": training_rows(frame, config)}
     size, crop, margin, seg_run = (config.data.image_size, config.data.crop, config.data.crop_margin,
                                    config.data.seg_run)
-    used = pd.concat(parts.values()).drop_duplicates("image_id")
+    used = frame[frame["split"].isin(("train", "val", "test"))]
     boxes = crop_boxes(DatasetTable(used, table.images), crop, margin, seg_run)  # once: may run the segmenter
     box_of = None if boxes is None else dict(zip(used["image_id"], boxes, strict=True))
-    sources = {s: pixel_source(DatasetTable(rows, table.images), size, config.data.cache_dir,
-                               None if box_of is None else [box_of[i] for i in rows["image_id"]])
-               for s, rows in parts.items()}
+    sources: dict[str, Any] = {
+        s: pixel_source(DatasetTable(parts[s], table.images), size, config.data.cache_dir,
+                        None if box_of is None else [box_of[i] for i in parts[s]["image_id"]])
+        for s in ("train", "val", "test")}
+    position = pd.Series(np.arange(len(parts["train"])), index=parts["train"]["image_id"])
+    sources["stage1"] = _Rows(sources["train"], position[parts["stage1"]["image_id"]].to_numpy())
     cropping: dict[str, Any] = {"mode": crop}
     if boxes is not None:
         cropping.update(margin=margin, kept_whole=sum(box is None for box in boxes),
@@ -218,6 +227,9 @@ def _train(config: RunConfig, resume: str | Path | None, changes: dict[str, Any]
         seed_everything(config.seed, config.deterministic)
         check_input_size(config.model.backbone, config.data.image_size)
         check_colour_settings(config.model.colour_stats, config.model.colour_noise)
+        check_references(config.references)
+        if config.classifier.patient_context:
+            check_patient_context(config.data.dataset)
         if not dist.is_main:
             dist.barrier()
         data = build_run_data(config, run_dir)
@@ -234,13 +246,13 @@ def _train(config: RunConfig, resume: str | Path | None, changes: dict[str, Any]
             discard_setup(prepared[2])
         raise
     classes, targets = data.prep.classes, data.targets
-    datasets = {s: data.dataset(s) for s in data.parts}
-    reference = _reference_subset(datasets["train"], config.embed.max_reference, config.seed)
+    datasets = {s: data.dataset(s) for s in ("train", "val", "test")}
+    reference = _reference_subset(data.dataset("stage1"), config.embed.max_reference, config.seed)
 
     tracker = Tracker(run_dir, config.to_dict(), config.wandb if dist.is_main else "disabled")
     try:
         ssl_history = _self_supervised(model, data, config, device, run_dir, tracker, dist)
-        stage1 = MetricTrainer(model, MetricData(data.dataset("train", config.data.augment, artefacts),
+        stage1 = MetricTrainer(model, MetricData(data.dataset("stage1", config.data.augment, artefacts),
                                                  datasets["val"], reference),
                                config.embed, device, run_dir, tracker, config.amp, config.channels_last,
                                config.data.num_workers, config.seed, dist, config.compile)
@@ -251,15 +263,14 @@ def _train(config: RunConfig, resume: str | Path | None, changes: dict[str, Any]
         best = load_checkpoint(run_dir / "embedder.pt", model.arch)
         model.load_state_dict(best["state"])
         embeddings = {s: split_embeddings(model, datasets[s], data.parts[s], run_dir, config, device)
-                      for s in data.parts}
+                      for s in datasets}
 
         stage2 = ClassifierTrainer(len(classes), config.model.embedding_dim, config.classifier, device, run_dir,
                                    tracker, config.seed)
         stage2.resume()
-        x_train, y_train = embeddings["train"], targets["train"]
-        if config.data.full_dataset:
-            picks = oversample(pd.DataFrame({"row": np.arange(len(y_train)), "label": y_train}), config.seed)
-            x_train, y_train = x_train[picks["row"].to_numpy()], y_train[picks["row"].to_numpy()]
+        picks = oversample(pd.DataFrame({"row": np.arange(len(targets["train"])), "label": targets["train"]}),
+                           config.seed)["row"].to_numpy()
+        x_train, y_train = embeddings["train"][picks], targets["train"][picks]
         classifier_history = stage2.fit(x_train, y_train, embeddings["val"], targets["val"])
         classifier = stage2.load_best()
 
@@ -267,9 +278,8 @@ def _train(config: RunConfig, resume: str | Path | None, changes: dict[str, Any]
         history.to_csv(run_dir / "history.csv", index=False)
         figures = {f"curves_{s}": training_curves(history, s, run_dir / f"curves_{s}.png")
                    for s in ("selfsup", "embed", "classifier")}
-        results = evaluate_run(run_dir, embeddings, targets, classes, classifier, config, device,
-                               best_epochs={"embed": best["epoch"], "classifier": stage2.state["best_epoch"]},
-                               excluded=data.excluded, cropping=data.cropping)
+        results = evaluate_run(run_dir, data, embeddings, classifier, config, device,
+                               best_epochs={"embed": best["epoch"], "classifier": stage2.state["best_epoch"]})
         figures.update(write_evaluation_plots(run_dir, data.sources["test"]))
         if config.export_onnx:
             _export(run_dir)
@@ -283,6 +293,37 @@ def _train(config: RunConfig, resume: str | Path | None, changes: dict[str, Any]
     finally:
         tracker.finish()
     return run_dir
+
+
+def rescore_run(run_dir: str | Path, references: tuple[str, ...] | None = None, device: str = "auto") -> dict[str, Any]:
+    """Score a finished run again from its cached embeddings and best checkpoints, without training:
+    the test metrics, predictions, plots and report are rewritten, with ``references`` (default: the
+    run's own ``config.references``) fitted anew. Returns the new ``metrics.json`` contents.
+
+    Raises FileNotFoundError when the run has not finished stage 2 (no ``classifier.pt``).
+    """
+    run_dir = Path(run_dir)
+    config = RunConfig.load(run_dir / "config.json")
+    if references is not None:
+        check_references(references)
+        config.references = tuple(references)
+        config.save(run_dir / "config.json")
+    if not (run_dir / "classifier.pt").is_file():
+        raise FileNotFoundError(f"{run_dir}: no classifier.pt; finish the run first (train.py --resume {run_dir})")
+    torch_device = resolve_device(device)
+    data = build_run_data(config, run_dir)
+    model = EmbeddingNet.from_checkpoint(run_dir / "embedder.pt").to(torch_device)
+    embeddings = {s: split_embeddings(model, data.dataset(s), data.parts[s], run_dir, config, torch_device)
+                  for s in ("train", "val", "test")}
+    stage2 = ClassifierTrainer(len(data.prep.classes), config.model.embedding_dim, config.classifier, torch_device,
+                               run_dir, Tracker(run_dir, config.to_dict(), "disabled"), config.seed)
+    classifier = stage2.load_best()
+    best_epochs = {"embed": load_checkpoint(run_dir / "embedder.pt")["epoch"],
+                   "classifier": load_checkpoint(run_dir / "classifier.pt")["epoch"]}
+    results = evaluate_run(run_dir, data, embeddings, classifier, config, torch_device, best_epochs)
+    write_evaluation_plots(run_dir, data.sources["test"])
+    write_report(run_dir)
+    return results
 
 
 def _self_supervised(model: EmbeddingNet, data: RunData, config: RunConfig, device: torch.device, run_dir: Path,
@@ -350,28 +391,57 @@ def split_embeddings(model: EmbeddingNet, dataset: ImageDataset, rows: pd.DataFr
         config.channels_last))
 
 
-def evaluate_run(run_dir: Path, embeddings: dict[str, np.ndarray], targets: dict[str, np.ndarray],
-                 classes: list[str], classifier: Any, config: RunConfig, device: Any,
-                 best_epochs: dict[str, int], excluded: dict[str, int],
-                 cropping: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Test metrics for the dense classifier and the k-NN vote: metrics.json, per_class.csv, predictions."""
+def evaluate_run(run_dir: Path, data: RunData, embeddings: dict[str, np.ndarray], classifier: Any,
+                 config: RunConfig, device: Any, best_epochs: dict[str, int]) -> dict[str, Any]:
+    """Test metrics of the dense classifier, the k-NN vote, the reference models (``config.references``,
+    fitted on the training and validation splits) and, with ``classifier.patient_context``, the classifier
+    with each lesion's patient context: ``metrics.json``, ``per_class.csv``, ``test_predictions.csv``."""
+    classes, targets = data.prep.classes, data.targets
     proba = {"classifier": predict_proba(classifier, embeddings["test"], device),
              "knn": knn_proba(embeddings["train"], targets["train"], embeddings["test"], len(classes),
                               config.classifier.knn_k)}
+    extra: dict[str, Any] = {}
+    if config.classifier.patient_context:
+        proba["patient_context"], extra["patient_context_signal"] = _patient_context(data, embeddings, classifier,
+                                                                              proba["classifier"], device, config)
+    ids = {s: data.parts[s]["image_id"].to_numpy() for s in ("train", "val", "test")}
+    references, notes = reference_probabilities(run_dir, data.sources, ids, targets, embeddings, len(classes),
+                                                config.references, config.model.backbone, config.seed)
+    proba.update(references)
     results: dict[str, Any] = {}
     tables = []
     for name, p in proba.items():
         summary, per_class = classification_metrics(targets["test"], p, classes)
         results[name] = summary
         tables.append(per_class.assign(model=name))
-    results.update(best_epochs=best_epochs, excluded=excluded, crop=cropping or {"mode": "none"},
+    results.update(best_epochs=best_epochs, excluded=data.excluded, crop=data.cropping,
                    split_sizes={s: int(len(t)) for s, t in targets.items()},
-                   seed=config.seed)
+                   seed=config.seed, models=list(proba), reference_notes=notes, **extra)
     (run_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
     pd.concat(tables)[["model", "class", "precision", "recall", "f1", "support"]].to_csv(
         run_dir / "per_class.csv", index=False)
     _write_predictions(run_dir, targets["test"], proba, classes)
     return results
+
+
+def _patient_context(data: RunData, embeddings: dict[str, np.ndarray], classifier: Any, test_proba: np.ndarray,
+                     device: Any, config: RunConfig) -> tuple[np.ndarray, dict[str, Any]]:
+    """The classifier with the ugly-duckling signal (fitted on the validation split), and how much the
+    signal alone says on the test split (ROC-AUC of the odd-one-out ratio among lesions with context)."""
+    patients = {s: data.parts[s]["group"].astype(str).to_numpy() for s in ("val", "test")}
+    val = (predict_proba(classifier, embeddings["val"], device), embeddings["val"], patients["val"],
+           data.targets["val"])
+    proba = patient_context_proba(val, (test_proba, embeddings["test"], patients["test"]),
+                                  len(data.prep.classes), config.seed)
+    signal = ugly_duckling_features(embeddings["test"], patients["test"])
+    with_context = signal[:, 2] == 1
+    info: dict[str, Any] = {"test_images_with_context": int(with_context.sum()),
+                            "test_patients": int(len(np.unique(patients["test"])))}
+    if len(data.prep.classes) == 2:
+        positive = data.targets["test"][with_context] == positive_index(data.prep.classes)
+        info["odd_one_out_ratio_roc_auc"] = (float(roc_auc_score(positive, signal[with_context, 1]))
+                                             if 0 < positive.sum() < len(positive) else None)
+    return proba, info
 
 
 def _write_predictions(run_dir: Path, y_true: np.ndarray, proba: dict[str, np.ndarray], classes: list[str]) -> None:

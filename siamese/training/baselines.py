@@ -1,4 +1,4 @@
-"""The reference models every cross-validated figure is scored beside, in the very same folds.
+"""The reference models every run and every cross-validated fold is scored beside, on the very same images.
 
 ``colour_baseline`` is what a dermoscopy researcher tries first: colour histograms and per-channel
 statistics in RGB and HSV, standardised, into scikit-learn's logistic regression. ``majority`` predicts

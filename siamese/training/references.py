@@ -1,0 +1,76 @@
+"""The reference models a single run is scored beside, on its own test split.
+
+They are the cross-validation's references (:mod:`siamese.training.baselines`): ``colour_baseline``,
+``imagenet_probe`` and ``colour_embedding``, fitted on the images the run's two stages learnt from (its
+training and validation splits) and computed on the pixels its embedder sees. A train/val/test run thus
+answers the same question a CV does: has metric learning earned its cost against what a researcher tries
+first and second? Features are cached under ``RUN/references/`` with the image ids they belong to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from siamese.config import REFERENCES
+from siamese.training.baselines import (
+    colour_embedding_proba,
+    colour_feature_matrix,
+    imagenet_feature_matrix,
+    logistic_probe_proba,
+)
+from siamese.training.embeddings import cached_arrays
+
+FIT_SPLITS = ("train", "val")
+
+
+def check_references(names: Sequence[str]) -> None:
+    """Raises ValueError naming any reference model that does not exist."""
+    unknown = sorted(set(names) - set(REFERENCES))
+    if unknown:
+        raise ValueError(f"unknown reference model(s) {unknown}; choose from {list(REFERENCES)}")
+
+
+def reference_probabilities(run_dir: Path, sources: dict[str, Any], ids: dict[str, np.ndarray],
+                            targets: dict[str, np.ndarray], embeddings: dict[str, np.ndarray], n_classes: int,
+                            names: Sequence[str], backbone: str, seed: int = 0
+                            ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Test-split probabilities ``(N_test, n_classes)`` of each reference model in ``names``, and notes
+    (the backbone ``imagenet_probe`` used: the run's own, or the packaged EfficientNet-Lite0 when its
+    ImageNet weights cannot be had offline).
+
+    ``sources``, ``ids``, ``targets`` and ``embeddings`` are keyed by split (``train``, ``val``, ``test``).
+    """
+    check_references(names)
+    folder = run_dir / "references"
+    folder.mkdir(exist_ok=True)
+    y_fit = np.concatenate([targets[s] for s in FIT_SPLITS])
+    proba: dict[str, np.ndarray] = {}
+    notes: dict[str, str] = {}
+
+    def features(kind: str, compute: Any) -> dict[str, np.ndarray]:
+        arrays = {s: cached_arrays(folder / f"{kind}_{s}.npz", np.asarray(ids[s], dtype=str),
+                                   lambda s=s: compute(sources[s])) for s in (*FIT_SPLITS, "test")}
+        return {"fit": np.vstack([arrays[s]["features"] for s in FIT_SPLITS]), "test": arrays["test"]["features"],
+                **{k: v for k, v in arrays["test"].items() if k != "features"}}
+
+    if {"colour_baseline", "colour_embedding"} & set(names):
+        colour = features("colour", lambda source: {"features": colour_feature_matrix(source)})
+        if "colour_baseline" in names:
+            proba["colour_baseline"] = logistic_probe_proba(colour["fit"], y_fit, colour["test"], n_classes, seed)
+        if "colour_embedding" in names:
+            proba["colour_embedding"] = colour_embedding_proba(
+                colour["fit"], np.vstack([embeddings[s] for s in FIT_SPLITS]), y_fit, colour["test"],
+                embeddings["test"], n_classes, seed)
+    if "imagenet_probe" in names:
+        def imagenet(source: Any) -> dict[str, np.ndarray]:
+            values, used = imagenet_feature_matrix(source, backbone)
+            return {"features": values, "backbone": np.asarray(used)}
+
+        probe = features("imagenet", imagenet)
+        proba["imagenet_probe"] = logistic_probe_proba(probe["fit"], y_fit, probe["test"], n_classes, seed)
+        notes["imagenet_probe"] = f"frozen ImageNet {probe['backbone']} features"
+    return {name: proba[name] for name in names}, notes
