@@ -318,13 +318,16 @@ def cmd_compare_pairs(args: argparse.Namespace) -> int:
 
 
 def cmd_leakage(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from siamese.training.leakage import run_leakage_experiment
 
     config = config_from_args(args)
     config.data.duplicates = None
     out = args.out or f"runs/leakage-{config.data.dataset}"
-    table = run_leakage_experiment(config, out, args.duplicates)
+    table = run_leakage_experiment(config, out, args.duplicates, args.seeds)
     print(table.to_string(index=False))
+    print(pd.read_csv(Path(out) / "leakage_paired.csv").to_string(index=False))
     print(f"results in {out}")
     return 0
 
@@ -613,6 +616,8 @@ def build_parser() -> argparse.ArgumentParser:
     robustness.set_defaults(func=cmd_robustness)
     leakage = commands.add_parser("leakage", help="same model trained on a naive and on a grouped split")
     add_train_arguments(leakage)
+    leakage.add_argument("--seeds", type=int, nargs="+",
+                         help="train both splits once per seed and report the paired difference (default: --seed)")
     leakage.set_defaults(func=cmd_leakage, dataset="synthetic")
     return parser
 
