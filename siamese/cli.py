@@ -214,6 +214,15 @@ def print_test_metrics(metrics: dict[str, Any]) -> None:
               f"macro-F1 {m['macro_f1']:.3f}  AUC {auc}")
 
 
+def cmd_summarize(args: argparse.Namespace) -> int:
+    from siamese.diagnostics.seeds import write_seed_summary
+
+    paths = write_seed_summary(args.runs, args.out)
+    print(paths[-1].read_text())
+    print(f"wrote {', '.join(p.name for p in paths)} in {args.out}")
+    return 0
+
+
 def cmd_rescore(args: argparse.Namespace) -> int:
     from siamese.training.pipeline import rescore_run
 
@@ -545,6 +554,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_reference_argument(rescore)
     rescore.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     rescore.set_defaults(func=cmd_rescore)
+
+    summarize = commands.add_parser("summarize", help="runs repeated over seeds: mean ± sd of every test figure and "
+                                    "each model paired with the references (95 %% intervals)")
+    summarize.add_argument("runs", nargs="+", help="finished run folders (one per seed)")
+    summarize.add_argument("--out", required=True, help="folder for seeds_*.csv and seeds_summary.md")
+    summarize.set_defaults(func=cmd_summarize)
 
     visualize = commands.add_parser("visualize", help="t-SNE / UMAP plots and coordinates of a run's embeddings")
     visualize.add_argument("run", help="a finished run folder")

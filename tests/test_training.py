@@ -47,7 +47,8 @@ def test_classifier_beats_chance_on_held_out_data(run_dir):
     assert len(metrics["classifier"]["confusion_matrix"]) == 7
     assert "top3_accuracy" in metrics["classifier"]
     per_class = pd.read_csv(run_dir / "per_class.csv")
-    assert set(per_class["model"]) == {"classifier", "knn"} and len(per_class) == 14
+    assert set(per_class["model"]) == {"classifier", "knn", "colour_baseline", "colour_embedding"}
+    assert len(per_class) == 28
 
 
 def test_split_used_by_the_run_does_not_leak(run_dir):

@@ -12,15 +12,14 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from scipy import stats
 
 from siamese.config import RunConfig
 from siamese.data import audit_manifest, planted_pairs, split_table, write_manifest
 from siamese.data.duplicates import read_pairs_for
 from siamese.diagnostics.plots import confusion_matrix_panels
 from siamese.diagnostics.report import markdown_table
+from siamese.diagnostics.seeds import paired_interval
 from siamese.training.pipeline import load_run_table, run_training
 
 STRATEGIES = {"naive": "random", "grouped": "grouped"}
@@ -92,11 +91,8 @@ def paired_inflation(table: pd.DataFrame) -> pd.DataFrame:
     for model in MODELS:
         runs = table[table["model"] == model].pivot(index="seed", columns="split", values=list(COLUMNS))
         for column in COLUMNS:
-            difference = (runs[(column, "naive")] - runs[(column, "grouped")]).dropna().astype(float).to_numpy()
-            n = len(difference)
-            mean = float(difference.mean()) if n else float("nan")
-            sd = float(difference.std(ddof=1)) if n > 1 else float("nan")
-            half = float(stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n)) if n > 1 else float("nan")
-            rows.append({"model": model, "metric": column, "seeds": n, "naive_minus_grouped": mean, "sd": sd,
-                         "ci95_low": mean - half, "ci95_high": mean + half})
+            difference = (runs[(column, "naive")] - runs[(column, "grouped")]).dropna().to_numpy()
+            mean, sd, low, high = paired_interval(difference)
+            rows.append({"model": model, "metric": column, "seeds": len(difference), "naive_minus_grouped": mean,
+                         "sd": sd, "ci95_low": low, "ci95_high": high})
     return pd.DataFrame(rows)

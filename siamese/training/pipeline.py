@@ -41,7 +41,7 @@ from siamese.models import EmbeddingNet, check_input_size, load_checkpoint
 from siamese.models.backbones import imagenet_statistics
 from siamese.models.colour import check_colour_settings
 from siamese.robustness.artefacts import ArtefactLibrary, ArtefactPixels
-from siamese.runtime.device import resolve_device, seed_everything
+from siamese.runtime.device import machine_description, resolve_device, seed_everything
 from siamese.runtime.distributed import DistContext, init_distributed
 from siamese.runtime.errors import ExportError
 from siamese.training.classify import ClassifierTrainer, knn_proba, predict_proba
@@ -220,6 +220,7 @@ def run_training(config: RunConfig, resume: str | Path | None = None,
 
 def _train(config: RunConfig, resume: str | Path | None, changes: dict[str, Any] | None, device: torch.device,
            dist: DistContext) -> Path:
+    started = time.perf_counter()
     prepared = prepare_run_dir(config, resume, changes) if dist.is_main else None
     config_dict, run_dir = dist.broadcast(None if prepared is None else (prepared[0].to_dict(), str(prepared[1])))
     config, run_dir = RunConfig.from_dict(config_dict), Path(run_dir)
@@ -279,7 +280,8 @@ def _train(config: RunConfig, resume: str | Path | None, changes: dict[str, Any]
         figures = {f"curves_{s}": training_curves(history, s, run_dir / f"curves_{s}.png")
                    for s in ("selfsup", "embed", "classifier")}
         results = evaluate_run(run_dir, data, embeddings, classifier, config, device,
-                               best_epochs={"embed": best["epoch"], "classifier": stage2.state["best_epoch"]})
+                               best_epochs={"embed": best["epoch"], "classifier": stage2.state["best_epoch"]},
+                               wall_seconds=time.perf_counter() - started)
         figures.update(write_evaluation_plots(run_dir, data.sources["test"]))
         if config.export_onnx:
             _export(run_dir)
@@ -392,10 +394,12 @@ def split_embeddings(model: EmbeddingNet, dataset: ImageDataset, rows: pd.DataFr
 
 
 def evaluate_run(run_dir: Path, data: RunData, embeddings: dict[str, np.ndarray], classifier: Any,
-                 config: RunConfig, device: Any, best_epochs: dict[str, int]) -> dict[str, Any]:
+                 config: RunConfig, device: Any, best_epochs: dict[str, int],
+                 wall_seconds: float | None = None) -> dict[str, Any]:
     """Test metrics of the dense classifier, the k-NN vote, the reference models (``config.references``,
     fitted on the training and validation splits) and, with ``classifier.patient_context``, the classifier
-    with each lesion's patient context: ``metrics.json``, ``per_class.csv``, ``test_predictions.csv``."""
+    with each lesion's patient context: ``metrics.json``, ``per_class.csv``, ``test_predictions.csv``.
+    ``wall_seconds``: the training call's wall time before evaluation (since resuming, for a resumed run)."""
     classes, targets = data.prep.classes, data.targets
     proba = {"classifier": predict_proba(classifier, embeddings["test"], device),
              "knn": knn_proba(embeddings["train"], targets["train"], embeddings["test"], len(classes),
@@ -416,7 +420,8 @@ def evaluate_run(run_dir: Path, data: RunData, embeddings: dict[str, np.ndarray]
         tables.append(per_class.assign(model=name))
     results.update(best_epochs=best_epochs, excluded=data.excluded, crop=data.cropping,
                    split_sizes={s: int(len(t)) for s, t in targets.items()},
-                   seed=config.seed, models=list(proba), reference_notes=notes, **extra)
+                   seed=config.seed, models=list(proba), reference_notes=notes, **extra,
+                   machine=machine_description(), wall_seconds=wall_seconds)
     (run_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
     pd.concat(tables)[["model", "class", "precision", "recall", "f1", "support"]].to_csv(
         run_dir / "per_class.csv", index=False)

@@ -1,0 +1,134 @@
+"""A single run scored beside the reference models, binary screening figures, patient context, rescoring."""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+from siamese.cli import main
+from siamese.training.baselines import colour_embedding_proba, logistic_probe_proba
+from siamese.training.evaluate import positive_index, sensitivity_at_specificity
+from siamese.training.patient_context import (
+    check_patient_context,
+    patient_context_proba,
+    ugly_duckling_features,
+)
+from siamese.training.pipeline import run_training
+
+from .conftest import tiny_config
+
+
+def _cached(run_dir, kind, split):
+    stored = np.load(run_dir / "references" / f"{kind}_{split}.npz")
+    return stored["image_id"], stored["features"]
+
+
+def test_references_are_fitted_on_the_runs_training_and_validation_images(run_dir):
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["models"] == ["classifier", "knn", "colour_baseline", "colour_embedding"]
+    split = pd.read_csv(run_dir / "split.csv", dtype={"image_id": str})
+    classes = metrics["classifier"]["classes"]
+    code = {c: i for i, c in enumerate(classes)}
+    x, y, e = {}, {}, {}
+    for part in ("train", "val", "test"):
+        ids, x[part] = _cached(run_dir, "colour", part)
+        assert list(ids) == list(split.loc[split["split"] == part, "image_id"])  # features of the split's images
+        y[part] = split.set_index("image_id").loc[ids, "label"].map(code).to_numpy()
+        stored = np.load(run_dir / "embeddings" / f"{part}.npz")
+        assert list(stored["image_id"]) == list(ids)
+        e[part] = stored["embedding"]
+    fit_x, fit_y, fit_e = (np.vstack([x["train"], x["val"]]), np.concatenate([y["train"], y["val"]]),
+                           np.vstack([e["train"], e["val"]]))
+    predictions = pd.read_csv(run_dir / "test_predictions.csv")
+    colour = logistic_probe_proba(fit_x, fit_y, x["test"], len(classes), seed=0)
+    assert np.allclose(predictions[[f"colour_baseline_p_{c}" for c in classes]].to_numpy(), colour, atol=1e-6)
+    both = colour_embedding_proba(fit_x, fit_e, fit_y, x["test"], e["test"], len(classes), seed=0)
+    assert np.allclose(predictions[[f"colour_embedding_p_{c}" for c in classes]].to_numpy(), both, atol=1e-6)
+    assert metrics["colour_baseline"]["balanced_accuracy"] == pytest.approx(
+        balanced_accuracy_score(y["test"], colour.argmax(axis=1)))
+    assert set(pd.read_csv(run_dir / "per_class.csv")["model"]) == set(metrics["models"])
+    assert "colour_baseline" in (run_dir / "report.md").read_text()
+
+
+def test_sensitivity_at_specificity_is_the_best_operating_point_that_keeps_the_specificity():
+    positive = np.array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1], dtype=bool)
+    score = np.array([.1, .2, .3, .4, .5, .6, .7, .8, .95, .99, .9, .85, .3, .98])
+    # 90 % specificity allows one of ten negatives above the threshold: at 0.98 only one positive (0.98)
+    # is caught with one false positive (0.99); at 0.9 two negatives would be above. Sensitivity 1/4.
+    assert sensitivity_at_specificity(positive, score, 0.9) == pytest.approx(0.25)
+    # 80 % allows two negatives (0.99, 0.95): at 0.85 positives 0.98, 0.9 and 0.85 are caught, 0.3 is not.
+    assert sensitivity_at_specificity(positive, score, 0.8) == pytest.approx(0.75)
+    assert positive_index(["benign", "malignant"]) == 1 and positive_index(["melanoma", "nevus"]) == 0
+
+
+def test_binary_runs_report_sensitivity_at_80_and_90_percent_specificity(tmp_path):
+    config = tiny_config(tmp_path / "bin", epochs_embed=1, binary=True)
+    config.classifier.epochs = 3
+    run_dir = run_training(config)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for model in metrics["models"]:
+        assert 0 <= metrics[model]["sensitivity_at_80_specificity"] <= 1
+        assert metrics[model]["sensitivity_at_90_specificity"] <= metrics[model]["sensitivity_at_80_specificity"]
+    split = pd.read_csv(run_dir / "split.csv")
+    train = split[split["split"] == "train"]
+    sizes = metrics["split_sizes"]
+    assert sizes["train"] == len(train)  # stage 2: the whole training split
+    assert sizes["stage1"] == 2 * train["label"].value_counts().min() < sizes["train"]  # stage 1: 50/50
+
+
+def test_ugly_duckling_features_single_out_the_odd_lesion_of_a_patient():
+    rng = np.random.default_rng(0)
+    alike = rng.normal(0, 0.05, (4, 8)) + 1
+    odd = np.full((1, 8), -1.0)
+    embeddings = np.vstack([alike, odd, rng.normal(size=(1, 8))])
+    patients = np.array(["a"] * 5 + ["b"])
+    features = ugly_duckling_features(embeddings, patients)
+    assert features[4, 1] > 1.5 and (features[:4, 1] < 1).all()  # odd one out above the patient's mean
+    assert features[4, 0] > features[:4, 0].max()
+    assert list(features[5]) == [0.0, 1.0, 0.0] and (features[:5, 2] == 1).all()  # no context: neutral
+
+
+def test_patient_context_finds_melanomas_the_classifier_cannot_see():
+    rng = np.random.default_rng(1)
+
+    def patients(n_patients, offset):
+        embeddings, labels, ids = [], [], []
+        for p in range(n_patients):
+            centre = rng.normal(size=16)
+            own = centre + rng.normal(0, 0.1, (5, 16))
+            label = np.zeros(5, dtype=int)
+            if p % 2 == 0:  # this patient's last lesion is the odd one out and malignant
+                own[-1] = centre + rng.normal(0, 1.0, 16)
+                label[-1] = 1
+            embeddings.append(own)
+            labels.append(label)
+            ids += [f"p{offset + p}"] * 5
+        return np.vstack(embeddings), np.concatenate(labels), np.array(ids)
+
+    e_val, y_val, p_val = patients(40, 0)
+    e_test, y_test, p_test = patients(40, 100)
+    flat = np.full((len(y_val), 2), 0.5)  # a classifier that says nothing
+    proba = patient_context_proba((flat, e_val, p_val, y_val), (np.full((len(y_test), 2), 0.5), e_test, p_test), 2)
+    assert roc_auc_score(y_test, proba[:, 1]) > 0.9
+    with pytest.raises(ValueError, match="patient ids"):
+        check_patient_context("ham10000")
+
+
+def test_rescore_refits_other_references_without_touching_the_models(run_dir, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    before = json.loads((copy / "metrics.json").read_text())
+    assert main(["rescore", str(copy), "--references", "colour_baseline"]) == 0
+    after = json.loads((copy / "metrics.json").read_text())
+    assert after["models"] == ["classifier", "knn", "colour_baseline"]
+    for model in ("classifier", "knn", "colour_baseline"):
+        assert after[model]["balanced_accuracy"] == before[model]["balanced_accuracy"]
+    assert "colour_embedding_p_" not in (copy / "test_predictions.csv").read_text()
+    assert "test colour_baseline" in capsys.readouterr().out
+    assert main(["rescore", str(copy), "--references", "none"]) == 0
+    assert json.loads((copy / "metrics.json").read_text())["models"] == ["classifier", "knn"]
+    with pytest.raises(SystemExit):
+        main(["rescore", str(copy), "--references", "majority"])
