@@ -17,6 +17,7 @@ from siamese.training.pipeline import run_training
 REPO = Path(__file__).resolve().parents[1]
 SHARED_HAM = REPO.parent / "shared" / "data" / "ham10000"
 SHARED_PH2 = REPO.parent / "shared" / "data" / "ph2"
+SHARED_ISIC2020 = REPO.parent / "shared" / "data" / "isic2020"
 PH2_COLUMNS = ["Image Name", "Histological Diagnosis", "Common Nevus", "Atypical Nevus", "Melanoma",
                "Asymmetry\n(0/1/2)"]
 
@@ -26,6 +27,22 @@ def shared_ham() -> Path:
     if not (SHARED_HAM / "HAM10000_metadata.csv").is_file():
         pytest.skip("../shared/data/ham10000 is not present on this machine")
     return SHARED_HAM
+
+
+@pytest.fixture(scope="session")
+def shared_ham_small() -> Path:
+    """All 10,015 HAM10000 images at 200 x 150 in the download's two-part layout, with the full table."""
+    folder = SHARED_HAM / "small"
+    if not (folder / "HAM10000_metadata.csv").is_file():
+        pytest.skip("../shared/data/ham10000/small is not present on this machine")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def shared_isic2020() -> Path:
+    if not (SHARED_ISIC2020 / "train.csv").is_file():
+        pytest.skip("../shared/data/isic2020 is not present on this machine")
+    return SHARED_ISIC2020
 
 
 @pytest.fixture(scope="session")
