@@ -1,15 +1,18 @@
 """Images per second delivered to the model (decode + resize + augment + collate + normalise).
 
-    python -m benchmarks.bench_data [--images 300] [--size 256] [--workers 0]
+    python -m benchmarks.bench_data [--images 300] [--size 256] [--workers 0] [--dataset ham10000 --data-dir DIR]
 
 Baseline, same images and same run: a plain ``torchvision.datasets.ImageFolder`` with PIL Resize and the
-same augmentation recipe in classic PIL transforms (flips, rotation, jitter, noise). Full-size JPEGs are
-written at HAM10000's 600x450 from the synthetic lesion generator.
+same augmentation recipe in classic PIL transforms (flips, rotation, jitter, noise). By default full-size
+JPEGs are written at HAM10000's 600x450 from the synthetic lesion generator; with ``--dataset`` the images
+are the first ``--images`` rows of that dataset's table as the package reads it (``load_dataset``), which
+the project reads where they lie and the baseline through symlinks in a temporary ImageFolder (by label).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -21,13 +24,15 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from benchmarks.harness import isolated, print_table
+from benchmarks.harness import common_size, describe_images, isolated, print_table, real_images
 from siamese.data import ImageDataset, build_transform, load_dataset, make_synthetic, pixel_source
 from siamese.data.images import LESION_NOISE
 from siamese.models import InputNormalization
 
 
 def write_images(root: Path, count: int) -> Path:
+    """``count`` synthetic lesions as 600x450 JPEGs in ``root/images/<label>/`` and listed in
+    ``root/images.csv``."""
     table = make_synthetic(lesions_per_class=max(1, count // 14), seed=0)
     rows = []
     for _, row in table.frame.head(count).iterrows():
@@ -37,6 +42,18 @@ def write_images(root: Path, count: int) -> Path:
         Image.fromarray(table.images[row["index"]]).resize((600, 450), Image.Resampling.BICUBIC).save(path, quality=90)
         rows.append({"path": str(path), "label": row["label"]})
     pd.DataFrame(rows).to_csv(root / "images.csv", index=False)
+    return root
+
+
+def link_images(root: Path, images: pd.DataFrame) -> Path:
+    """Real images (``image_id``, ``path``, ``label``) laid out like :func:`write_images`: symlinks in
+    ``root/images/<label>/`` for the baseline's ImageFolder, the files' own paths in ``root/images.csv``
+    for the project. Nothing is copied."""
+    for _, row in images.iterrows():
+        folder = root / "images" / row["label"]
+        folder.mkdir(parents=True, exist_ok=True)
+        os.symlink(Path(row["path"]).resolve(), folder / f"{row['image_id']}{Path(row['path']).suffix}")
+    images[["path", "label"]].to_csv(root / "images.csv", index=False)
     return root
 
 
@@ -78,14 +95,25 @@ def project(root: Path, size: int, workers: int, cache: Path | None, augment: st
     return result
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[dict]:
+    """Runs every case, prints the images used and the table, and returns the table's rows."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--images", type=int, default=300)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--workers", type=int, default=0)
-    args = parser.parse_args()
+    parser.add_argument("--dataset", help="measure on this dataset's images (e.g. ham10000), not synthetic ones")
+    parser.add_argument("--data-dir", help="the dataset's folder, as for training")
+    args = parser.parse_args(argv)
+    if args.dataset and not args.data_dir:
+        parser.error("--dataset needs --data-dir")
     with tempfile.TemporaryDirectory() as tmp:
-        root = write_images(Path(tmp), args.images)
+        if args.dataset:
+            root = link_images(Path(tmp), real_images(args.dataset, args.data_dir, args.images))
+        else:
+            root = write_images(Path(tmp), args.images)
+        paths = pd.read_csv(root / "images.csv")["path"].tolist()
+        print(describe_images(args.dataset or "synthetic", paths, args.data_dir or root))
+        source = f"{args.dataset or 'synthetic'} JPEGs {common_size(paths)}"
         cache = Path(tmp) / "cache"
         rows = [
             {"case": "ImageFolder + PIL (baseline)", **isolated(baseline, root, args.size, args.workers)},
@@ -97,9 +125,10 @@ def main() -> None:
             {"case": "no augmentation, from uint8 cache", **isolated(project, root, args.size, args.workers, cache,
                                                                      "none")},
         ]
-    print_table(f"data pipeline: {args.images} JPEGs 600x450 -> {args.size}px, lesion augmentation, batch 32, "
+    print_table(f"data pipeline: {len(paths)} {source} -> {args.size}px, lesion augmentation, batch 32, "
                 f"{args.workers} workers", rows, "images_per_s", "ImageFolder + PIL (baseline)")
     print(f"one-time cache build: {rows[2]['cache_build_s']:.1f} s")
+    return rows
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""Shared by the benchmark scripts: run a case in a fresh process (so its peak memory is its own) and
-print a table of figures with the ratio to the baseline measured in the same run."""
+"""Shared by the benchmark scripts: run a case in a fresh process (so its peak memory is its own), print a
+table of figures with the ratio to the baseline measured in the same run, and pick a real dataset's images
+(read by the package's own reader) for the scripts that can measure on them."""
 
 from __future__ import annotations
 
@@ -8,11 +9,15 @@ import os
 import platform
 import resource
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
+from PIL import Image
 
 
 def peak_rss_mb() -> float:
@@ -79,3 +84,41 @@ def print_table(title: str, rows: list[dict[str, Any]], value: str, baseline_cas
         cuda = f"{row['cuda_max_mb']:9.0f}" if "cuda_max_mb" in row else f"{'-':>9s}"
         rss = f"{row['peak_rss_mb']:12.0f}" if "peak_rss_mb" in row else f"{'-':>12s}"
         print(f"{row['case']:{width}s} {row[value]:16.2f} {ratio:11.2f} {rss} {cuda}")
+
+
+def real_images(dataset: str, data_dir: str | Path, count: int) -> pd.DataFrame:
+    """The first ``count`` rows (``image_id``, ``path``, ``label``) of a dataset as the package reads it
+    (:func:`siamese.data.load_dataset`), in the order of its table."""
+    from siamese.data import load_dataset
+
+    frame = load_dataset(dataset, data_dir=data_dir).frame
+    if len(frame) < count:
+        raise SystemExit(f"{dataset} in {data_dir} has {len(frame)} images; the benchmark needs {count}")
+    return frame.head(count)[["image_id", "path", "label"]].reset_index(drop=True)
+
+
+def describe_images(source: str, paths: list[str], root: str | Path | None = None) -> str:
+    """One line naming the images a benchmark read: their source, the folders they lie in (relative to
+    ``root`` when given), how many, and their pixel sizes (read from the file headers)."""
+    folders = Counter(_folder(Path(path), root) for path in paths)
+    sizes = Counter(_size(path) for path in paths)
+    where = ", ".join(f"{folder} ({n})" for folder, n in sorted(folders.items()))
+    dims = ", ".join(f"{size} ({n})" for size, n in sizes.most_common())
+    return f"images: {len(paths)} {source} JPEGs{f' in {root}' if root else ''}: {where}; sizes {dims}"
+
+
+def common_size(paths: list[str]) -> str:
+    """``WxH`` of the images when they all share it, else ``mixed sizes``."""
+    sizes = {_size(path) for path in paths}
+    return sizes.pop() if len(sizes) == 1 else "mixed sizes"
+
+
+def _folder(path: Path, root: str | Path | None) -> str:
+    if root is not None and path.parent.is_relative_to(root):
+        return str(path.parent.relative_to(root))
+    return str(path.parent)
+
+
+def _size(path: str) -> str:
+    with Image.open(path) as image:
+        return f"{image.width}x{image.height}"

@@ -1,6 +1,18 @@
 """The benchmark scripts' measuring functions, at toy sizes: they must keep running as the package changes."""
 
+import pandas as pd
+import pytest
+import torch
+
 from benchmarks import bench_data, bench_dedup, bench_extract, bench_train_step, harness
+
+
+@pytest.fixture
+def in_process(monkeypatch):
+    """Each case run in the test's own process: a spawned one costs seconds of imports per case, and
+    ``harness.isolated`` has its own test above."""
+    for script in (bench_data, bench_train_step):
+        monkeypatch.setattr(script, "isolated", lambda fn, *args: fn(*args))
 
 
 def hold_megabytes(n: int) -> dict:
@@ -43,3 +55,54 @@ def test_extraction_and_stage2_benchmark_cases():
 def test_dedup_benchmark_finds_the_same_pairs_as_sklearn():
     project, baseline = bench_dedup.project(400, 32), bench_dedup.sklearn_baseline(400, 32)
     assert project["pairs"] == baseline["pairs"] >= 50
+
+
+def test_data_benchmark_on_real_images_reads_the_same_files_on_both_sides(shared_ham_small, tmp_path):
+    images = harness.real_images("ham10000", shared_ham_small, 12)
+    metadata = pd.read_csv(shared_ham_small / "HAM10000_metadata.csv")
+    assert images["image_id"].tolist() == metadata["image_id"].head(12).tolist()
+    root = bench_data.link_images(tmp_path, images)
+    links = sorted((root / "images").glob("*/*.jpg"))
+    assert len(links) == 12 and all(link.is_symlink() for link in links)
+    assert {str(link.resolve()) for link in links} == {str(p) for p in pd.read_csv(root / "images.csv")["path"]}
+    assert all(link.resolve().is_relative_to(shared_ham_small.resolve()) for link in links)
+    assert {link.parent.name for link in links} == set(images["label"])
+
+
+def test_data_benchmark_main_on_real_images(shared_ham_small, in_process, capsys):
+    rows = bench_data.main(["--dataset", "ham10000", "--data-dir", str(shared_ham_small), "--images", "12",
+                            "--size", "32"])
+    out = capsys.readouterr().out
+    assert f"images: 12 ham10000 JPEGs in {shared_ham_small}: HAM10000_images_part_1 (12); sizes 200x150 (12)" in out
+    assert "data pipeline: 12 ham10000 JPEGs 200x150 -> 32px" in out
+    assert len(rows) == 6 and min(row["images_per_s"] for row in rows) > 0
+
+
+def test_training_step_benchmark_main_on_real_images_with_packaged_weights(shared_ham_small, in_process, capsys):
+    rows = bench_train_step.main(["--dataset", "ham10000", "--data-dir", str(shared_ham_small), "--backbone",
+                                  "efficientnet_lite0", "--weights", "imagenet", "--size", "32", "--batch", "8",
+                                  "--steps", "2", "--breakdown"])
+    out = capsys.readouterr().out
+    assert f"images: 16 ham10000 JPEGs in {shared_ham_small}: HAM10000_images_part_1 (16); sizes 200x150 (16)" in out
+    assert "efficientnet_lite0 (imagenet weights) 32px, batch 8, 2 steps, 16 ham10000 JPEGs, 4 classes" in out
+    assert "project step, phases synchronised" in out
+    assert [row["case"] for row in rows] == ["bare torchvision loop, cross-entropy",
+                                             "project stage-1 step (miner + triplet)"]
+    assert all(row["images_per_s"] > 0 and 0 <= row["data_wait"] <= 1 for row in rows)
+
+
+def test_training_step_dataset_reads_real_files_with_their_labels(shared_ham_small):
+    images = harness.real_images("ham10000", shared_ham_small, 8)
+    data = bench_train_step.dataset(32, 8, images)
+    first, _ = data[0]
+    assert tuple(first.shape) == (3, 32, 32) and first.dtype == torch.uint8
+    assert data.source.paths == images["path"].tolist()
+    assert sorted(set(data.targets)) == list(range(images["label"].nunique()))
+
+
+def test_training_step_benchmark_builds_the_packaged_imagenet_efficientnet_as_training_does():
+    pretrained = bench_train_step.embedding_net("efficientnet_lite0", "imagenet")
+    scratch = bench_train_step.embedding_net("efficientnet_lite0", "none")
+    stem = next(iter(pretrained.backbone.state_dict()))
+    assert not torch.equal(pretrained.backbone.state_dict()[stem], scratch.backbone.state_dict()[stem])
+    assert torch.allclose(pretrained.normalize.mean.flatten(), torch.tensor([0.5, 0.5, 0.5]))
