@@ -132,3 +132,38 @@ def test_rescore_refits_other_references_without_touching_the_models(run_dir, tm
     assert json.loads((copy / "metrics.json").read_text())["models"] == ["classifier", "knn"]
     with pytest.raises(SystemExit):
         main(["rescore", str(copy), "--references", "majority"])
+
+
+def test_runs_with_a_cache_dir_share_reference_features_across_splits(tmp_path, monkeypatch):
+    from siamese.training import references
+
+    computed = []
+    real = references.colour_feature_matrix
+
+    def counting(source):
+        computed.append(len(source))
+        return real(source)
+
+    monkeypatch.setattr(references, "colour_feature_matrix", counting)
+    runs = {}
+    for seed in (0, 1):
+        config = tiny_config(tmp_path / f"seed{seed}", epochs_embed=1, cache_dir=str(tmp_path / "cache"))
+        config.classifier.epochs = 2
+        config.seed, config.data.synthetic_seed, config.references = seed, 0, ("colour_baseline",)
+        runs[seed] = run_training(config)
+    images = len(pd.read_csv(runs[0] / "split.csv"))
+    assert sum(computed) == images  # the second seed's split found every image's features in the store
+    for run in runs.values():
+        split = pd.read_csv(run / "split.csv", dtype={"image_id": str})
+        ids, features = _cached(run, "colour", "test")
+        assert list(ids) == list(split.loc[split["split"] == "test", "image_id"])
+        alone = real(references.PixelRows(_test_source(run), np.arange(len(ids))))
+        assert np.allclose(features, alone)
+    assert not pd.read_csv(runs[0] / "split.csv")["split"].equals(pd.read_csv(runs[1] / "split.csv")["split"])
+
+
+def _test_source(run_dir):
+    from siamese.config import RunConfig
+    from siamese.training.pipeline import build_run_data
+
+    return build_run_data(RunConfig.load(run_dir / "config.json"), run_dir).sources["test"]

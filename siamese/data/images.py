@@ -109,6 +109,19 @@ def crop_boxes(table: DatasetTable, crop: str = "none", margin: float = 0.15, se
     return mask_boxes(table.frame["mask"].fillna("").astype(str).tolist(), margin)
 
 
+class PixelRows:
+    """A view of some rows (``(N,)`` positions) of a pixel source, itself a pixel source."""
+
+    def __init__(self, source: PixelSource, rows: np.ndarray) -> None:
+        self.source, self.rows = source, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.source[int(self.rows[i])]
+
+
 def cache_path(table: DatasetTable, size: int, cache_dir: str | Path, boxes: Sequence[Box | None] | None = None
                ) -> Path:
     """One cache file per (dataset, rows, size, crop): a different split, size or crop never reuses a stale

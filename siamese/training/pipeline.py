@@ -26,6 +26,7 @@ from siamese.data.duplicates import drop_conflicts, read_pairs_for
 from siamese.data.images import (
     LESION_NOISE,
     ImageDataset,
+    PixelRows,
     build_transform,
     channel_stats,
     crop_boxes,
@@ -175,7 +176,7 @@ def build_run_data(config: RunConfig, run_dir: Path) -> RunData:
                         None if box_of is None else [box_of[i] for i in parts[s]["image_id"]])
         for s in ("train", "val", "test")}
     position = pd.Series(np.arange(len(parts["train"])), index=parts["train"]["image_id"])
-    sources["stage1"] = _Rows(sources["train"], position[parts["stage1"]["image_id"]].to_numpy())
+    sources["stage1"] = PixelRows(sources["train"], position[parts["stage1"]["image_id"]].to_numpy())
     cropping: dict[str, Any] = {"mode": crop}
     if boxes is not None:
         cropping.update(margin=margin, kept_whole=sum(box is None for box in boxes),
@@ -367,20 +368,7 @@ def _reference_subset(dataset: ImageDataset, limit: int, seed: int) -> ImageData
         return dataset
     picks = np.sort(np.random.default_rng(seed).choice(len(dataset), limit, replace=False))
     source = dataset.source
-    return ImageDataset(_Rows(source, picks), dataset.targets[picks], dataset.transform)
-
-
-class _Rows:
-    """A view of some rows of a pixel source."""
-
-    def __init__(self, source: Any, rows: np.ndarray) -> None:
-        self.source, self.rows = source, rows
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        return self.source[int(self.rows[i])]
+    return ImageDataset(PixelRows(source, picks), dataset.targets[picks], dataset.transform)
 
 
 def split_embeddings(model: EmbeddingNet, dataset: ImageDataset, rows: pd.DataFrame, run_dir: Path,
@@ -409,8 +397,15 @@ def evaluate_run(run_dir: Path, data: RunData, embeddings: dict[str, np.ndarray]
         proba["patient_context"], extra["patient_context_signal"] = _patient_context(data, embeddings, classifier,
                                                                               proba["classifier"], device, config)
     ids = {s: data.parts[s]["image_id"].to_numpy() for s in ("train", "val", "test")}
+    shared = None
+    if config.data.cache_dir:
+        d = config.data
+        pixels = f"{d.dataset}|{d.image_size}px|{d.crop}|{d.crop_margin}|{d.seg_run}"
+        keys = {s: (data.parts[s]["path"].map(lambda p: str(Path(p).resolve())) if "path" in data.parts[s].columns
+                    else data.parts[s]["image_id"].astype(str)).to_numpy() for s in ids}
+        shared = (d.cache_dir, pixels, keys)
     references, notes = reference_probabilities(run_dir, data.sources, ids, targets, embeddings, len(classes),
-                                                config.references, config.model.backbone, config.seed)
+                                                config.references, config.model.backbone, config.seed, shared)
     proba.update(references)
     results: dict[str, Any] = {}
     tables = []

@@ -9,13 +9,16 @@ first and second? Features are cached under ``RUN/references/`` with the image i
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from siamese.config import REFERENCES
+from siamese.data.images import PixelRows, PixelSource
 from siamese.training.baselines import (
     colour_embedding_proba,
     colour_feature_matrix,
@@ -34,15 +37,50 @@ def check_references(names: Sequence[str]) -> None:
         raise ValueError(f"unknown reference model(s) {unknown}; choose from {list(REFERENCES)}")
 
 
+class FeatureStore:
+    """Per-image reference features shared by runs (the seeds of one experiment draw other splits of the
+    same images): one ``.npz`` per (kind, pixels) in ``folder``, rows keyed by image file (or id), so only
+    images not met before are computed. ``pixels`` must name everything that changes the pixels (dataset,
+    size, crop, backbone)."""
+
+    def __init__(self, folder: str | Path, kind: str, pixels: str) -> None:
+        digest = hashlib.sha1(pixels.encode()).hexdigest()[:12]
+        self.path = Path(folder) / "reference_features" / f"{kind}_{digest}.npz"
+
+    def features(self, keys: np.ndarray, source: PixelSource, compute: Any) -> dict[str, np.ndarray]:
+        """``compute(source)`` for the rows of ``source`` whose ``keys`` are not stored yet; all rows'."""
+        stored = dict(np.load(self.path)) if self.path.is_file() else {}
+        known = pd.Index(stored.get("key", np.array([], dtype=str)))
+        missing = np.flatnonzero(~pd.Index(keys).isin(known))
+        if len(missing):
+            new = compute(PixelRows(source, missing))
+            extra = {k: v for k, v in new.items() if k != "features"}
+            merged = {"key": np.concatenate([known.to_numpy(dtype=str), keys[missing]]),
+                      "features": (np.vstack([stored["features"], new["features"]]) if stored
+                                   else new["features"]), **extra}
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            partial = self.path.with_name(self.path.stem + ".partial.npz")
+            np.savez(partial, **merged)
+            partial.replace(self.path)
+            stored, known = merged, pd.Index(merged["key"])
+        rows = known.get_indexer(keys)
+        return {"features": stored["features"][rows], **{k: v for k, v in stored.items()
+                                                          if k not in ("key", "features")}}
+
+
 def reference_probabilities(run_dir: Path, sources: dict[str, Any], ids: dict[str, np.ndarray],
                             targets: dict[str, np.ndarray], embeddings: dict[str, np.ndarray], n_classes: int,
-                            names: Sequence[str], backbone: str, seed: int = 0
+                            names: Sequence[str], backbone: str, seed: int = 0,
+                            shared: tuple[str | Path, str, dict[str, np.ndarray]] | None = None
                             ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Test-split probabilities ``(N_test, n_classes)`` of each reference model in ``names``, and notes
     (the backbone ``imagenet_probe`` used: the run's own, or the packaged EfficientNet-Lite0 when its
     ImageNet weights cannot be had offline).
 
     ``sources``, ``ids``, ``targets`` and ``embeddings`` are keyed by split (``train``, ``val``, ``test``).
+    ``shared`` = (folder, pixel description, per-split image keys) keeps the features in a
+    :class:`FeatureStore` too (the run's ``--cache-dir``), so runs over other splits of the same images
+    compute each image's features once.
     """
     check_references(names)
     folder = run_dir / "references"
@@ -52,8 +90,14 @@ def reference_probabilities(run_dir: Path, sources: dict[str, Any], ids: dict[st
     notes: dict[str, str] = {}
 
     def features(kind: str, compute: Any) -> dict[str, np.ndarray]:
+        def split_features(split: str) -> dict[str, np.ndarray]:
+            if shared is None:
+                return compute(sources[split])
+            store = FeatureStore(shared[0], kind, f"{shared[1]}|{kind}|{backbone}")
+            return store.features(np.asarray(shared[2][split], dtype=str), sources[split], compute)
+
         arrays = {s: cached_arrays(folder / f"{kind}_{s}.npz", np.asarray(ids[s], dtype=str),
-                                   lambda s=s: compute(sources[s])) for s in (*FIT_SPLITS, "test")}
+                                   lambda s=s: split_features(s)) for s in (*FIT_SPLITS, "test")}
         return {"fit": np.vstack([arrays[s]["features"] for s in FIT_SPLITS]), "test": arrays["test"]["features"],
                 **{k: v for k, v in arrays["test"].items() if k != "features"}}
 
