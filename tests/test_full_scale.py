@@ -4,6 +4,7 @@ tables, grouped splits over every row, and tiny runs on small subsets (skipped w
 import json
 
 import pandas as pd
+import pytest
 
 from siamese.cli import main
 from siamese.data import audit_manifest, load_dataset, split_table
@@ -70,7 +71,8 @@ def test_isic2020_reader_patient_grouping_and_duplicates_kept_together(shared_is
     assert all(where[a] == where[b] for a, b in zip(present["from_img"], present["to_img"], strict=True))
 
 
-def test_tiny_isic2020_run_with_patient_context(shared_isic2020, tmp_path):
+@pytest.mark.parametrize("full_dataset", [False, True], ids=["balanced-stage1", "full-dataset"])
+def test_tiny_isic2020_run_with_patient_context(shared_isic2020, tmp_path, full_dataset):
     table = pd.read_csv(shared_isic2020 / "train.csv")
     patients = table.groupby("patient_id")["target"].max()
     chosen = list(patients[patients == 1].index[:24]) + list(patients[patients == 0].index[:16])
@@ -82,7 +84,7 @@ def test_tiny_isic2020_run_with_patient_context(shared_isic2020, tmp_path):
                  "--preset", "isic_cpu", "--duplicates", str(shared_isic2020 / "ISIC_2020_Training_Duplicates.csv"),
                  "--backbone", "resnet18", "--weights", "none", "--image-size", "32", "--frozen-epochs", "0",
                  "--epochs-embed", "1", "--epochs-classifier", "3", "--references", "colour_baseline", "--no-onnx",
-                 "--wandb", "disabled", "--out", str(out)]) == 0
+                 "--wandb", "disabled", "--out", str(out), *(["--full-dataset"] if full_dataset else [])]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["models"] == ["classifier", "knn", "patient_context", "colour_baseline"]
     assert metrics["patient_context_signal"]["test_images_with_context"] > 0
@@ -90,4 +92,8 @@ def test_tiny_isic2020_run_with_patient_context(shared_isic2020, tmp_path):
         assert 0 <= metrics[model]["sensitivity_at_90_specificity"] <= metrics[model]["sensitivity_at_80_specificity"]
     split = pd.read_csv(out / "split.csv")
     assert split.groupby("group")["split"].nunique().max() == 1  # no patient straddles
-    assert metrics["split_sizes"]["stage1"] < metrics["split_sizes"]["train"]  # 50/50 stage 1, whole split stage 2
+    sizes = metrics["split_sizes"]
+    if full_dataset:
+        assert sizes["stage1"] == sizes["train"]
+    else:  # the study's 50/50 subset for stage 1, the whole training split for stage 2
+        assert sizes["stage1"] == 2 * (split[split["split"] == "train"]["label"] == "malignant").sum() < sizes["train"]
