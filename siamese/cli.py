@@ -137,7 +137,8 @@ TRAIN_SETTINGS = (
     ("data.duplicates", "duplicates"), ("data.image_size", "image_size"), ("data.augment", "augment"),
     ("data.crop", "crop"), ("data.crop_margin", "crop_margin"), ("data.seg_run", "seg_run"),
     ("data.artefacts", "artefacts"), ("data.augment_artefacts", "augment_artefacts"),
-    ("data.val_fraction", "val_fraction"), ("data.cache_dir", "cache_dir"), ("data.num_workers", "num_workers"),
+    ("data.val_fraction", "val_fraction"), ("data.test_fraction", "test_fraction"), ("data.cache_dir", "cache_dir"),
+    ("data.num_workers", "num_workers"),
     ("model.backbone", "backbone"), ("model.weights", "weights"), ("model.pooling", "pooling"), ("model.tta", "tta"),
     ("model.colour_stats", "colour_stats"), ("model.colour_noise", "colour_noise"),
     ("model.embedding_dim", "embedding_dim"), ("embed.epochs", "epochs_embed"), ("embed.batch_size", "batch_size"),
@@ -201,16 +202,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_dir = run_training(config_from_args(args), resume=args.resume, changes=changes)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun workers leave reporting to rank 0
         return 0
-    print_test_metrics(json.loads((run_dir / "metrics.json").read_text()))
+    print_scores(json.loads((run_dir / "metrics.json").read_text()))
     print(f"results in {run_dir}")
     return 0
 
 
-def print_test_metrics(metrics: dict[str, Any]) -> None:
+def print_scores(metrics: dict[str, Any]) -> None:
+    """One line per model, named by the split scored: ``test``, or ``val`` for a final model (optimistic)."""
+    split = metrics.get("scored_on", "test")
     for name in metrics.get("models", ("classifier", "knn")):
         m = metrics[name]
         auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"
-        print(f"test {name:16s} accuracy {m['accuracy']:.3f}  balanced {m['balanced_accuracy']:.3f}  "
+        print(f"{split} {name:16s} accuracy {m['accuracy']:.3f}  balanced {m['balanced_accuracy']:.3f}  "
               f"macro-F1 {m['macro_f1']:.3f}  AUC {auc}")
 
 
@@ -227,8 +230,10 @@ def cmd_rescore(args: argparse.Namespace) -> int:
     from siamese.training.pipeline import rescore_run
 
     references = None if args.references is None else reference_names(args.references)
-    print_test_metrics(rescore_run(args.run, references, args.device))
-    print(f"rewrote metrics.json, per_class.csv, test_predictions.csv, the plots and report.md in {args.run}")
+    results = rescore_run(args.run, references, args.device)
+    print_scores(results)
+    print(f"rewrote metrics.json, per_class.csv, {results['scored_on']}_predictions.csv, the plots and report.md "
+          f"in {args.run}")
     return 0
 
 
@@ -346,6 +351,8 @@ def cmd_cv(args: argparse.Namespace) -> int:
     from siamese.crossval import run_cv
     from siamese.crossval.summary import format_summary
 
+    if args.test_fraction is not None:
+        raise ValueError("cv holds out each fold in turn as the test split; --test-fraction is for train")
     config = config_from_args(args)
     config.out = None
     if args.wandb is None:
@@ -646,6 +653,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--full-dataset", action="store_true", help="whole training split, class-balanced")
     parser.add_argument("--val-fraction", type=float,
                         help="share held back to pick the best epoch (0.1; in cv, of the training folds)")
+    parser.add_argument("--test-fraction", type=float,
+                        help="share held out as the test split (0.2); 0: none, a final model that trains on every "
+                             "image but the validation slice and is scored on it (optimistic figures)")
     parser.add_argument("--full-model", action="store_true", help="ResNet50 backbone instead of InceptionV3")
     parser.add_argument("--backbone", choices=BACKBONES)
     parser.add_argument("--weights", help="imagenet | none | PATH to a local state dict (imagenet works offline for "

@@ -24,7 +24,8 @@ packaged EfficientNet-Lite0 when that backbone's weights cannot be had (what a r
 embedding says anything colour statistics do not."""
 REFERENCES = ("colour_baseline", "imagenet_probe", "colour_embedding")
 """The reference models a single run fits on its training and validation images and scores on its test
-split beside the two stages (the cross-validation's ``BASELINES`` less ``majority``)."""
+split beside the two stages (the cross-validation's ``BASELINES`` less ``majority``); a final model's (no
+test split) are fitted on its training images and scored on its validation split."""
 CROPS = ("none", "lesion-mask", "lesion")
 """``lesion-mask``: the dataset's own lesion masks; ``lesion``: masks predicted by a ``segment train`` run."""
 SEG_ENCODERS = ("resnet18", "resnet34", "resnet50", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
@@ -52,7 +53,7 @@ class DataConfig:
     full_dataset: bool = False
     per_class_cap: int = 500
     val_fraction: float = 0.1
-    test_fraction: float = 0.2
+    test_fraction: float = 0.2  # 0: no test split, a final model scored on its validation split (optimistic)
     image_size: int = 256
     normalization: str = "imagenet"
     augment: str = "lesion"
@@ -277,7 +278,8 @@ def _ph2() -> RunConfig:
     beside the backbone's features (5-fold binary screen, seed 0: balanced accuracy / AUC 0.839 / 0.937
     with them, 0.813 / 0.910 without). 128 px (not Lite0's 224) keeps a 15-fold CV near half an hour of
     CPU here. MAP@R on a 20 % validation slice picks the best epoch (precision@1 on 13 images stopped on
-    noise)."""
+    noise). A single run holds out the usual 20 % test split (``cv`` passes its own folds); the final model
+    is ``--test-fraction 0``: every image trains but the validation slice."""
     config = _tiny()
     config.preset = "ph2"
     config.data.dataset = "ph2"

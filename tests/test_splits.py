@@ -217,3 +217,17 @@ def test_a_one_hot_table_without_lesion_ids_is_said_aloud_and_its_audit_checks_n
     assert main(["audit", str(out), "--out", str(tmp_path / "a.json")]) == 0
     assert "not checked: lesions" in capsys.readouterr().err
     assert json.loads((tmp_path / "a.json").read_text())["unchecked"][0].startswith("lesions:")
+
+
+@pytest.mark.parametrize("strategy", ["grouped", "random"])
+def test_no_test_fraction_gives_a_train_val_manifest_stratified_with_groups_whole(lesions, strategy):
+    pairs = planted_pairs(lesions) if strategy == "grouped" else None
+    manifest = split_table(lesions.frame, pairs, val_fraction=0.2, test_fraction=0, seed=0, strategy=strategy)
+    assert set(manifest["split"]) == {"train", "val"} and len(manifest) == len(lesions.frame)
+    assert 0.1 < (manifest["split"] == "val").mean() < 0.3
+    assert (manifest.groupby("split")["label"].nunique() == lesions.frame["label"].nunique()).all()
+    if strategy == "grouped":
+        report = audit_manifest(manifest, pairs)
+        assert report["leaking_groups"] == 0 and report["straddling_duplicate_pairs"] == 0
+    with pytest.raises(ValueError, match="test_fraction must be at least 0"):
+        split_table(lesions.frame, pairs, test_fraction=-0.2, strategy=strategy)

@@ -65,31 +65,38 @@ def _one_fold(labels: np.ndarray, components: np.ndarray, folds: int, seed: int)
 
 def split_table(frame: pd.DataFrame, pairs: pd.DataFrame | None = None, val_fraction: float = 0.1,
                 test_fraction: float = 0.2, seed: int = 0, strategy: str = "grouped") -> pd.DataFrame:
-    """A train/val/test manifest.
+    """A train/val/test manifest, or a train/val one when ``test_fraction`` is 0 (a final model: every image
+    trains except the validation slice that picks the best epoch).
 
     ``grouped`` (the default) keeps components whole: first ``test_fraction`` of the data is held out,
     then ``val_fraction`` of the whole is taken from the rest (the original 80/20 then 70/10).
     ``random`` is the naive image-level stratified split, kept only to show what leakage looks like.
+    Raises ValueError for a fraction outside [0, 1), one that is not 1/n (grouped), or an unknown strategy.
     """
+    if not 0 <= test_fraction < 1:
+        raise ValueError(f"test_fraction must be at least 0 (0: no test split) and below 1; got {test_fraction}")
     labels = frame["label"].to_numpy()
     split = np.full(len(frame), "train", dtype=object)
+    test = np.zeros(len(frame), dtype=bool)
     if strategy == "grouped":
         components = linked_components(frame, pairs)
-        test = _one_fold(labels, components, _folds_for(test_fraction, "test_fraction"), seed)
+        if test_fraction > 0:
+            test = _one_fold(labels, components, _folds_for(test_fraction, "test_fraction"), seed)
         rest = np.flatnonzero(~test)
         val_of_rest = val_fraction / (1 - test_fraction)
         val = _one_fold(labels[rest], components[rest], _folds_for(val_of_rest, "val_fraction/(1-test)"), seed)
-        split[test] = "test"
         split[rest[val]] = "val"
     elif strategy == "random":
-        index = np.arange(len(frame))
-        rest, test = train_test_split(index, test_size=test_fraction, stratify=labels, random_state=seed)
-        train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction),
-                                      stratify=labels[rest], random_state=seed)
-        split[test] = "test"
+        rest = np.arange(len(frame))
+        if test_fraction > 0:
+            rest, held_out = train_test_split(rest, test_size=test_fraction, stratify=labels, random_state=seed)
+            test[held_out] = True
+        _, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction), stratify=labels[rest],
+                                  random_state=seed)
         split[val] = "val"
     else:
         raise ValueError(f"unknown split strategy {strategy!r}; use 'grouped' or 'random'")
+    split[test] = "test"
     return _manifest(frame, split)
 
 

@@ -75,8 +75,9 @@ def positive_class(classes: list[str]) -> int:
     return named[0] if named else 1
 
 
-def roc_curves(y_true: np.ndarray, proba: np.ndarray, classes: list[str], path: Path) -> Path | None:
-    """Binary ROC, or one-vs-rest for every class present in the test split."""
+def roc_curves(y_true: np.ndarray, proba: np.ndarray, classes: list[str], path: Path,
+               split: str = "test") -> Path | None:
+    """Binary ROC, or one-vs-rest for every class present in the scored split (named in the title)."""
     fig, ax = plt.subplots(figsize=(5, 5))
     if len(classes) == 2:
         c = positive_class(classes)
@@ -86,7 +87,7 @@ def roc_curves(y_true: np.ndarray, proba: np.ndarray, classes: list[str], path: 
             if 0 < (y_true == c).sum() < len(y_true):
                 RocCurveDisplay.from_predictions(y_true == c, proba[:, c], name=name, ax=ax)
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
-    ax.set_title("ROC (test)")
+    ax.set_title(f"ROC ({split})")
     return save_figure(fig, path)
 
 
@@ -107,12 +108,12 @@ def model_roc_curves(y_true: np.ndarray, probas: dict[str, np.ndarray], classes:
     return save_figure(fig, path)
 
 
-def per_class_bars(per_class: pd.DataFrame, path: Path) -> Path:
-    """Precision, recall and F1 per class, one group of bars per class."""
+def per_class_bars(per_class: pd.DataFrame, path: Path, split: str = "test") -> Path:
+    """Precision, recall and F1 per class on the scored split, one group of bars per class."""
     frame = per_class.set_index("class")[["precision", "recall", "f1"]]
     fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(frame) + 2), 3.5))
     frame.plot.bar(ax=ax, rot=0, ylim=(0, 1.05))
-    ax.set_title("per-class precision / recall / F1 (test)")
+    ax.set_title(f"per-class precision / recall / F1 ({split})")
     ax.grid(axis="y", alpha=0.3)
     return save_figure(fig, path)
 

@@ -19,7 +19,6 @@ from matplotlib.offsetbox import AnnotationBbox, OffsetImage  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
 
 from siamese.config import RunConfig  # noqa: E402
-from siamese.data.splits import SPLITS  # noqa: E402
 from siamese.data.table import DataError  # noqa: E402
 from siamese.diagnostics.plots import save_figure  # noqa: E402
 from siamese.models import EmbeddingNet  # noqa: E402
@@ -33,10 +32,16 @@ MIN_POINTS = 3
 least 1, UMAP needs two neighbours per point."""
 
 
-def run_embeddings(run_dir: Path, splits: list[str]) -> tuple[pd.DataFrame, np.ndarray, Any]:
-    """Embeddings of the requested splits: the run's cache when present, recomputed from embedder.pt if not."""
+def run_embeddings(run_dir: Path, splits: list[str] | None) -> tuple[pd.DataFrame, np.ndarray, Any]:
+    """Embeddings of the requested splits (None: all the run has): the run's cache when present, recomputed
+    from embedder.pt if not. Raises DataError naming a split the run does not have (a final model has no
+    test split)."""
     config = RunConfig.load(run_dir / "config.json")
     data = build_run_data(config, run_dir)
+    splits = list(data.splits) if splits is None else splits
+    absent = [s for s in splits if s not in data.splits]
+    if absent:
+        raise DataError(f"{run_dir} has no {absent} split (its splits: {list(data.splits)})")
     model = None
     frames, arrays = [], []
     for split in splits:
@@ -108,14 +113,14 @@ def visualize_run(run_dir: str | Path, methods: tuple[str, ...] = METHODS, split
                   wandb_mode: str | None = None) -> dict[str, Any]:
     """Projections, plots and coordinate CSVs under ``RUN_DIR/projections``; returns what it wrote."""
     run_dir = Path(run_dir)
-    splits = list(SPLITS) if split == "all" else [split]
-    frame, embeddings, data = run_embeddings(run_dir, splits)
+    frame, embeddings, data = run_embeddings(run_dir, None if split == "all" else [split])
     total = len(frame)
     picks = stratified_sample(frame, max_points, seed)
     frame, embeddings = frame.iloc[picks].reset_index(drop=True), embeddings[picks]
     if len(frame) < MIN_POINTS:  # before any file is written
         raise DataError(f"{run_dir} ({split} split): {len(frame)} image(s): too few for a projection (t-SNE and "
                         f"UMAP need at least {MIN_POINTS})")
+    # test errors only: a final model (no test split) circles none, its validation split picked its epochs
     predictions = pd.read_csv(run_dir / "test_predictions.csv", dtype=str) if (
         run_dir / "test_predictions.csv").is_file() else pd.DataFrame(columns=["image_id", "label", "classifier_pred"])
     wrong_ids = set(predictions.loc[predictions["label"] != predictions["classifier_pred"], "image_id"])

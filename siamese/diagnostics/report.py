@@ -12,17 +12,30 @@ from siamese.data.images import PixelSource
 from siamese.diagnostics.plots import confusion_matrices, image_grid, per_class_bars, roc_curves
 
 EVALUATION_PLOTS = ("confusion_matrix.png", "roc.png", "per_class.png", "confident_errors.png")
+FINAL_MODEL_NOTE = ("no test split (a final model): the figures are on the validation split, which picked both "
+                    "stages' best epochs, so the classifier's and k-NN's are optimistic; the reference models "
+                    "were fitted on the training split alone and did not choose on it. For an estimate of "
+                    "performance train with a test split, or run `python -m siamese cv`")
+"""What a final model's scores mean, said where they are shown (training's warning, ``report.md``)."""
 
 
-def test_predictions(run_dir: Path) -> tuple[pd.DataFrame, list[str]]:
+def predictions_path(run_dir: Path, split: str) -> Path:
+    """The per-image predictions of the split a run is scored on: ``test_predictions.csv``, or
+    ``val_predictions.csv`` for a final model (no test split)."""
+    return run_dir / f"{split}_predictions.csv"
+
+
+def scored_predictions(run_dir: Path, split: str) -> tuple[pd.DataFrame, list[str]]:
     classes = json.loads((run_dir / "preprocess.json").read_text())["classes"]
-    return pd.read_csv(run_dir / "test_predictions.csv", dtype={"image_id": str, "label": str,
-                                                                "classifier_pred": str, "knn_pred": str}), classes
+    return pd.read_csv(predictions_path(run_dir, split), dtype={"image_id": str, "label": str,
+                                                                 "classifier_pred": str, "knn_pred": str}), classes
 
 
-def write_evaluation_plots(run_dir: Path, test_pixels: PixelSource, errors: int = 12) -> dict[str, Path]:
-    """Confusion matrices, ROC, per-class bars and the most confident test errors with their images."""
-    frame, classes = test_predictions(run_dir)
+def write_evaluation_plots(run_dir: Path, pixels: PixelSource, split: str = "test",
+                           errors: int = 12) -> dict[str, Path]:
+    """Confusion matrices, ROC, per-class bars and the most confident errors with their images, of the
+    split the run is scored on (``pixels``: that split's; ``val`` for a final model, named in the titles)."""
+    frame, classes = scored_predictions(run_dir, split)
     code = {c: i for i, c in enumerate(classes)}
     y_true = frame["label"].map(code).to_numpy()
     proba = frame[[f"classifier_p_{c}" for c in classes]].to_numpy()
@@ -30,16 +43,17 @@ def write_evaluation_plots(run_dir: Path, test_pixels: PixelSource, errors: int 
     per_class = pd.read_csv(run_dir / "per_class.csv")
     out = {
         "confusion_matrix": confusion_matrices(y_true, y_pred, classes, run_dir / "confusion_matrix.png"),
-        "roc": roc_curves(y_true, proba, classes, run_dir / "roc.png"),
-        "per_class": per_class_bars(per_class[per_class["model"] == "classifier"], run_dir / "per_class.png"),
+        "roc": roc_curves(y_true, proba, classes, run_dir / "roc.png", split),
+        "per_class": per_class_bars(per_class[per_class["model"] == "classifier"], run_dir / "per_class.png",
+                                    split),
     }
     confidence = proba.max(axis=1)
     wrong = np.flatnonzero(y_pred != y_true)
     worst = wrong[np.argsort(-confidence[wrong])][:errors]
     captions = [f"{frame['image_id'].iloc[i]}\ntrue {classes[y_true[i]]}, said {classes[y_pred[i]]} "
                 f"({confidence[i]:.2f})" for i in worst]
-    out["confident_errors"] = image_grid([test_pixels[int(i)] for i in worst], captions,
-                                         run_dir / "confident_errors.png", "most confident test errors")
+    out["confident_errors"] = image_grid([pixels[int(i)] for i in worst], captions,
+                                         run_dir / "confident_errors.png", f"most confident {split} errors")
     return out
 
 
@@ -77,8 +91,12 @@ def _robustness_lines(run_dir: Path) -> list[str]:
 
 
 def write_report(run_dir: Path) -> Path:
-    """``report.md``: metrics, per-class table, data summary and every figure the run folder holds."""
+    """``report.md``: metrics, per-class table, data summary and every figure the run folder holds; a final
+    model's validation figures are headed as such, with :data:`FINAL_MODEL_NOTE`."""
     metrics = json.loads((run_dir / "metrics.json").read_text())
+    scored = metrics.get("scored_on", "test")  # runs written before final models were scored on test
+    heading = ["## Test metrics", ""] if scored == "test" else [
+        "## Validation metrics (a final model)", "", f"Warning: {FINAL_MODEL_NOTE}.", ""]
     config = json.loads((run_dir / "config.json").read_text())
     per_class = pd.read_csv(run_dir / "per_class.csv")
     lines = [
@@ -91,11 +109,10 @@ def write_report(run_dir: Path) -> Path:
         "",
         f"Excluded images: {metrics['excluded'] or 'none'}. Lesion crop: {metrics.get('crop', {'mode': 'none'})}.",
         "",
-        "## Test metrics",
-        "",
+        *heading,
         _metrics_table(metrics),
         "",
-        "## Per class (test)",
+        f"## Per class ({scored})",
         "",
         markdown_table(per_class),
         "",
@@ -108,7 +125,7 @@ def write_report(run_dir: Path) -> Path:
     for figure in figures:
         lines += [f"### {figure.stem.replace('_', ' ')}", "", f"![{figure.stem}]({figure.as_posix()})", ""]
     lines += _robustness_lines(run_dir)
-    lines += ["## Files", "", "`metrics.json`, `per_class.csv`, `test_predictions.csv`, `history.csv`, "
+    lines += ["## Files", "", f"`metrics.json`, `per_class.csv`, `{scored}_predictions.csv`, `history.csv`, "
               "`split.csv`, `config.json`."]
     path = run_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")

@@ -26,13 +26,17 @@ def seed_table(run_dirs: Sequence[str | Path]) -> pd.DataFrame:
     class's recall (``recall_CLASS``, from ``per_class.csv``).
 
     Raises FileNotFoundError naming a folder without ``metrics.json`` (an unfinished run), ValueError when
-    two runs share a seed or the runs differ in dataset or classes (they would not pair)."""
+    two runs share a seed, the runs differ in dataset or classes (they would not pair) or one is a final
+    model (no test split)."""
     rows, seen = [], {}
     for run_dir in map(Path, run_dirs):
         path = run_dir / "metrics.json"
         if not path.is_file():
             raise FileNotFoundError(f"{run_dir}: no metrics.json; is it a finished run folder?")
         metrics = json.loads(path.read_text())
+        if metrics.get("scored_on", "test") != "test":
+            raise ValueError(f"{run_dir} is a final model scored on its {metrics['scored_on']} split (optimistic "
+                             f"figures): summarise runs with a test split")
         dataset = json.loads((run_dir / "config.json").read_text())["data"]["dataset"]
         task = (dataset, tuple(metrics["classifier"]["classes"]))
         if metrics["seed"] in seen:

@@ -35,7 +35,7 @@ from siamese.data.images import (
 from siamese.data.splits import SPLITS, apply_manifest, read_manifest, split_table, write_manifest
 from siamese.data.table import DataError
 from siamese.diagnostics.plots import training_curves
-from siamese.diagnostics.report import write_evaluation_plots, write_report
+from siamese.diagnostics.report import FINAL_MODEL_NOTE, predictions_path, write_evaluation_plots, write_report
 from siamese.inference.export import export_onnx
 from siamese.inference.preprocess import Preprocessing
 from siamese.models import EmbeddingNet, check_input_size, load_checkpoint
@@ -67,7 +67,10 @@ def load_run_table(config: RunConfig) -> DatasetTable:
 
 
 def resolve_split(table: DatasetTable, config: RunConfig, run_dir: Path) -> DatasetTable:
-    """Use the run's own split.csv (resume), a given manifest, the source's split, or make one."""
+    """Use the run's own split.csv (resume), a given manifest, the source's split, or make one.
+
+    A split without test rows (``data.test_fraction`` 0, or such a manifest) makes a final model.
+    Raises DataError when the split has no training or no validation images."""
     own = run_dir / "split.csv"
     data = config.data
     if own.is_file():
@@ -81,9 +84,10 @@ def resolve_split(table: DatasetTable, config: RunConfig, run_dir: Path) -> Data
         manifest = split_table(table.frame, pairs, data.val_fraction, data.test_fraction, seed=config.seed)
     write_manifest(manifest, own)
     table = apply_manifest(table, manifest)
-    missing = [s for s in SPLITS if not (table.frame["split"] == s).any()]
+    missing = [s for s in ("train", "val") if not (table.frame["split"] == s).any()]
     if missing:
-        raise DataError(f"the split has no {missing} images; stage 1 needs train and val, evaluation needs test")
+        raise DataError(f"the split has no {missing} images; stage 1 needs train and val (test is optional: "
+                        f"without it the run is a final model, scored on val)")
     return table
 
 
@@ -143,8 +147,8 @@ def discard_setup(created: list[Path]) -> None:
 
 @dataclass
 class RunData:
-    """A run's images per split (``train``, ``val``, ``test``, and ``stage1``: the training rows stage 1
-    learns from), targets and preprocessing."""
+    """A run's images per split (``train``, ``val``, ``test`` unless the run is a final model, and ``stage1``:
+    the training rows stage 1 learns from), targets and preprocessing."""
 
     parts: dict[str, pd.DataFrame]
     sources: dict[str, Any]
@@ -152,6 +156,16 @@ class RunData:
     prep: Preprocessing
     excluded: dict[str, int]
     cropping: dict[str, Any]
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The run's splits in order: ``train``, ``val`` and, unless it is a final model, ``test``."""
+        return tuple(s for s in SPLITS if s in self.parts)
+
+    @property
+    def scored(self) -> str:
+        """The split the evaluation scores: ``test``, or ``val`` for a final model (no test split)."""
+        return "test" if "test" in self.parts else "val"
 
     def dataset(self, split: str, augment: str = "none", artefacts: ArtefactPixels | None = None) -> ImageDataset:
         source = self.sources[split] if artefacts is None else artefacts.over(self.sources[split])
@@ -164,17 +178,18 @@ def build_run_data(config: RunConfig, run_dir: Path) -> RunData:
     classes = table.classes
     code = {c: i for i, c in enumerate(classes)}
     frame = table.frame
-    parts = {**{s: frame[frame["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")},
+    splits = [s for s in SPLITS if (frame["split"] == s).any()]
+    parts = {**{s: frame[frame["split"] == s].reset_index(drop=True) for s in splits},
              "stage1": training_rows(frame, config)}
     size, crop, margin, seg_run = (config.data.image_size, config.data.crop, config.data.crop_margin,
                                    config.data.seg_run)
-    used = frame[frame["split"].isin(("train", "val", "test"))]
+    used = frame[frame["split"].isin(splits)]
     boxes = crop_boxes(DatasetTable(used, table.images), crop, margin, seg_run)  # once: may run the segmenter
     box_of = None if boxes is None else dict(zip(used["image_id"], boxes, strict=True))
     sources: dict[str, Any] = {
         s: pixel_source(DatasetTable(parts[s], table.images), size, config.data.cache_dir,
                         None if box_of is None else [box_of[i] for i in parts[s]["image_id"]])
-        for s in ("train", "val", "test")}
+        for s in splits}
     position = pd.Series(np.arange(len(parts["train"])), index=parts["train"]["image_id"])
     sources["stage1"] = PixelRows(sources["train"], position[parts["stage1"]["image_id"]].to_numpy())
     cropping: dict[str, Any] = {"mode": crop}
@@ -235,6 +250,8 @@ def _train(config: RunConfig, resume: str | Path | None, changes: dict[str, Any]
         if not dist.is_main:
             dist.barrier()
         data = build_run_data(config, run_dir)
+        if config.classifier.patient_context and data.scored != "test":
+            raise ValueError("--patient-context needs a test split: its signal is fitted on the validation split")
         artefacts = _artefacts(config)
         check_batches(data.targets["train"], config.embed.batch_size, config.embed.m_per_class, dist.world_size)
         if dist.is_main:
@@ -248,7 +265,7 @@ def _train(config: RunConfig, resume: str | Path | None, changes: dict[str, Any]
             discard_setup(prepared[2])
         raise
     classes, targets = data.prep.classes, data.targets
-    datasets = {s: data.dataset(s) for s in ("train", "val", "test")}
+    datasets = {s: data.dataset(s) for s in data.splits}
     reference = _reference_subset(data.dataset("stage1"), config.embed.max_reference, config.seed)
 
     tracker = Tracker(run_dir, config.to_dict(), config.wandb if dist.is_main else "disabled")
@@ -283,16 +300,16 @@ def _train(config: RunConfig, resume: str | Path | None, changes: dict[str, Any]
         results = evaluate_run(run_dir, data, embeddings, classifier, config, device,
                                best_epochs={"embed": best["epoch"], "classifier": stage2.state["best_epoch"]},
                                wall_seconds=time.perf_counter() - started)
-        figures.update(write_evaluation_plots(run_dir, data.sources["test"]))
+        figures.update(write_evaluation_plots(run_dir, data.sources[data.scored], data.scored))
         if config.export_onnx:
             _export(run_dir)
         write_report(run_dir)
         tracker.log_images({k: v for k, v in figures.items() if v is not None})
-        tracker.log_table("test/per_class", pd.read_csv(run_dir / "per_class.csv"))
-        tracker.log_table("test/metrics", pd.DataFrame(
+        tracker.log_table(f"{data.scored}/per_class", pd.read_csv(run_dir / "per_class.csv"))
+        tracker.log_table(f"{data.scored}/metrics", pd.DataFrame(
             [{"model": m, **{k: v for k, v in results[m].items() if isinstance(v, float)}}
              for m in ("classifier", "knn")]))
-        tracker.summary({f"test/{k}": v for k, v in results["classifier"].items() if isinstance(v, float)})
+        tracker.summary({f"{data.scored}/{k}": v for k, v in results["classifier"].items() if isinstance(v, float)})
     finally:
         tracker.finish()
     return run_dir
@@ -300,8 +317,9 @@ def _train(config: RunConfig, resume: str | Path | None, changes: dict[str, Any]
 
 def rescore_run(run_dir: str | Path, references: tuple[str, ...] | None = None, device: str = "auto") -> dict[str, Any]:
     """Score a finished run again from its cached embeddings and best checkpoints, without training:
-    the test metrics, predictions, plots and report are rewritten, with ``references`` (default: the
-    run's own ``config.references``) fitted anew. Returns the new ``metrics.json`` contents.
+    the metrics (of the test split, or the validation split of a final model), predictions, plots and
+    report are rewritten, with ``references`` (default: the run's own ``config.references``) fitted anew.
+    Returns the new ``metrics.json`` contents.
 
     Raises FileNotFoundError when the run has not finished stage 2 (no ``classifier.pt``).
     """
@@ -317,14 +335,14 @@ def rescore_run(run_dir: str | Path, references: tuple[str, ...] | None = None, 
     data = build_run_data(config, run_dir)
     model = EmbeddingNet.from_checkpoint(run_dir / "embedder.pt").to(torch_device)
     embeddings = {s: split_embeddings(model, data.dataset(s), data.parts[s], run_dir, config, torch_device)
-                  for s in ("train", "val", "test")}
+                  for s in data.splits}
     stage2 = ClassifierTrainer(len(data.prep.classes), config.model.embedding_dim, config.classifier, torch_device,
                                run_dir, Tracker(run_dir, config.to_dict(), "disabled"), config.seed)
     classifier = stage2.load_best()
     best_epochs = {"embed": load_checkpoint(run_dir / "embedder.pt")["epoch"],
                    "classifier": load_checkpoint(run_dir / "classifier.pt")["epoch"]}
     results = evaluate_run(run_dir, data, embeddings, classifier, config, torch_device, best_epochs)
-    write_evaluation_plots(run_dir, data.sources["test"])
+    write_evaluation_plots(run_dir, data.sources[data.scored], data.scored)
     write_report(run_dir)
     return results
 
@@ -384,19 +402,26 @@ def split_embeddings(model: EmbeddingNet, dataset: ImageDataset, rows: pd.DataFr
 def evaluate_run(run_dir: Path, data: RunData, embeddings: dict[str, np.ndarray], classifier: Any,
                  config: RunConfig, device: Any, best_epochs: dict[str, int],
                  wall_seconds: float | None = None) -> dict[str, Any]:
-    """Test metrics of the dense classifier, the k-NN vote, the reference models (``config.references``,
-    fitted on the training and validation splits) and, with ``classifier.patient_context``, the classifier
-    with each lesion's patient context: ``metrics.json``, ``per_class.csv``, ``test_predictions.csv``.
+    """Metrics of the dense classifier, the k-NN vote, the reference models (``config.references``) and, with
+    ``classifier.patient_context``, the classifier with each lesion's patient context, on the run's test
+    split: ``metrics.json`` (``scored_on``: the split scored), ``per_class.csv``, ``test_predictions.csv``
+    (:func:`~siamese.diagnostics.report.predictions_path`).
+
+    A final model (no test split) is scored on its validation split instead, with a warning
+    (:data:`FINAL_MODEL_NOTE`): the two stages' figures are optimistic there, since that split picked their
+    best epochs; the references are then fitted on the training split alone, so theirs stay held out.
     ``wall_seconds``: the training call's wall time before evaluation (since resuming, for a resumed run)."""
-    classes, targets = data.prep.classes, data.targets
-    proba = {"classifier": predict_proba(classifier, embeddings["test"], device),
-             "knn": knn_proba(embeddings["train"], targets["train"], embeddings["test"], len(classes),
+    classes, targets, scored = data.prep.classes, data.targets, data.scored
+    if scored != "test":
+        warnings.warn(FINAL_MODEL_NOTE, stacklevel=2)
+    proba = {"classifier": predict_proba(classifier, embeddings[scored], device),
+             "knn": knn_proba(embeddings["train"], targets["train"], embeddings[scored], len(classes),
                               config.classifier.knn_k)}
     extra: dict[str, Any] = {}
     if config.classifier.patient_context:
         proba["patient_context"], extra["patient_context_signal"] = _patient_context(data, embeddings, classifier,
                                                                               proba["classifier"], device, config)
-    ids = {s: data.parts[s]["image_id"].to_numpy() for s in ("train", "val", "test")}
+    ids = {s: data.parts[s]["image_id"].to_numpy() for s in data.splits}
     shared = None
     if config.data.cache_dir:
         d = config.data
@@ -405,12 +430,13 @@ def evaluate_run(run_dir: Path, data: RunData, embeddings: dict[str, np.ndarray]
                     else data.parts[s]["image_id"].astype(str)).to_numpy() for s in ids}
         shared = (d.cache_dir, pixels, keys)
     references, notes = reference_probabilities(run_dir, data.sources, ids, targets, embeddings, len(classes),
-                                                config.references, config.model.backbone, config.seed, shared)
+                                                config.references, config.model.backbone, config.seed, scored,
+                                                shared)
     proba.update(references)
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {"scored_on": scored}
     tables = []
     for name, p in proba.items():
-        summary, per_class = classification_metrics(targets["test"], p, classes)
+        summary, per_class = classification_metrics(targets[scored], p, classes)
         results[name] = summary
         tables.append(per_class.assign(model=name))
     results.update(best_epochs=best_epochs, excluded=data.excluded, crop=data.cropping,
@@ -420,7 +446,7 @@ def evaluate_run(run_dir: Path, data: RunData, embeddings: dict[str, np.ndarray]
     (run_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
     pd.concat(tables)[["model", "class", "precision", "recall", "f1", "support"]].to_csv(
         run_dir / "per_class.csv", index=False)
-    _write_predictions(run_dir, targets["test"], proba, classes)
+    _write_predictions(run_dir, scored, targets[scored], proba, classes)
     return results
 
 
@@ -444,11 +470,12 @@ def _patient_context(data: RunData, embeddings: dict[str, np.ndarray], classifie
     return proba, info
 
 
-def _write_predictions(run_dir: Path, y_true: np.ndarray, proba: dict[str, np.ndarray], classes: list[str]) -> None:
-    test_ids = np.load(run_dir / "embeddings" / "test.npz")["image_id"]
-    frame = pd.DataFrame({"image_id": test_ids, "label": np.array(classes)[y_true]})
+def _write_predictions(run_dir: Path, split: str, y_true: np.ndarray, proba: dict[str, np.ndarray],
+                       classes: list[str]) -> None:
+    ids = np.load(run_dir / "embeddings" / f"{split}.npz")["image_id"]
+    frame = pd.DataFrame({"image_id": ids, "label": np.array(classes)[y_true]})
     for name, p in proba.items():
         frame[f"{name}_pred"] = np.array(classes)[p.argmax(axis=1)]
         for i, c in enumerate(classes):
             frame[f"{name}_p_{c}"] = p[:, i]
-    frame.to_csv(run_dir / "test_predictions.csv", index=False)
+    frame.to_csv(predictions_path(run_dir, split), index=False)

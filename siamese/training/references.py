@@ -5,6 +5,11 @@ They are the cross-validation's references (:mod:`siamese.training.baselines`): 
 training and validation splits) and computed on the pixels its embedder sees. A train/val/test run thus
 answers the same question a CV does: has metric learning earned its cost against what a researcher tries
 first and second? Features are cached under ``RUN/references/`` with the image ids they belong to.
+
+A final model (no test split) is scored on its validation split; the references are then fitted on the
+training split alone, so that their figures stay held out (``colour_embedding`` less so: the embedder's
+best epoch was picked on that split), while the two stages' are optimistic. A reference ahead of the
+classifier there is thus a real sign; the classifier ahead of one is not.
 """
 
 from __future__ import annotations
@@ -70,22 +75,25 @@ class FeatureStore:
 
 def reference_probabilities(run_dir: Path, sources: dict[str, Any], ids: dict[str, np.ndarray],
                             targets: dict[str, np.ndarray], embeddings: dict[str, np.ndarray], n_classes: int,
-                            names: Sequence[str], backbone: str, seed: int = 0,
+                            names: Sequence[str], backbone: str, seed: int = 0, scored: str = "test",
                             shared: tuple[str | Path, str, dict[str, np.ndarray]] | None = None
                             ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Test-split probabilities ``(N_test, n_classes)`` of each reference model in ``names``, and notes
-    (the backbone ``imagenet_probe`` used: the run's own, or the packaged EfficientNet-Lite0 when its
+    """Probabilities ``(N_scored, n_classes)`` on the ``scored`` split of each reference model in ``names``,
+    fitted on the :data:`FIT_SPLITS` other than ``scored`` (``val``: a final model's, see the module), and
+    notes (the backbone ``imagenet_probe`` used: the run's own, or the packaged EfficientNet-Lite0 when its
     ImageNet weights cannot be had offline).
 
     ``sources``, ``ids``, ``targets`` and ``embeddings`` are keyed by split (``train``, ``val``, ``test``).
     ``shared`` = (folder, pixel description, per-split image keys) keeps the features in a
     :class:`FeatureStore` too (the run's ``--cache-dir``), so runs over other splits of the same images
     compute each image's features once.
+    Raises ValueError naming an unknown reference model.
     """
     check_references(names)
     folder = run_dir / "references"
     folder.mkdir(exist_ok=True)
-    y_fit = np.concatenate([targets[s] for s in FIT_SPLITS])
+    fit = tuple(s for s in FIT_SPLITS if s != scored)
+    y_fit = np.concatenate([targets[s] for s in fit])
     proba: dict[str, np.ndarray] = {}
     notes: dict[str, str] = {}
 
@@ -97,24 +105,24 @@ def reference_probabilities(run_dir: Path, sources: dict[str, Any], ids: dict[st
             return store.features(np.asarray(shared[2][split], dtype=str), sources[split], compute)
 
         arrays = {s: cached_arrays(folder / f"{kind}_{s}.npz", np.asarray(ids[s], dtype=str),
-                                   lambda s=s: split_features(s)) for s in (*FIT_SPLITS, "test")}
-        return {"fit": np.vstack([arrays[s]["features"] for s in FIT_SPLITS]), "test": arrays["test"]["features"],
-                **{k: v for k, v in arrays["test"].items() if k != "features"}}
+                                   lambda s=s: split_features(s)) for s in (*fit, scored)}
+        return {"fit": np.vstack([arrays[s]["features"] for s in fit]), "scored": arrays[scored]["features"],
+                **{k: v for k, v in arrays[scored].items() if k != "features"}}
 
     if {"colour_baseline", "colour_embedding"} & set(names):
         colour = features("colour", lambda source: {"features": colour_feature_matrix(source)})
         if "colour_baseline" in names:
-            proba["colour_baseline"] = logistic_probe_proba(colour["fit"], y_fit, colour["test"], n_classes, seed)
+            proba["colour_baseline"] = logistic_probe_proba(colour["fit"], y_fit, colour["scored"], n_classes, seed)
         if "colour_embedding" in names:
             proba["colour_embedding"] = colour_embedding_proba(
-                colour["fit"], np.vstack([embeddings[s] for s in FIT_SPLITS]), y_fit, colour["test"],
-                embeddings["test"], n_classes, seed)
+                colour["fit"], np.vstack([embeddings[s] for s in fit]), y_fit, colour["scored"],
+                embeddings[scored], n_classes, seed)
     if "imagenet_probe" in names:
         def imagenet(source: Any) -> dict[str, np.ndarray]:
             values, used = imagenet_feature_matrix(source, backbone)
             return {"features": values, "backbone": np.asarray(used)}
 
         probe = features("imagenet", imagenet)
-        proba["imagenet_probe"] = logistic_probe_proba(probe["fit"], y_fit, probe["test"], n_classes, seed)
+        proba["imagenet_probe"] = logistic_probe_proba(probe["fit"], y_fit, probe["scored"], n_classes, seed)
         notes["imagenet_probe"] = f"frozen ImageNet {probe['backbone']} features"
     return {name: proba[name] for name in names}, notes
