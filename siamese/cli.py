@@ -226,6 +226,25 @@ def cmd_summarize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_external(args: argparse.Namespace) -> int:
+    from siamese.inference.external import parse_label_map, score_external, write_external
+
+    if args.dataset is None:
+        raise DataError("external needs --dataset (and --data-dir): the dataset to score the run on")
+    table = load_dataset(args.dataset, args.data_dir, args.metadata, binary=args.binary,
+                         only_present=args.only_present)
+    summary, per_class, predictions = score_external(args.run, table, args.label_column,
+                                                     parse_label_map(args.map or []), args.engine)
+    paths = write_external(args.out, summary, per_class, predictions)
+    auc = "n/a" if summary["roc_auc"] is None else f"{summary['roc_auc']:.3f}"
+    print(f"{summary['dataset']}: {summary['n']} images; accuracy {summary['accuracy']:.3f}  balanced "
+          f"{summary['balanced_accuracy']:.3f}  AUC {auc} (over the classes present); left out: "
+          f"{summary['left_out'] or 'none'}")
+    print(per_class[per_class["support"] > 0].to_string(index=False))
+    print(f"wrote {', '.join(p.name for p in paths)} in {args.out}")
+    return 0
+
+
 def cmd_rescore(args: argparse.Namespace) -> int:
     from siamese.training.pipeline import rescore_run
 
@@ -561,6 +580,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_reference_argument(rescore)
     rescore.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     rescore.set_defaults(func=cmd_rescore)
+
+    external = commands.add_parser("external", help="score a run on another dataset (other patients, clinics, "
+                                   "cameras), its labels mapped onto the run's classes")
+    external.add_argument("run", help="a finished run folder")
+    add_data_arguments(external, default=None)
+    external.add_argument("--label-column", default="label",
+                          help="the table's column to score against (e.g. ISIC 2020's diagnosis; default label)")
+    external.add_argument("--map", nargs="+", metavar="LABEL=CLASS",
+                          help="map the dataset's labels onto the run's classes (e.g. melanoma=mel nevus=nv); "
+                               "labels that are already classes map to themselves, the rest are left out")
+    external.add_argument("--engine", choices=ENGINES, default="auto")
+    external.add_argument("--out", required=True, help="folder for external_*.json/csv")
+    external.set_defaults(func=cmd_external)
 
     summarize = commands.add_parser("summarize", help="runs repeated over seeds: mean ± sd of every test figure and "
                                     "each model paired with the references (95 %% intervals)")
