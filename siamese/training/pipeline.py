@@ -422,16 +422,9 @@ def evaluate_run(run_dir: Path, data: RunData, embeddings: dict[str, np.ndarray]
         proba["patient_context"], extra["patient_context_signal"] = _patient_context(data, embeddings, classifier,
                                                                               proba["classifier"], device, config)
     ids = {s: data.parts[s]["image_id"].to_numpy() for s in data.splits}
-    shared = None
-    if config.data.cache_dir:
-        d = config.data
-        pixels = f"{d.dataset}|{d.image_size}px|{d.crop}|{d.crop_margin}|{d.seg_run}"
-        keys = {s: (data.parts[s]["path"].map(lambda p: str(Path(p).resolve())) if "path" in data.parts[s].columns
-                    else data.parts[s]["image_id"].astype(str)).to_numpy() for s in ids}
-        shared = (d.cache_dir, pixels, keys)
     references, notes = reference_probabilities(run_dir, data.sources, ids, targets, embeddings, len(classes),
                                                 config.references, config.model.backbone, config.seed, scored,
-                                                shared)
+                                                _shared_features(config, data))
     proba.update(references)
     results: dict[str, Any] = {"scored_on": scored}
     tables = []
@@ -448,6 +441,18 @@ def evaluate_run(run_dir: Path, data: RunData, embeddings: dict[str, np.ndarray]
         run_dir / "per_class.csv", index=False)
     _write_predictions(run_dir, scored, targets[scored], proba, classes)
     return results
+
+
+def _shared_features(config: RunConfig, data: RunData) -> tuple[str, str, dict[str, np.ndarray]] | None:
+    """Where the reference features of this run's images are kept for other runs (its ``--cache-dir``), what
+    their pixels depend on, and each split's image keys (resolved file paths; ids for in-memory data)."""
+    d = config.data
+    if not d.cache_dir:
+        return None
+    pixels = f"{d.dataset}|{d.image_size}px|{d.crop}|{d.crop_margin}|{d.seg_run}"
+    keys = {s: (data.parts[s]["path"].map(lambda p: str(Path(p).resolve())) if "path" in data.parts[s].columns
+                else data.parts[s]["image_id"].astype(str)).to_numpy() for s in data.splits}
+    return d.cache_dir, pixels, keys
 
 
 def _patient_context(data: RunData, embeddings: dict[str, np.ndarray], classifier: Any, test_proba: np.ndarray,
