@@ -113,8 +113,27 @@ def test_patient_context_finds_melanomas_the_classifier_cannot_see():
     flat = np.full((len(y_val), 2), 0.5)  # a classifier that says nothing
     proba = patient_context_proba((flat, e_val, p_val, y_val), (np.full((len(y_test), 2), 0.5), e_test, p_test), 2)
     assert roc_auc_score(y_test, proba[:, 1]) > 0.9
+    control = patient_context_proba((flat, e_val, p_val, y_val), (np.full((len(y_test), 2), 0.5), e_test, p_test), 2,
+                                    use_context=False)
+    assert roc_auc_score(y_test, control[:, 1]) == pytest.approx(0.5)  # the refit alone learns nothing
     with pytest.raises(ValueError, match="patient ids"):
         check_patient_context("ham10000")
+
+
+def test_patient_context_does_not_learn_how_many_images_a_patient_has():
+    rng = np.random.default_rng(2)
+
+    def patients(offset):  # every malignant lesion is its patient's only image; the rest come in fours
+        embeddings = rng.normal(size=(60 + 4 * 60, 16))
+        labels = np.r_[np.ones(60, dtype=int), np.zeros(240, dtype=int)]
+        ids = np.r_[[f"s{offset + i}" for i in range(60)], np.repeat([f"m{offset + i}" for i in range(60)], 4)]
+        return embeddings, labels, ids
+
+    e_val, y_val, p_val = patients(0)
+    e_test, y_test, p_test = patients(1000)
+    flat = np.full((len(y_val), 2), 0.5)
+    proba = patient_context_proba((flat, e_val, p_val, y_val), (flat, e_test, p_test), 2)
+    assert abs(roc_auc_score(y_test, proba[:, 1]) - 0.5) < 0.1
 
 
 def test_rescore_refits_other_references_without_touching_the_models(run_dir, tmp_path, capsys):

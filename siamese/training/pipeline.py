@@ -457,21 +457,28 @@ def _shared_features(config: RunConfig, data: RunData) -> tuple[str, str, dict[s
 
 def _patient_context(data: RunData, embeddings: dict[str, np.ndarray], classifier: Any, test_proba: np.ndarray,
                      device: Any, config: RunConfig) -> tuple[np.ndarray, dict[str, Any]]:
-    """The classifier with the ugly-duckling signal (fitted on the validation split), and how much the
-    signal alone says on the test split (ROC-AUC of the odd-one-out ratio among lesions with context)."""
+    """The classifier with the ugly-duckling signal (fitted on the validation split), and what the signal
+    says on its own: the test ROC-AUC of each distance among lesions with context (binary tasks), and the
+    control (the same refit on the classifier's output alone), so a gain can be told from a recalibration."""
     patients = {s: data.parts[s]["group"].astype(str).to_numpy() for s in ("val", "test")}
     val = (predict_proba(classifier, embeddings["val"], device), embeddings["val"], patients["val"],
            data.targets["val"])
-    proba = patient_context_proba(val, (test_proba, embeddings["test"], patients["test"]),
-                                  len(data.prep.classes), config.seed)
+    test = (test_proba, embeddings["test"], patients["test"])
+    n_classes = len(data.prep.classes)
+    proba = patient_context_proba(val, test, n_classes, config.seed)
+    control = patient_context_proba(val, test, n_classes, config.seed, use_context=False)
+    control_summary, _ = classification_metrics(data.targets["test"], control, data.prep.classes)
     signal = ugly_duckling_features(embeddings["test"], patients["test"])
     with_context = signal[:, 2] == 1
     info: dict[str, Any] = {"test_images_with_context": int(with_context.sum()),
-                            "test_patients": int(len(np.unique(patients["test"])))}
-    if len(data.prep.classes) == 2:
+                            "test_patients": int(len(np.unique(patients["test"]))),
+                            "control_roc_auc": control_summary["roc_auc"],
+                            "control_balanced_accuracy": control_summary["balanced_accuracy"]}
+    if n_classes == 2:
         positive = data.targets["test"][with_context] == positive_index(data.prep.classes)
-        info["odd_one_out_ratio_roc_auc"] = (float(roc_auc_score(positive, signal[with_context, 1]))
-                                             if 0 < positive.sum() < len(positive) else None)
+        both = 0 < positive.sum() < len(positive)
+        for name, column in (("distance", 0), ("odd_one_out_ratio", 1)):
+            info[f"{name}_roc_auc"] = float(roc_auc_score(positive, signal[with_context, column])) if both else None
     return proba, info
 
 
