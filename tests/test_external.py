@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from sklearn.metrics import roc_auc_score
 
 from siamese.cli import main
 from siamese.data import load_dataset
@@ -47,6 +48,8 @@ def test_external_scores_mapped_labels_and_counts_the_rest(run_dir, other_datase
     truth = predictions["mapped"] == "mel"
     assert recall["mel"] == pytest.approx((predictions.loc[truth, "prediction"] == "mel").mean())
     assert per_class.set_index("class").loc["vasc", "support"] == 0
+    assert set(summary["one_vs_rest_roc_auc"]) == {"akiec", "bcc", "bkl", "df", "mel", "nv"}
+    assert summary["one_vs_rest_roc_auc"]["mel"] == pytest.approx(roc_auc_score(truth, predictions["p_mel"]))
 
     out = tmp_path / "ext"
     assert main(["external", str(run_dir), "--dataset", "csv", "--metadata", str(other_dataset), "--map",

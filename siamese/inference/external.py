@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
 from siamese.data.table import DataError, DatasetTable
@@ -42,7 +43,8 @@ def score_external(run_dir: str | Path, table: DatasetTable, label_column: str =
                    ) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
     """The run's classifier on every image of ``table`` whose ``label_column`` value is one of the run's
     classes or maps onto one through ``label_map``: the test metrics of ``metrics.json`` (balanced accuracy
-    and AUC over the classes present), a per-class table and one row of probabilities per image.
+    and AUC over the classes present) with each present class's one-vs-rest ROC-AUC, a per-class table and
+    one row of probabilities per image.
 
     Raises DataError when the column is missing, a mapping targets no class of the run, or no image maps.
     """
@@ -68,6 +70,8 @@ def score_external(run_dir: str | Path, table: DatasetTable, label_column: str =
     with warnings.catch_warnings():  # classes absent here but predicted: balanced accuracy leaves them out, as said
         warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
         summary, per_class = classification_metrics(y, proba, classes)
+    summary["one_vs_rest_roc_auc"] = {classes[c]: float(roc_auc_score(y == c, proba[:, c])) for c in np.unique(y)
+                                      if 0 < (y == c).sum() < len(y)}
     summary.update(dataset=table.name, label_column=label_column, label_map=label_map,
                    left_out={str(k): int(v) for k, v in labels[mapped.isna()].value_counts().items()})
     predictions = pd.DataFrame({"image_id": kept["image_id"], "label": kept[label_column].astype(str),
