@@ -87,6 +87,9 @@ def test_tiny_isic2020_run_with_patient_context(shared_isic2020, tmp_path, full_
                  "--wandb", "disabled", "--out", str(out), *(["--full-dataset"] if full_dataset else [])]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["models"] == ["classifier", "knn", "patient_context", "colour_baseline"]
+    audit = json.loads((out / "split_audit.json").read_text())
+    assert audit["leaking_groups"] == 0 and audit["straddling_duplicate_pairs"] == 0
+    assert audit["duplicate_pairs_not_in_manifest"] > 400  # the official list covers all 33,126 images: counted
     assert metrics["patient_context_signal"]["test_images_with_context"] > 0
     for model in metrics["models"]:
         assert 0 <= metrics[model]["sensitivity_at_90_specificity"] <= metrics[model]["sensitivity_at_80_specificity"]

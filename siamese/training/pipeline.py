@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from sklearn.metrics import roc_auc_score
 
 from siamese.config import RunConfig, resumed
 from siamese.data import DatasetTable, load_dataset
+from siamese.data.audit import audit_manifest
 from siamese.data.balance import balanced_subset, check_batches, oversample
 from siamese.data.duplicates import drop_conflicts, read_pairs_for
 from siamese.data.images import (
@@ -80,15 +82,38 @@ def resolve_split(table: DatasetTable, config: RunConfig, run_dir: Path) -> Data
     elif "split" in table.frame.columns:
         manifest = table.frame[["image_id", "label", "group", "split"]].astype(str)
     else:
-        pairs = read_pairs_for(data.duplicates, table.frame["image_id"]) if data.duplicates else None
-        manifest = split_table(table.frame, pairs, data.val_fraction, data.test_fraction, seed=config.seed)
+        manifest = split_table(table.frame, _pairs(config, table), data.val_fraction, data.test_fraction,
+                               seed=config.seed)
     write_manifest(manifest, own)
+    _audit_split(manifest, _pairs(config, table), run_dir)
     table = apply_manifest(table, manifest)
     missing = [s for s in ("train", "val") if not (table.frame["split"] == s).any()]
     if missing:
         raise DataError(f"the split has no {missing} images; stage 1 needs train and val (test is optional: "
                         f"without it the run is a final model, scored on val)")
     return table
+
+
+def _pairs(config: RunConfig, table: DatasetTable) -> pd.DataFrame | None:
+    return read_pairs_for(config.data.duplicates, table.frame["image_id"]) if config.data.duplicates else None
+
+
+def _audit_split(manifest: pd.DataFrame, pairs: pd.DataFrame | None, run_dir: Path) -> None:
+    """``split_audit.json`` beside ``split.csv`` (what ``python -m siamese audit`` reports), and warnings for
+    what a reader of the results must know: a split that leaks, duplicate pairs with two labels, pairs the
+    list names that are not here (counted, not an error: a list for a whole challenge set names many)."""
+    audit = audit_manifest(manifest, pairs)
+    (run_dir / "split_audit.json").write_text(json.dumps(audit, indent=2) + "\n")
+    if audit["leaks"]:
+        warnings.warn(f"the split leaks: {audit['leaking_groups']} group(s) and {audit['straddling_duplicate_pairs']} "
+                      f"duplicate pair(s) straddle splits (see {run_dir / 'split_audit.json'})", stacklevel=3)
+    if audit["label_conflict_pairs"]:
+        warnings.warn(f"{audit['label_conflict_pairs']} near-duplicate pair(s) carry two labels (examples in "
+                      f"split_audit.json; --drop-conflicts drops both images)", stacklevel=3)
+    if pairs is not None:
+        print(f"duplicates: {audit['duplicate_pairs']} pair(s) with both images here, kept in one split; "
+              f"{audit['duplicate_pairs_not_in_manifest']} of the list's {len(pairs)} name an image not here",
+              file=sys.stderr)
 
 
 def training_rows(frame: pd.DataFrame, config: RunConfig) -> pd.DataFrame:
@@ -132,7 +157,7 @@ def prepare_run_dir(config: RunConfig, resume: str | Path | None, changes: dict[
     return config, run_dir, created or [run_dir / name for name in SETUP_FILES]
 
 
-SETUP_FILES = ("config.json", "split.csv", "preprocess.json")
+SETUP_FILES = ("config.json", "split.csv", "split_audit.json", "preprocess.json")
 """What a new run writes before training starts; removed again when setup fails, so that the same
 command can be run again once the cause (a missing image, a bad CSV) is fixed."""
 
