@@ -15,9 +15,10 @@ from siamese.training.pipeline import run_training
 
 from .conftest import REPO, tiny_config, upright_and_rotated
 
-RUN_FILES = ["config.json", "split.csv", "split_audit.json", "embedder.pt", "classifier.pt", "history.csv", "metrics.json",
-             "per_class.csv", "preprocess.json", "test_predictions.csv", "curves_embed.png", "curves_classifier.png",
-             "confusion_matrix.png", "roc.png", "per_class.png", "confident_errors.png", "report.md"]
+RUN_FILES = ["config.json", "split.csv", "split_audit.json", "embedder.pt", "classifier.pt", "history.csv",
+             "metrics.json", "per_class.csv", "preprocess.json", "test_predictions.csv", "curves_embed.png",
+             "curves_classifier.png", "confusion_matrix.png", "roc.png", "per_class.png", "confident_errors.png",
+             "report.md"]
 
 
 def test_run_folder_holds_every_file(run_dir):
