@@ -69,10 +69,20 @@ def _metrics_table(metrics: dict) -> str:
     columns = ["accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1", "roc_auc"]
     columns += [k for k in metrics["classifier"] if k.startswith("top") and k.endswith("_accuracy")]
     lines = ["| model | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    for name in ("classifier", "knn"):
+    for name in metrics.get("models", ("classifier", "knn")):
         values = [metrics[name].get(c) for c in columns]
         lines.append(f"| {name} | " + " | ".join("n/a" if v is None else f"{v:.3f}" for v in values) + " |")
     return "\n".join(lines)
+
+
+def _patient_context_lines(metrics: dict) -> list[str]:
+    """What the ugly-duckling signal says beside the model that uses it (``--patient-context``)."""
+    signal = metrics.get("patient_context_signal")
+    if not signal:
+        return []
+    return ["Patient context: " + ", ".join(f"{k.replace('_', ' ')} {v:.3f}" if isinstance(v, float) else
+                                            f"{k.replace('_', ' ')} {v}" for k, v in signal.items()) +
+            " (control: the same refit without the context).", ""]
 
 
 def _robustness_lines(run_dir: Path) -> list[str]:
@@ -112,6 +122,7 @@ def write_report(run_dir: Path) -> Path:
         *heading,
         _metrics_table(metrics),
         "",
+        *_patient_context_lines(metrics),
         f"## Per class ({scored})",
         "",
         markdown_table(per_class),

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from siamese.config import RunConfig
 from siamese.diagnostics.report import markdown_table
 
 PAIRED_METRICS = ("balanced_accuracy", "roc_auc", "accuracy", "macro_f1")
@@ -43,9 +44,16 @@ def seed_table(run_dirs: Sequence[str | Path]) -> pd.DataFrame:
             raise ValueError(f"{run_dir} and {seen[metrics['seed']][0]} both have seed {metrics['seed']}: "
                              f"summarise one run per seed")
         if seen and task != next(iter(seen.values()))[1]:
-            raise ValueError(f"{run_dir} is a {task[0]} run with classes {list(task[1])}, unlike "
+            raise ValueError(f"{run_dir} is a run on {task[0]} with classes {list(task[1])}, unlike "
                              f"{next(iter(seen.values()))[0]}: summarise runs of one task")
-        seen[metrics["seed"]] = (run_dir, task)
+        settings = _training_settings(RunConfig.load(run_dir / "config.json").to_dict())
+        if seen:
+            first_dir, _, first_settings = next(iter(seen.values()))
+            differ = sorted(k for k in set(settings) | set(first_settings) if settings.get(k) != first_settings.get(k))
+            if differ:
+                raise ValueError(f"{run_dir} and {first_dir} differ in more than the seed ({', '.join(differ[:6])}): "
+                                 f"summarise repeats of one experiment")
+        seen[metrics["seed"]] = (run_dir, task, settings)
         per_class = pd.read_csv(run_dir / "per_class.csv")
         for model in metrics.get("models", ("classifier", "knn")):
             recalls = per_class[per_class["model"] == model].set_index("class")["recall"]
@@ -53,6 +61,22 @@ def seed_table(run_dirs: Sequence[str | Path]) -> pd.DataFrame:
                          **{k: v for k, v in metrics[model].items() if isinstance(v, float | int) and k != "n"},
                          **{f"recall_{c}": float(r) for c, r in recalls.items()}})
     return pd.DataFrame(rows)
+
+
+NOT_TRAINING = {"seed", "out", "preset", "device", "wandb", "references", "compile", "export_onnx", "deterministic"}
+"""Settings that do not change what a run trains (or, like ``preset``, only name where the others came from)."""
+NOT_TRAINING_DATA = {"data_dir", "metadata", "cache_dir", "num_workers", "split", "synthetic_seed"}
+
+
+def _training_settings(config: dict) -> dict[str, object]:
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()
+                         if not (key == "data" and k in NOT_TRAINING_DATA)})
+        elif key not in NOT_TRAINING:
+            flat[key] = value
+    return flat
 
 
 def summarize_seeds(table: pd.DataFrame) -> pd.DataFrame:
@@ -96,16 +120,18 @@ def paired_with_references(table: pd.DataFrame, models: Sequence[str] = ("classi
 
 def write_seed_summary(run_dirs: Sequence[str | Path], out: str | Path) -> list[Path]:
     """``seeds_table.csv``, ``seeds_summary.csv``, ``seeds_paired.csv`` and ``seeds_summary.md`` in ``out``."""
+    table = seed_table(run_dirs)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    table = seed_table(run_dirs)
     summary, paired = summarize_seeds(table), paired_with_references(table)
     paths = [out / "seeds_table.csv", out / "seeds_summary.csv", out / "seeds_paired.csv", out / "seeds_summary.md"]
     table.to_csv(paths[0], index=False)
     summary.to_csv(paths[1], index=False)
     paired.to_csv(paths[2], index=False)
-    wide = summary.assign(value=[f"{m:.3f} ± {s:.3f}" if s == s else f"{m:.3f}"
-                                 for m, s in zip(summary["mean"], summary["sd"], strict=True)])
+    runs = len(run_dirs)
+    cells = [(f"{m:.3f} ± {s:.3f}" if s == s else f"{m:.3f}") + ("" if n == runs else f" ({n} runs)")
+             for m, s, n in zip(summary["mean"], summary["sd"], summary["runs"], strict=True)]
+    wide = summary.assign(value=cells)
     wide = wide.pivot(index="metric", columns="model", values="value")[list(dict.fromkeys(table["model"]))]
     lines = [f"# {len(run_dirs)} runs (seeds {sorted(set(table['seed']))}): test figures, mean ± sd", "",
              markdown_table(wide.reset_index()), "", "## Paired differences (run by run)", "",

@@ -54,4 +54,5 @@ def machine_description() -> str:
     threads = torch.get_num_threads()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (f"{platform.machine()} {platform.processor() or platform.system()}, {os.cpu_count()} CPU cores "
-            f"({threads} torch threads), {gpu}, torch {torch.__version__}, Python {platform.python_version()}")
+            f"({threads} torch thread{'s' if threads != 1 else ''}), {gpu}, torch {torch.__version__}, "
+            f"Python {platform.python_version()}")

@@ -66,7 +66,8 @@ def run_leakage_experiment(config: RunConfig, out_dir: str | Path, duplicates: s
                 run_training(RunConfig(), resume=run)
             else:
                 run_config = copy.deepcopy(config)
-                run_config.data.split, run_config.data.duplicates, run_config.out = str(split_path), None, str(run)
+                run_config.data.split, run_config.out = str(split_path), str(run)
+                run_config.data.duplicates = duplicates  # the split is given: only its audit reads the pairs
                 run_config.seed, run_config.references = seed, ()
                 run_training(run_config)
             metrics = json.loads((run / "metrics.json").read_text())

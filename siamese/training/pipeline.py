@@ -366,7 +366,9 @@ def rescore_run(run_dir: str | Path, references: tuple[str, ...] | None = None, 
     classifier = stage2.load_best()
     best_epochs = {"embed": load_checkpoint(run_dir / "embedder.pt")["epoch"],
                    "classifier": load_checkpoint(run_dir / "classifier.pt")["epoch"]}
-    results = evaluate_run(run_dir, data, embeddings, classifier, config, torch_device, best_epochs)
+    trained = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
+    results = evaluate_run(run_dir, data, embeddings, classifier, config, torch_device, best_epochs,
+                           trained.get("wall_seconds"), trained.get("machine"))
     write_evaluation_plots(run_dir, data.sources[data.scored], data.scored)
     write_report(run_dir)
     return results
@@ -426,7 +428,7 @@ def split_embeddings(model: EmbeddingNet, dataset: ImageDataset, rows: pd.DataFr
 
 def evaluate_run(run_dir: Path, data: RunData, embeddings: dict[str, np.ndarray], classifier: Any,
                  config: RunConfig, device: Any, best_epochs: dict[str, int],
-                 wall_seconds: float | None = None) -> dict[str, Any]:
+                 wall_seconds: float | None = None, machine: str | None = None) -> dict[str, Any]:
     """Metrics of the dense classifier, the k-NN vote, the reference models (``config.references``) and, with
     ``classifier.patient_context``, the classifier with each lesion's patient context, on the run's test
     split: ``metrics.json`` (``scored_on``: the split scored), ``per_class.csv``, ``test_predictions.csv``
@@ -435,7 +437,8 @@ def evaluate_run(run_dir: Path, data: RunData, embeddings: dict[str, np.ndarray]
     A final model (no test split) is scored on its validation split instead, with a warning
     (:data:`FINAL_MODEL_NOTE`): the two stages' figures are optimistic there, since that split picked their
     best epochs; the references are then fitted on the training split alone, so theirs stay held out.
-    ``wall_seconds``: the training call's wall time before evaluation (since resuming, for a resumed run)."""
+    ``wall_seconds``: the training call's wall time before evaluation (since resuming, for a resumed run);
+    ``machine``: where it trained (default: this machine)."""
     classes, targets, scored = data.prep.classes, data.targets, data.scored
     if scored != "test":
         warnings.warn(FINAL_MODEL_NOTE, stacklevel=2)
@@ -460,7 +463,7 @@ def evaluate_run(run_dir: Path, data: RunData, embeddings: dict[str, np.ndarray]
     results.update(best_epochs=best_epochs, excluded=data.excluded, crop=data.cropping,
                    split_sizes={s: int(len(t)) for s, t in targets.items()},
                    seed=config.seed, models=list(proba), reference_notes=notes, **extra,
-                   machine=machine_description(), wall_seconds=wall_seconds)
+                   machine=machine or machine_description(), wall_seconds=wall_seconds)
     (run_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
     pd.concat(tables)[["model", "class", "precision", "recall", "f1", "support"]].to_csv(
         run_dir / "per_class.csv", index=False)
