@@ -38,6 +38,10 @@ def test_external_scores_mapped_labels_and_counts_the_rest(run_dir, other_datase
         ["melanoma=mel", "naevus=nv"]), engine="torch")
     frame = table.frame
     assert summary["left_out"] == {"angioma": int((frame["label"] == "angioma").sum())}
+    own = set(pd.read_csv(run_dir / "split.csv", dtype=str)["image_id"])
+    assert summary["images_in_run_split"] == int(predictions["image_id"].isin(own).sum())
+    present = per_class[per_class["support"] > 0]
+    assert summary["macro_recall"] == pytest.approx(present["recall"].mean())  # over the classes present
     assert summary["n"] == len(predictions) == int((frame["label"] != "angioma").sum())
     assert set(predictions["mapped"]) == {"akiec", "bcc", "bkl", "df", "mel", "nv"}
     by_hand = Predictor(run_dir, engine="torch").embed(
@@ -69,5 +73,7 @@ def test_external_refuses_maps_onto_unknown_classes_and_tables_that_map_nothing(
     only_renamed.frame["label"] = "naevus"
     with pytest.raises(DataError, match="--map"):
         score_external(run_dir, only_renamed, engine="torch")
+    with pytest.raises(DataError, match=r"\['melanom'\] match no label"):
+        score_external(run_dir, table, label_map={"melanom": "mel"}, engine="torch")
     with pytest.raises(ValueError, match="LABEL=CLASS"):
         parse_label_map(["melanoma"])

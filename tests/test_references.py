@@ -143,6 +143,7 @@ def test_rescore_refits_other_references_without_touching_the_models(run_dir, tm
     assert main(["rescore", str(copy), "--references", "colour_baseline"]) == 0
     after = json.loads((copy / "metrics.json").read_text())
     assert after["models"] == ["classifier", "knn", "colour_baseline"]
+    assert after["wall_seconds"] == before["wall_seconds"] and after["machine"] == before["machine"]
     for model in ("classifier", "knn", "colour_baseline"):
         assert after[model]["balanced_accuracy"] == before[model]["balanced_accuracy"]
     assert "colour_embedding_p_" not in (copy / "test_predictions.csv").read_text()
@@ -186,3 +187,24 @@ def _test_source(run_dir):
     from siamese.training.pipeline import build_run_data
 
     return build_run_data(RunConfig.load(run_dir / "config.json"), run_dir).sources["test"]
+
+
+def test_summarize_refuses_runs_that_differ_in_more_than_the_seed(run_dir, tmp_path):
+    from siamese.diagnostics.seeds import write_seed_summary
+
+    other = tmp_path / "other"
+    shutil.copytree(run_dir, other)
+    metrics = json.loads((other / "metrics.json").read_text())
+    metrics["seed"] = 7
+    (other / "metrics.json").write_text(json.dumps(metrics))
+    config = json.loads((other / "config.json").read_text())
+    config["model"]["embedding_dim"] = 32
+    (other / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="more than the seed.*model.embedding_dim"):
+        write_seed_summary([run_dir, other], tmp_path / "summary")
+    assert not (tmp_path / "summary").exists()
+    config["model"]["embedding_dim"], config["data"]["cache_dir"] = json.loads(
+        (run_dir / "config.json").read_text())["model"]["embedding_dim"], "elsewhere"
+    (other / "config.json").write_text(json.dumps(config))
+    paths = write_seed_summary([run_dir, other], tmp_path / "summary")  # where the cache is changes nothing
+    assert "2 runs (seeds [0, 7])" in paths[-1].read_text()
