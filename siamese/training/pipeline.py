@@ -40,7 +40,7 @@ from siamese.diagnostics.plots import training_curves
 from siamese.diagnostics.report import FINAL_MODEL_NOTE, predictions_path, write_evaluation_plots, write_report
 from siamese.inference.export import export_onnx
 from siamese.inference.preprocess import Preprocessing
-from siamese.models import EmbeddingNet, check_input_size, load_checkpoint
+from siamese.models import DenseClassifier, EmbeddingNet, check_input_size, load_checkpoint
 from siamese.models.backbones import imagenet_statistics
 from siamese.models.colour import check_colour_settings
 from siamese.robustness.artefacts import ArtefactLibrary, ArtefactPixels
@@ -75,6 +75,7 @@ def resolve_split(table: DatasetTable, config: RunConfig, run_dir: Path) -> Data
     Raises DataError when the split has no training or no validation images."""
     own = run_dir / "split.csv"
     data = config.data
+    pairs = _pairs(config, table)
     if own.is_file():
         manifest = read_manifest(own)
     elif data.split:
@@ -82,10 +83,9 @@ def resolve_split(table: DatasetTable, config: RunConfig, run_dir: Path) -> Data
     elif "split" in table.frame.columns:
         manifest = table.frame[["image_id", "label", "group", "split"]].astype(str)
     else:
-        manifest = split_table(table.frame, _pairs(config, table), data.val_fraction, data.test_fraction,
-                               seed=config.seed)
+        manifest = split_table(table.frame, pairs, data.val_fraction, data.test_fraction, seed=config.seed)
     write_manifest(manifest, own)
-    _audit_split(manifest, _pairs(config, table), run_dir)
+    _audit_split(manifest, pairs, run_dir)
     table = apply_manifest(table, manifest)
     missing = [s for s in ("train", "val") if not (table.frame["split"] == s).any()]
     if missing:
@@ -350,20 +350,18 @@ def rescore_run(run_dir: str | Path, references: tuple[str, ...] | None = None, 
     """
     run_dir = Path(run_dir)
     config = RunConfig.load(run_dir / "config.json")
+    if not (run_dir / "classifier.pt").is_file():
+        raise FileNotFoundError(f"{run_dir}: no classifier.pt; finish the run first (train.py --resume {run_dir})")
     if references is not None:
         check_references(references)
         config.references = tuple(references)
         config.save(run_dir / "config.json")
-    if not (run_dir / "classifier.pt").is_file():
-        raise FileNotFoundError(f"{run_dir}: no classifier.pt; finish the run first (train.py --resume {run_dir})")
     torch_device = resolve_device(device)
     data = build_run_data(config, run_dir)
     model = EmbeddingNet.from_checkpoint(run_dir / "embedder.pt").to(torch_device)
     embeddings = {s: split_embeddings(model, data.dataset(s), data.parts[s], run_dir, config, torch_device)
                   for s in data.splits}
-    stage2 = ClassifierTrainer(len(data.prep.classes), config.model.embedding_dim, config.classifier, torch_device,
-                               run_dir, Tracker(run_dir, config.to_dict(), "disabled"), config.seed)
-    classifier = stage2.load_best()
+    classifier = DenseClassifier.from_checkpoint(run_dir / "classifier.pt").to(torch_device).eval()
     best_epochs = {"embed": load_checkpoint(run_dir / "embedder.pt")["epoch"],
                    "classifier": load_checkpoint(run_dir / "classifier.pt")["epoch"]}
     trained = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
