@@ -38,15 +38,15 @@ def seed_table(run_dirs: Sequence[str | Path]) -> pd.DataFrame:
         if metrics.get("scored_on", "test") != "test":
             raise ValueError(f"{run_dir} is a final model scored on its {metrics['scored_on']} split (optimistic "
                              f"figures): summarise runs with a test split")
-        dataset = json.loads((run_dir / "config.json").read_text())["data"]["dataset"]
-        task = (dataset, tuple(metrics["classifier"]["classes"]))
+        config = RunConfig.load(run_dir / "config.json")
+        task = (config.data.dataset, tuple(metrics["classifier"]["classes"]))
         if metrics["seed"] in seen:
             raise ValueError(f"{run_dir} and {seen[metrics['seed']][0]} both have seed {metrics['seed']}: "
                              f"summarise one run per seed")
         if seen and task != next(iter(seen.values()))[1]:
             raise ValueError(f"{run_dir} is a run on {task[0]} with classes {list(task[1])}, unlike "
                              f"{next(iter(seen.values()))[0]}: summarise runs of one task")
-        settings = _training_settings(RunConfig.load(run_dir / "config.json").to_dict())
+        settings = _training_settings(config.to_dict())
         if seen:
             first_dir, _, first_settings = next(iter(seen.values()))
             differ = sorted(k for k in set(settings) | set(first_settings) if settings.get(k) != first_settings.get(k))
