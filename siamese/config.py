@@ -325,6 +325,18 @@ def _ham_cpu() -> RunConfig:
     return config
 
 
+def _ham_leakage() -> RunConfig:
+    """The leakage experiment's budget on HAM10000 (six trainings: two splits x three seeds, on 2 CPU cores):
+    the ``ham_cpu`` model with stage 1 on the training split's class-balanced subset (at most 500 images of a
+    class, about 2,270 images) for two epochs, the first with the backbone frozen; the dense classifier and
+    the k-NN vote still see the whole training split. Both splits get exactly this budget."""
+    config = _ham_cpu()
+    config.preset = "ham_leakage"
+    config.data.full_dataset = False
+    config.embed.epochs = 2
+    return config
+
+
 def _isic_cpu() -> RunConfig:
     """ISIC 2020 melanoma vs benign on 2 CPU cores, as the original study trained it: stage 1 on the
     training split's balanced 50/50 subset, the dense classifier on the whole training split (oversampled);
@@ -400,6 +412,7 @@ PRESETS = {
     "tiny": _tiny,
     "ph2": _ph2,
     "ham_cpu": _ham_cpu,
+    "ham_leakage": _ham_leakage,
     "isic_cpu": _isic_cpu,
 }
 

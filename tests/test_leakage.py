@@ -48,3 +48,13 @@ def test_leakage_over_seeds_pairs_the_naive_and_grouped_scores(tmp_path):
     assert row["ci95_low"] <= row["naive_minus_grouped"] <= row["ci95_high"]
     splits = {s: pd.read_csv(tmp_path / "leak" / f"seed{s}" / "split_grouped.csv") for s in (0, 1)}
     assert not splits[0]["split"].equals(splits[1]["split"])
+
+
+def test_ham_leakage_preset_is_the_main_model_on_a_smaller_stage_one_budget():
+    from siamese.config import preset
+
+    main_job, leak = preset("ham_cpu").to_dict(), preset("ham_leakage").to_dict()
+    assert not leak["data"].pop("full_dataset") and main_job["data"].pop("full_dataset")
+    assert leak["embed"].pop("epochs") < main_job["embed"].pop("epochs")
+    assert leak.pop("preset") == "ham_leakage" and main_job.pop("preset") == "ham_cpu"
+    assert leak == main_job
