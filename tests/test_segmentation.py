@@ -20,7 +20,7 @@ from siamese.data.crops import read_mask
 from siamese.inference.engines import onnx_problem
 from siamese.segmentation.data import SegmentationDataset, joint_transform, with_masks
 from siamese.segmentation.evaluate import evaluate_folders
-from siamese.segmentation.metrics import isic_score, mask_scores, summarize_scores
+from siamese.segmentation.metrics import isic_score, lesion_extent, mask_scores, summarize_scores
 from siamese.segmentation.predict import MaskPredictor, predicted_box
 from siamese.segmentation.training import segmentation_table, train_segmentation
 
@@ -151,6 +151,21 @@ def test_evaluate_scores_against_hand_computed_values(tmp_path):
     per_image = pd.read_csv(tmp_path / "eval" / "per_image.csv")
     assert per_image["iou"].iloc[0] == pytest.approx(4 / 9)
     assert (tmp_path / "eval" / "worst_cases.png").stat().st_size > 0
+    assert per_image["edges_touched"].iloc[0] == 4 and per_image["fills_frame"].iloc[0]  # row 0 and pixel (3, 3)
+    assert result["fills_frame_images"] == 1 and "inside_frame_dice_mean" not in result
+
+
+def test_lesions_filling_the_frame_are_reported_apart_not_dropped():
+    inside, whole = np.zeros((8, 8), bool), np.ones((8, 8), bool)
+    inside[2:6, 2:6] = True
+    assert lesion_extent(inside) == {"lesion_fraction": 0.25, "edges_touched": 0, "fills_frame": False}
+    assert lesion_extent(whole)["fills_frame"]
+    everything = np.ones((8, 8), bool)  # predicting the whole image: perfect on the filling lesion only
+    rows = [{**mask_scores(everything, truth), **lesion_extent(truth)} for truth in (inside, whole, whole)]
+    summary = summarize_scores(pd.DataFrame(rows))
+    assert summary["images"] == 3 and summary["fills_frame_images"] == 2
+    assert summary["fills_frame_dice_mean"] == 1.0 and summary["inside_frame_dice_mean"] == pytest.approx(0.4)
+    assert summary["dice_mean"] == pytest.approx(2.4 / 3)
 
 
 @pytest.mark.filterwarnings("ignore:The inplace keyword")  # the scorer's own pandas 3 deprecation

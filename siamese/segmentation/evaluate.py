@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from siamese.data.crops import find_mask, read_mask
 from siamese.data.decode import image_size, load_image
 from siamese.data.table import DataError, DatasetTable
-from siamese.segmentation.metrics import mask_scores, summarize_scores
+from siamese.segmentation.metrics import lesion_extent, mask_scores, summarize_scores
 from siamese.segmentation.predict import MaskPredictor, outline, resize_to
 
 WORST_SHOWN = 8
@@ -25,7 +25,8 @@ FIGURE_SIDE = 256
 
 def evaluate_masks(predict: Callable[[Path], np.ndarray], rows: pd.DataFrame, out: Path) -> dict[str, Any]:
     """Score ``predict(path)`` (a boolean mask at the image's size) against every row's ``mask``; writes
-    ``per_image.csv`` and ``worst_cases.png`` into ``out`` and returns the summary."""
+    ``per_image.csv`` (scores and ``lesion_extent`` of the true mask) and ``worst_cases.png`` into ``out``
+    and returns the summary."""
     out.mkdir(parents=True, exist_ok=True)
     records, worst = [], []  # worst: a heap of the lowest-Dice cases so far, not every mask in memory
     for number, row in enumerate(tqdm(rows.itertuples(index=False), total=len(rows), desc="scoring masks",
@@ -33,7 +34,7 @@ def evaluate_masks(predict: Callable[[Path], np.ndarray], rows: pd.DataFrame, ou
         predicted = predict(Path(row.path))
         truth = read_mask(row.mask, (predicted.shape[1], predicted.shape[0]))
         scores = mask_scores(predicted, truth)
-        records.append({"image_id": row.image_id, **scores})
+        records.append({"image_id": row.image_id, **scores, **lesion_extent(truth)})
         case = (-scores["dice"], number, (row.image_id, row.path, predicted, truth, scores["dice"]))
         (heapq.heappush if len(worst) < WORST_SHOWN else heapq.heappushpop)(worst, case)
     per_image = pd.DataFrame(records)

@@ -177,7 +177,7 @@ def _fit(config: SegmentConfig, parts: dict[str, pd.DataFrame], run_dir: Path, d
                 break
             model.train()
             losses = []
-            for images, masks in loader:
+            for images, masks in tqdm(loader, desc=f"epoch {epoch}", leave=False):
                 images, masks = images.to(device), masks.to(device)
                 logits = model(images)
                 loss = dice(logits, masks) + bce(logits, masks)
