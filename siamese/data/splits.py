@@ -55,7 +55,7 @@ def _one_fold(labels: np.ndarray, components: np.ndarray, folds: int, seed: int)
     try:
         _, held_out = next(splitter.split(np.zeros(len(labels)), labels, components))
     except ValueError as exc:
-        counts = dict(zip(*np.unique(labels, return_counts=True), strict=True))
+        counts = {str(label): int(n) for label, n in zip(*np.unique(labels, return_counts=True), strict=True)}
         raise DataError(f"too few images for a grouped split into {folds} parts (images per class: {counts}): "
                         f"{exc}") from exc
     mask = np.zeros(len(labels), dtype=bool)
