@@ -328,14 +328,14 @@ def read_image_csv(path: str | Path, name: str = "csv") -> DatasetTable:
     if len(missing):
         raise DataError(f"{path}: {len(missing)} image file(s) missing: {first_offenders(missing)}")
     require_values(frame, [c for c in ("image_id", "group") if c in frame.columns], str(path))
-    ids = frame["image_id"] if "image_id" in frame.columns else frame["path"].map(lambda p: Path(p).stem)
-    repeated = ids.astype(str).duplicated(keep=False).to_numpy()
+    ids = (frame["image_id"] if "image_id" in frame.columns else frame["path"].map(lambda p: Path(p).stem)).astype(str)
+    repeated = ids.duplicated(keep=False).to_numpy()
     if repeated.any():
         lines = (np.flatnonzero(repeated) + 2).tolist()
-        raise DataError(f"{path}: image id(s) {first_offenders(sorted(set(ids.astype(str)[repeated])))} listed more "
+        raise DataError(f"{path}: image id(s) {first_offenders(sorted(set(ids[repeated])))} listed more "
                         f"than once (line(s) {first_offenders(lines)}); each image may appear once")
     groups = frame["group"] if "group" in frame.columns else ids
-    out = pd.DataFrame({"image_id": ids.astype(str), "label": frame["label"].astype(str),
+    out = pd.DataFrame({"image_id": ids, "label": frame["label"].astype(str),
                         "group": groups.astype(str), "dataset": name, "path": full})
     return DatasetTable(out)
 
