@@ -171,6 +171,20 @@ def test_cv_resumes_fold_by_fold_and_refuses_other_settings(cv_out):
         run_cv(config, CVConfig(folds=2, seeds=(0, 1)), out)
 
 
+def test_a_failed_cv_start_blocks_neither_the_folder_nor_the_fix(tmp_path):
+    out = tmp_path / "cv"
+    config = tiny_config(out / "unused", epochs_embed=1)
+    config.out, config.data.image_size = None, 0
+    with pytest.raises(ValueError, match="at least 32 px; got --image-size 0"):
+        run_cv(config, CVConfig(folds=2, seeds=(0,)), out)
+    assert not out.exists()  # refused before the folder was claimed
+    out.mkdir()
+    (out / "cv_config.json").write_text(json.dumps({"run": {"data": {"image_size": 7}}, "cv": {"seeds": [0]}}))
+    config.data.image_size, config.classifier.epochs = 32, 2
+    result = run_cv(config, CVConfig(folds=2, seeds=(0,), baselines=("majority",)), out)  # no fold started
+    assert len(result.folds) and json.loads((out / "cv_config.json").read_text())["run"]["data"]["image_size"] == 32
+
+
 def test_cv_command_needs_out(capsys):
     assert main(["cv", "--dataset", "synthetic"]) == 2
     assert "cv needs --out" in capsys.readouterr().err

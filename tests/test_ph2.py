@@ -39,6 +39,11 @@ def test_ph2_without_workbook_names_it(tmp_path):
         load_dataset("ph2", tmp_path)
 
 
+def test_ph2_missing_folder_is_named_as_missing(tmp_path):
+    with pytest.raises(DataError, match="nowhere: no such folder"):
+        load_dataset("ph2", tmp_path / "nowhere")
+
+
 def test_ph2_workbook_without_header_row(ph2_dir):
     workbook = ph2_dir / "PH2Dataset" / "PH2_dataset.xlsx"
     raw = pd.read_excel(workbook, header=None)

@@ -24,6 +24,7 @@ from siamese.data.duplicates import read_pairs_for
 from siamese.data.images import PixelSource, crop_boxes, pixel_source
 from siamese.data.splits import fold_manifest, kfold_table, write_manifest
 from siamese.data.table import DataError, DatasetTable
+from siamese.models import check_input_size
 from siamese.runtime.device import machine_description
 from siamese.training.baselines import (
     colour_embedding_proba,
@@ -55,6 +56,7 @@ def run_cv(config: RunConfig, cv: CVConfig, out: str | Path) -> CVResult:
     """Train and score every (seed, fold); write ``cv_folds.csv``, ``cv_summary.csv``,
     ``oof_predictions.csv``, pooled figures and ``cv_report.md`` into ``out``."""
     out = Path(out)
+    check_input_size(config.model.backbone, config.data.image_size)  # before the folder is claimed
     config = RunConfig.from_dict(config.to_dict())
     if config.data.synthetic_seed is None:  # every fold must see the same generated images
         config.data.synthetic_seed = config.seed
@@ -115,11 +117,12 @@ def run_cv(config: RunConfig, cv: CVConfig, out: str | Path) -> CVResult:
 def _claim(out: Path, config: RunConfig, cv: CVConfig) -> CVConfig:
     """A CV folder holds one set of settings: resuming with others would mix two experiments. More seeds
     may be added to a finished CV (its folds are reused, and the summary covers them all); any other
-    change is refused. Returns the settings with every seed the folder holds."""
+    change is refused, unless no fold was started yet (a failed start leaves nothing to protect). Returns
+    the settings with every seed the folder holds."""
     out.mkdir(parents=True, exist_ok=True)
     settings = json.loads(json.dumps({"run": replace(config, out=None).to_dict(), "cv": asdict(cv)}))
     path = out / "cv_config.json"
-    if path.is_file():
+    if path.is_file() and any(out.glob("seed*/fold*")):
         saved = json.loads(path.read_text())
         changed = sorted(set(_differences(saved, settings)) - FREE_SETTINGS)
         if changed:

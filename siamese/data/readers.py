@@ -211,10 +211,12 @@ def read_ph2(data_dir: str | Path | None, require_images: bool = True) -> Datase
     if data_dir is None:
         raise DataError("ph2: give --data-dir (the PH2Dataset folder or its parent)")
     root = Path(data_dir)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder (--data-dir should be the PH2Dataset folder or its parent)")
     root = next(iter(find_entries(root, "PH2Dataset")), root)
     workbook = next(iter(find_entries(root, PH2_WORKBOOK, folders=False)), root / PH2_WORKBOOK)
     if not workbook.is_file():
-        raise DataError(f"{workbook}: PH2 workbook not found (is --data-dir the PH2Dataset folder?)")
+        raise DataError(f"{workbook}: PH2 workbook not found (is --data-dir the PH2Dataset folder or its parent?)")
     frame = _ph2_cases(workbook)
     if not require_images:
         return _table(frame.assign(dataset="ph2", path="", mask=""))
