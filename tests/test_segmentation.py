@@ -245,7 +245,7 @@ def test_masks_folder_for_ham_counts_images_without_a_mask(ham_dir, tmp_path):
         with_masks(table, tmp_path)
 
 
-def test_folds_cli_writes_the_cv_summary_and_resumes(ph2_dir, tmp_path):
+def test_folds_cli_writes_the_cv_summary_and_resumes(ph2_dir, tmp_path, capsys):
     out = tmp_path / "cv"
     args = ["segment", "train", "--dataset", "ph2", "--data-dir", str(ph2_dir), "--preset", "cpu", "--image-size",
             "32", "--epochs", "1", "--folds", "2", "--val-fraction", "0.5", "--wandb", "disabled", "--out", str(out)]
@@ -253,10 +253,16 @@ def test_folds_cli_writes_the_cv_summary_and_resumes(ph2_dir, tmp_path):
     summary = pd.read_csv(out / "segment_cv_summary.csv")
     assert {"dice_mean", "isic2018_score", "train_seconds"} <= set(summary["metric"])
     assert len(pd.read_csv(out / "segment_cv_folds.csv")) == 2 and (out / "segment_cv_report.md").is_file()
+    pooled = json.loads((out / "segment_cv_pooled.json").read_text())
+    held_out = sum(len(pd.read_csv(out / f"fold{k}" / "per_image.csv")) for k in range(2))
+    assert pooled["images"] == held_out and "fills_frame_images" in pooled
+    assert f"Pooled over the {held_out} held-out images" in (out / "segment_cv_report.md").read_text()
     stamp = (out / "fold0" / "segmenter.pt").stat().st_mtime_ns
     assert main(args) == 0  # finished folds are read back, not retrained
     assert (out / "fold0" / "segmenter.pt").stat().st_mtime_ns == stamp
-    assert main([*args[:-2], "--epochs", "2", "--out", str(out)]) == 2  # other settings: refused
+    capsys.readouterr()
+    assert main([*args[:-2], "--epochs", "2", "--out", str(out)]) == 2  # other settings: refused by name
+    assert "other settings (epochs)" in capsys.readouterr().err
 
 
 def test_bad_input_leaves_no_folder_behind(tmp_path):

@@ -32,7 +32,7 @@ from siamese.runtime.errors import ExportError
 from siamese.segmentation.data import SegmentationDataset, joint_transform, load_pairs, with_masks
 from siamese.segmentation.evaluate import evaluate_masks
 from siamese.segmentation.export import export_segmenter
-from siamese.segmentation.metrics import mask_scores
+from siamese.segmentation.metrics import mask_scores, summarize_scores
 from siamese.segmentation.predict import CHECKPOINT, CONFIG_FILE, MaskPredictor
 from siamese.training.tracking import Tracker
 
@@ -80,10 +80,12 @@ def train_segmentation(config: SegmentConfig, resume: str | Path | None = None,
 def _claim(out: Path, config: SegmentConfig, resuming: bool) -> None:
     """A folder holds one segmentation experiment: the same settings continue it, others are refused."""
     saved = out / CONFIG_FILE
-    same = not saved.is_file() or json.loads(saved.read_text()) == json.loads(json.dumps(asdict(config)))
-    if not (same or resuming):
-        raise DataError(f"{out} holds a segmentation run with other settings; pass --resume {out} to continue "
-                        "it, or choose another --out")
+    old = json.loads(saved.read_text()) if saved.is_file() else {}
+    new = json.loads(json.dumps(asdict(config)))
+    changed = sorted(k for k in set(old) | set(new) if old and old.get(k) != new.get(k))
+    if changed and not resuming:
+        raise DataError(f"{out} holds a segmentation run with other settings ({', '.join(changed)}); pass "
+                        f"--resume {out} to continue it, or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     config.save(saved)
 
@@ -111,20 +113,34 @@ def _train_folds(config: SegmentConfig, table: DatasetTable, out: Path) -> Segme
     per_fold = pd.DataFrame(rows)
     summary = pd.DataFrame([{"metric": m, "mean": per_fold[m].mean(), "std": per_fold[m].std(ddof=1)}
                             for m in (*FOLD_METRICS, "train_seconds")])
+    pooled = summarize_scores(pd.concat([pd.read_csv(out / f"fold{fold}" / "per_image.csv")
+                                         for fold in range(config.folds)], ignore_index=True))
     per_fold.to_csv(out / "segment_cv_folds.csv", index=False)
     summary.to_csv(out / "segment_cv_summary.csv", index=False)
+    (out / "segment_cv_pooled.json").write_text(json.dumps(pooled, indent=2) + "\n")
     report = out / "segment_cv_report.md"
-    report.write_text(_cv_report(config, per_fold, summary, table))
-    return SegmentResult(rows, [out / "segment_cv_folds.csv", out / "segment_cv_summary.csv", report])
+    report.write_text(_cv_report(config, per_fold, summary, pooled, table))
+    return SegmentResult(rows, [out / "segment_cv_folds.csv", out / "segment_cv_summary.csv",
+                                out / "segment_cv_pooled.json", report])
 
 
-def _cv_report(config: SegmentConfig, per_fold: pd.DataFrame, summary: pd.DataFrame, table: DatasetTable) -> str:
+def _cv_report(config: SegmentConfig, per_fold: pd.DataFrame, summary: pd.DataFrame, pooled: dict[str, Any],
+               table: DatasetTable) -> str:
+
     lines = [f"# Lesion segmentation, {config.folds}-fold CV on {config.dataset}", "",
              f"U-Net ({config.encoder} encoder, weights {config.weights}), {config.image_size} px, "
              f"{len(table.frame)} images with masks; scores per held-out image at its own size, then averaged "
              "over the fold; mean and sd over folds.", "",
              "| metric | mean | sd |", "|---|---|---|"]
     lines += [f"| {r.metric} | {r.mean:.3f} | {r.std:.3f} |" for r in summary.itertuples()]
+    lines += ["", f"Pooled over the {pooled['images']} held-out images: Dice {pooled['dice_mean']:.3f}, "
+              f"ISIC 2018 score {pooled['isic2018_score']:.3f}."]
+    if "inside_frame_dice_mean" in pooled:
+        fills = (f"Dice {pooled['fills_frame_dice_mean']:.3f}, ISIC 2018 score "
+                 f"{pooled['fills_frame_isic2018_score']:.3f}" if pooled["fills_frame_images"] else "none")
+        lines += [f"Lesions that fill the frame (touching all four edges, {pooled['fills_frame_images']}): {fills}; "
+                  f"the others: Dice {pooled['inside_frame_dice_mean']:.3f}, ISIC 2018 score "
+                  f"{pooled['inside_frame_isic2018_score']:.3f}."]
     lines += ["", f"Excluded: {table.excluded or 'none'}.",
               f"Training time, all folds: {per_fold['train_seconds'].sum() / 60:.1f} min on {machine_description()}."]
     return "\n".join(lines) + "\n"
