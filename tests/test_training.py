@@ -310,3 +310,18 @@ def test_transfer_learning_options_freeze_scale_and_keep_batch_statistics():
     assert any(k.startswith("backbone.") and k.endswith("weight") for k in changed)
     assert not any(k.endswith(("running_mean", "running_var")) for k in changed)
     assert net.backbone.bn1.training is False and net.head.training is True
+
+
+def test_a_warm_up_as_long_as_stage_1_is_flagged(tmp_path):
+    config = tiny_config(tmp_path / "run", epochs_embed=1)
+    config.embed.frozen_epochs, config.classifier.epochs = 1, 2
+    with pytest.warns(UserWarning, match="the backbone is never fine-tuned"):
+        run_training(config)
+
+
+def test_wandbs_own_disabled_switch_is_honoured(tmp_path, monkeypatch):
+    from siamese.training.tracking import Tracker
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert Tracker(tmp_path, {}, "offline").run is None
+    assert not (tmp_path / "wandb").exists() and not (tmp_path / "wandb_id.txt").exists()

@@ -270,6 +270,10 @@ def _train(config: RunConfig, resume: str | Path | None, changes: dict[str, Any]
         check_input_size(config.model.backbone, config.data.image_size)
         check_colour_settings(config.model.colour_stats, config.model.colour_noise)
         check_references(config.references)
+        if config.embed.frozen_epochs and config.embed.frozen_epochs >= config.embed.epochs:
+            warnings.warn(f"{config.embed.epochs} stage-1 epoch(s) with {config.embed.frozen_epochs} warm-up "
+                          "epoch(s) on a frozen backbone: the backbone is never fine-tuned (raise --epochs-embed)",
+                          stacklevel=2)
         if config.classifier.patient_context:
             check_patient_context(config.data.dataset)
         if not dist.is_main:

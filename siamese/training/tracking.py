@@ -1,12 +1,14 @@
 """Weights & Biases logging, offline by default so a run never needs the network.
 
 Offline runs land in ``RUN_DIR/wandb`` and can be uploaded later with ``wandb sync``; ``disabled``
-turns every call into a no-op (tests). The wandb run id is kept in the run folder so ``--resume``
+turns every call into a no-op (tests), as does wandb's own switch ``WANDB_MODE=disabled`` in the
+environment, whatever ``--wandb`` says. The wandb run id is kept in the run folder so ``--resume``
 continues the same dashboard run.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ class Tracker:
         if mode not in ("offline", "online", "disabled"):
             raise ValueError(f"--wandb must be offline, online or disabled; got {mode!r}")
         self.run = None
-        if mode == "disabled":
+        if mode == "disabled" or os.environ.get("WANDB_MODE") == "disabled":
             return
         import wandb
 
