@@ -126,7 +126,6 @@ def _train_folds(config: SegmentConfig, table: DatasetTable, out: Path) -> Segme
 
 def _cv_report(config: SegmentConfig, per_fold: pd.DataFrame, summary: pd.DataFrame, pooled: dict[str, Any],
                table: DatasetTable) -> str:
-
     lines = [f"# Lesion segmentation, {config.folds}-fold CV on {config.dataset}", "",
              f"U-Net ({config.encoder} encoder, weights {config.weights}), {config.image_size} px, "
              f"{len(table.frame)} images with masks; scores per held-out image at its own size, then averaged "
