@@ -178,6 +178,18 @@ def set_setting(config: Any, name: str, value: Any) -> None:
     setattr(target, field_name, value)
 
 
+def differing_settings(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """The dotted names of the settings whose values differ between two saved configs (nested dicts, as
+    written by ``asdict``/``to_dict``); a setting only one of them has counts as differing."""
+    found = []
+    for key in set(a) | set(b):
+        if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+            found += differing_settings(a[key], b[key], f"{prefix}{key}.")
+        elif a.get(key) != b.get(key):
+            found.append(f"{prefix}{key}")
+    return found
+
+
 def get_setting(config: Any, name: str) -> Any:
     return functools.reduce(getattr, name.split("."), config)
 

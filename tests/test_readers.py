@@ -234,7 +234,6 @@ def test_a_blank_cell_in_a_csv_is_named_with_its_line(tmp_path, blank):
         load_dataset("csv", metadata=tmp_path / "images.csv")
 
 
-
 def test_an_image_listed_twice_in_a_csv_is_named_with_its_lines(tmp_path):
     paths = random_jpegs(tmp_path, 3)
     names = [paths[0].name, paths[1].name, paths[2].name, paths[1].name]
@@ -242,6 +241,7 @@ def test_an_image_listed_twice_in_a_csv_is_named_with_its_lines(tmp_path):
     with pytest.raises(DataError, match=rf"images.csv: image id\(s\) {paths[1].stem} listed more than once "
                                         rf"\(line\(s\) 3, 5\)"):
         load_dataset("csv", metadata=tmp_path / "images.csv")
+
 
 def test_a_blank_lesion_id_in_ham_metadata_is_named(shared_ham, tmp_path):
     frame = pd.read_csv(shared_ham / "images" / "HAM10000_metadata.csv")

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from siamese.config import CVConfig, RunConfig
+from siamese.config import CVConfig, RunConfig, differing_settings
 from siamese.crossval.summary import fold_rows, summarize, write_cv_figures, write_cv_report
 from siamese.data.duplicates import read_pairs_for
 from siamese.data.images import PixelSource, crop_boxes, pixel_source
@@ -124,24 +124,13 @@ def _claim(out: Path, config: RunConfig, cv: CVConfig) -> CVConfig:
     path = out / "cv_config.json"
     if path.is_file() and any(out.glob("seed*/fold*")):
         saved = json.loads(path.read_text())
-        changed = sorted(set(_differences(saved, settings)) - FREE_SETTINGS)
+        changed = sorted(set(differing_settings(saved, settings)) - FREE_SETTINGS)
         if changed:
             raise DataError(f"{out} holds a cross-validation with other settings ({', '.join(changed[:6])}); "
                             f"resume it with the same options or choose another --out")
         settings["cv"]["seeds"] = sorted(set(saved["cv"]["seeds"]) | set(settings["cv"]["seeds"]))
     path.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
     return replace(cv, seeds=tuple(settings["cv"]["seeds"]))
-
-
-def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
-    keys = set(a) | set(b)
-    found = []
-    for key in keys:
-        if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
-            found += _differences(a[key], b[key], f"{prefix}{key}.")
-        elif a.get(key) != b.get(key):
-            found.append(f"{prefix}{key}")
-    return found
 
 
 class ReferencePixels:

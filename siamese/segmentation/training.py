@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from siamese.config import SegmentConfig, resumed
+from siamese.config import SegmentConfig, differing_settings, resumed
 from siamese.data import load_dataset
 from siamese.data.splits import apply_manifest, fold_manifest, kfold_table, read_manifest, split_table, write_manifest
 from siamese.data.table import DataError, DatasetTable
@@ -80,9 +80,8 @@ def train_segmentation(config: SegmentConfig, resume: str | Path | None = None,
 def _claim(out: Path, config: SegmentConfig, resuming: bool) -> None:
     """A folder holds one segmentation experiment: the same settings continue it, others are refused."""
     saved = out / CONFIG_FILE
-    old = json.loads(saved.read_text()) if saved.is_file() else {}
-    new = json.loads(json.dumps(asdict(config)))
-    changed = sorted(k for k in set(old) | set(new) if old and old.get(k) != new.get(k))
+    changed = (sorted(differing_settings(json.loads(saved.read_text()), json.loads(json.dumps(asdict(config)))))
+               if saved.is_file() else [])
     if changed and not resuming:
         raise DataError(f"{out} holds a segmentation run with other settings ({', '.join(changed)}); pass "
                         f"--resume {out} to continue it, or choose another --out")
