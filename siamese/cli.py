@@ -17,6 +17,7 @@ from siamese.config import (
     AUGMENTATIONS,
     BACKBONES,
     BASELINES,
+    COMPUTE_CHOICES,
     CROPS,
     DATASETS,
     DEFAULT_ARTEFACTS,
@@ -35,7 +36,6 @@ from siamese.config import (
 from siamese.data import DataError, load_dataset
 from siamese.inference.engines import ENGINES
 from siamese.inference.submission import SUBMISSION_FORMATS
-from siamese.runtime.device import COMPUTE_CHOICES, configure_threads
 from siamese.runtime.errors import (
     CheckpointError,
     EngineError,
@@ -771,9 +771,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.formatwarning = formatwarning
 
 
+TORCH_FREE_COMMANDS = ("predict", "split", "audit", "summarize", "compare-pairs")
+"""Commands that start without torch (predict's ONNX engine; its torch engine sets the threads itself)."""
+
+
 def run_command(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_threads()
+    if args.command not in TORCH_FREE_COMMANDS:
+        from siamese.runtime.device import configure_threads
+
+        configure_threads()
     needs_dataset = args.command in ("split", "dedup") or (
         args.command == "segment" and args.verb == "train" and not args.resume)
     if getattr(args, "dataset", "") is None and needs_dataset:

@@ -34,6 +34,11 @@ DEFAULT_ARTEFACTS = "../shared/data/artefacts"
 """Where this workplace keeps Katsch et al.'s templates; elsewhere pass --artefacts DIR."""
 POOLINGS = ("last", "stages")
 MONITORS = ("precision_at_1", "map_at_r", "knn_accuracy")
+COMPUTE_CHOICES = ("auto", "fp32", "channels_last", "bf16")
+"""Memory format and precision of every forward pass (:func:`siamese.runtime.device.resolve_compute`):
+``fp32``: contiguous (NCHW) float32, PyTorch's default; ``channels_last``: float32 in NHWC, the layout
+oneDNN's and cuDNN's convolutions prefer; ``bf16``: channels_last with bfloat16 autocast (no loss scaling
+needed); ``auto``: what ``resolve_compute`` picks for the device."""
 DEFAULT_PHASH_THRESHOLD = 32 / 256
 """Share of the 256 pHash bits two near-duplicates may differ in (measured in ``siamese.dedup.find``)."""
 
@@ -145,7 +150,7 @@ class RunConfig:
     device: str = "auto"
     out: str | None = None
     wandb: str = "offline"
-    compute: str = "auto"  # memory format and precision (siamese.runtime.device.COMPUTE_CHOICES); resolved when run
+    compute: str = "auto"  # memory format and precision (COMPUTE_CHOICES); a run records what auto became
     compile: bool = False
     export_onnx: bool = True  # model.onnx beside the checkpoints: predict then starts without torch
     references: tuple[str, ...] = REFERENCES  # scored beside the two stages on the test split

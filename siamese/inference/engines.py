@@ -97,8 +97,9 @@ class TorchEngine:
 
     def __init__(self, run_dir: str | Path, build: GraphBuilder, device: str = "cpu") -> None:
 
-        from siamese.runtime.device import prepare_model, resolve_compute, resolve_device
+        from siamese.runtime.device import configure_threads, prepare_model, resolve_compute, resolve_device
 
+        configure_threads()
         self.device = resolve_device(device)
         self.compute = resolve_compute("auto", self.device)
         self.graph = prepare_model(build(Path(run_dir)), self.device, self.compute).eval()

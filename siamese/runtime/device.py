@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from siamese.config import COMPUTE_CHOICES
+
 
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
@@ -33,12 +35,6 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(deterministic)
-
-
-COMPUTE_CHOICES = ("auto", "fp32", "channels_last", "bf16")
-"""``fp32``: contiguous (NCHW) float32, PyTorch's default; ``channels_last``: float32 in NHWC, the layout
-oneDNN's and cuDNN's convolutions prefer; ``bf16``: channels_last with bfloat16 autocast (no loss scaling
-needed); ``auto``: what :func:`resolve_compute` picks for the device."""
 
 
 @dataclass(frozen=True)
