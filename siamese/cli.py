@@ -301,7 +301,7 @@ def cmd_visualize(args: argparse.Namespace) -> int:
 
     methods = METHODS if args.method == "both" else (args.method,)
     written = visualize_run(args.run, methods, args.split, args.max_points, args.seed,
-                            per_class_thumbnails=args.thumbnails, wandb_mode=args.wandb)
+                            per_class_thumbnails=args.thumbnails, wandb_mode=args.wandb, html=args.html)
     if written["points"] < written["total_points"]:
         print(f"subsampled {written['points']} of {written['total_points']} points (--max-points)")
     print_written(written["files"])
@@ -611,6 +611,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 "images that must not leave their folder)")
     visualize.add_argument("--wandb", choices=("offline", "online", "disabled"), default="disabled",
                            help="also log plots and an embedding table to the run's W&B run")
+    visualize.add_argument("--html", action="store_true",
+                           help="also write projections/explorer.html: one self-contained page to explore the "
+                                "projection (thumbnails of the run's images inside: keep licensed data's page private)")
     visualize.set_defaults(func=cmd_visualize)
 
     saliency = commands.add_parser("saliency", help="Grad-CAM overlays for the predicted class")
