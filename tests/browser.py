@@ -59,6 +59,7 @@ def dump_dom(browser: str, page: Path, profile: Path, budget_ms: int = 8000, tim
 
 def screenshot(browser: str, page: Path, path: Path, profile: Path, budget_ms: int = 8000,
                timeout: float = 120) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
     _run(browser, page, [f"--screenshot={path.resolve()}"], profile, budget_ms, timeout)
     return path
 

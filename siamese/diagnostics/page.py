@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-THUMBNAIL_PX = 48
+THUMBNAIL_PX = 64
 """Longest side of a thumbnail: at JPEG quality 70 one costs a few kB, so 10,015 of them stay well under the
 30 MB a page of the whole of HAM10000 may weigh."""
 

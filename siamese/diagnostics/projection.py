@@ -36,7 +36,7 @@ least 1, UMAP needs two neighbours per point."""
 def run_embeddings(run_dir: Path, splits: list[str] | None) -> tuple[pd.DataFrame, np.ndarray, Any]:
     """Embeddings of the requested splits (None: all the run has): the run's cache when present, recomputed
     from embedder.pt if not. Raises DataError naming a split the run does not have (a final model has no
-    test split)."""
+    test split), or the embeddings file a run without embedder.pt lacks."""
     config = RunConfig.load(run_dir / "config.json")
     data = build_run_data(config, run_dir)
     splits = list(data.splits) if splits is None else splits
@@ -49,6 +49,9 @@ def run_embeddings(run_dir: Path, splits: list[str] | None) -> tuple[pd.DataFram
         path = run_dir / "embeddings" / f"{split}.npz"
         ids = data.parts[split]["image_id"].astype(str).to_numpy()
         if model is None and stored_embeddings(path, ids) is None:  # absent, or of another split.csv
+            if not (run_dir / "embedder.pt").is_file():
+                raise DataError(f"{run_dir}: no embeddings of its {split} split ({path} is absent or of other "
+                                f"images) and no {run_dir / 'embedder.pt'} to compute them; train or resume the run")
             model = EmbeddingNet.from_checkpoint(run_dir / "embedder.pt")
         arrays.append(split_embeddings(model, data.dataset(split), data.parts[split], run_dir, config,
                                        resolve_device("cpu")))
