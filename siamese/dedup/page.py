@@ -56,7 +56,7 @@ def dedup_payload(pairs: pd.DataFrame, images: pd.DataFrame, thumbnail: Any, spl
                      "thumb": [thumbnail(i) for i in ids[:shown]]}
     distance = pairs["distance"].astype(float)
     return {"title": title, "total": len(pairs), "shown": shown, "splits_known": splits is not None,
-            "distance": [None if np.isnan(d) else round(float(d), 5) for d in distance],
+            "distance": [None if np.isnan(d) else round(float(d), 6) for d in distance],
             "method": pairs["method"].astype(str).tolist() if "method" in pairs.columns else ["?"] * len(pairs),
             "straddles": straddles, "same_lesion": same_lesion.tolist(), **side}
 
