@@ -172,6 +172,7 @@ def test_explorer_payload_marks_lesion_siblings_and_duplicate_partners():
     assert "a" not in [ids[r] for r in payload["neighbours"][0]]  # a training image is not its own neighbour
     assert [ids[r] for r in payload["partners"][1]] == ["c"] and payload["partners"][0] == []
     assert payload["group_sizes"] == {"L1": 2} and payload["records"]["thumb"][1] == "test0"
+    assert payload["group_noun"] == "lesion"
     assert payload["metadata"] == {"site": {"kind": "category", "values": ["back", "face", "back"]},
                                    "age": {"kind": "number", "values": [30.0, 40.0, 50.0]}}
 

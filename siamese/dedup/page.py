@@ -1,4 +1,5 @@
-"""The ``dedup`` command's page: found pairs side by side, with their distance, their lesions and whether they
+"""The ``dedup`` command's page: found pairs side by side, with their distance, their groups (lesions or
+patients) and whether they
 straddle a split, beside a histogram of all the distances. One self-contained file, as the explorer's
 (:mod:`siamese.diagnostics.page`)."""
 
@@ -12,7 +13,7 @@ import pandas as pd
 
 from siamese.data import DatasetTable, pixel_source
 from siamese.data.table import DataError, first_offenders
-from siamese.diagnostics.page import thumbnail_uri, write_page
+from siamese.diagnostics.page import group_noun, thumbnail_uri, write_page
 
 MAX_PAIRS = 500
 """Pairs shown with their images (the closest first); the histogram counts them all."""
@@ -20,17 +21,18 @@ THUMBNAIL_PX = 96  # larger than the explorer's: a pair is judged by looking at 
 
 BODY = """<div id="bar"><h1 id="title"></h1><span id="note"></span>
 <label><input type="checkbox" id="straddling"> only pairs across splits</label>
-<label><input type="checkbox" id="lesions"> only pairs across lesions</label>
+<label><input type="checkbox" id="groups"><span id="groups-label"></span></label>
 <span id="shown"></span></div>
 <div id="histogram" style="height:220px"></div>
 <table class="pairs"><tbody id="pairs"></tbody></table>"""
 
 
 def dedup_payload(pairs: pd.DataFrame, images: pd.DataFrame, thumbnail: Any, splits: pd.Series | None,
-                  title: str, max_pairs: int = MAX_PAIRS) -> dict[str, Any]:
+                  title: str, max_pairs: int = MAX_PAIRS, group_noun: str = "lesion") -> dict[str, Any]:
     """The data of a dedup page. ``pairs``: ``from_img``, ``to_img``, ``distance``, ``method``, closest first;
     ``images``: ``image_id``, ``label``, ``group`` of every image a pair may name; ``thumbnail(image_id)``:
-    its data URI; ``splits``: image id to split, or None when no split is known (then nothing straddles).
+    its data URI; ``splits``: image id to split, or None when no split is known (then nothing straddles);
+    ``group_noun``: what the ``group`` column names (:func:`~siamese.diagnostics.page.group_noun`).
     A pair straddles when its two images are in different known splits. Raises DataError naming an image
     that ``images`` lacks."""
     info = images.assign(image_id=images["image_id"].astype(str)).drop_duplicates("image_id").set_index("image_id")
@@ -47,7 +49,7 @@ def dedup_payload(pairs: pd.DataFrame, images: pd.DataFrame, thumbnail: Any, spl
     a, b = pairs["from_img"].astype(str), pairs["to_img"].astype(str)
     split_a, split_b = split_of(a), split_of(b)
     straddles = [x is not None and y is not None and x != y for x, y in zip(split_a, split_b, strict=True)]
-    same_lesion = (info.loc[a, "group"].astype(str).to_numpy() == info.loc[b, "group"].astype(str).to_numpy())
+    same_group = (info.loc[a, "group"].astype(str).to_numpy() == info.loc[b, "group"].astype(str).to_numpy())
     shown = min(max_pairs, len(pairs))
     side: dict[str, dict[str, list]] = {}
     for key, ids, split in (("a", a, split_a), ("b", b, split_b)):
@@ -58,7 +60,7 @@ def dedup_payload(pairs: pd.DataFrame, images: pd.DataFrame, thumbnail: Any, spl
     return {"title": title, "total": len(pairs), "shown": shown, "splits_known": splits is not None,
             "distance": [None if np.isnan(d) else round(float(d), 6) for d in distance],
             "method": pairs["method"].astype(str).tolist() if "method" in pairs.columns else ["?"] * len(pairs),
-            "straddles": straddles, "same_lesion": same_lesion.tolist(), **side}
+            "straddles": straddles, "same_group": same_group.tolist(), "group_noun": group_noun, **side}
 
 
 def write_dedup_page(pairs: pd.DataFrame, table: DatasetTable, path: str | Path, against: DatasetTable | None = None,
@@ -80,5 +82,6 @@ def write_dedup_page(pairs: pd.DataFrame, table: DatasetTable, path: str | Path,
         return thumbnail_uri(pixels[row], THUMBNAIL_PX)
 
     images = pd.concat([t.frame[["image_id", "label", "group"]] for t in tables], ignore_index=True)
-    payload = dedup_payload(pairs, images, thumbnail, splits, f"{Path(path).stem}: near-duplicate pairs", max_pairs)
+    payload = dedup_payload(pairs, images, thumbnail, splits, f"{Path(path).stem}: near-duplicate pairs", max_pairs,
+                            group_noun(table.name))
     return write_page(path, payload["title"], BODY, payload, "dedup.js")

@@ -21,7 +21,7 @@ from sklearn.neighbors import NearestNeighbors
 from siamese.config import RunConfig
 from siamese.data.duplicates import read_pairs
 from siamese.data.table import DataError
-from siamese.diagnostics.page import THUMBNAIL_PX, thumbnail_uri, write_page
+from siamese.diagnostics.page import THUMBNAIL_PX, group_noun, thumbnail_uri, write_page
 from siamese.models.classifier import DenseClassifier
 from siamese.training.classify import predict_proba
 
@@ -69,7 +69,7 @@ def metadata_columns(frame: pd.DataFrame) -> dict[str, dict[str, Any]]:
 def explorer_payload(points: pd.DataFrame, coords: dict[str, np.ndarray], embeddings: np.ndarray,
                      catalogue: pd.DataFrame, train_embeddings: np.ndarray, thumbnail: Callable[[str, int], str],
                      classes: list[str], total: int, proba: np.ndarray | None = None, pairs: pd.DataFrame | None = None,
-                     title: str = "embedding explorer", k: int = NEIGHBOURS) -> dict[str, Any]:
+                     title: str = "embedding explorer", k: int = NEIGHBOURS, group: str = "lesion") -> dict[str, Any]:
     """The data of an explorer page.
 
     ``points``: the ``N`` images drawn (``image_id``, ``split``, ``label``, ``group``, ``row``: position in its
@@ -78,7 +78,7 @@ def explorer_payload(points: pd.DataFrame, coords: dict[str, np.ndarray], embedd
     training rows, in order, are ``train_embeddings``; ``thumbnail(split, row)``: an image's data URI;
     ``total``: how many images the ``N`` were drawn from (more when sampled); ``proba``:
     ``N x len(classes)`` class probabilities, or None; ``pairs``: near-duplicate pairs (``from_img``,
-    ``to_img``), or None.
+    ``to_img``), or None; ``group``: what the ``group`` column names (:func:`~siamese.diagnostics.page.group_noun`).
 
     Records (``records``) are the drawn images first, then the undrawn images the page shows beside them
     (neighbours, duplicate partners); ``neighbours``/``distances`` and ``partners`` index records.
@@ -104,16 +104,15 @@ def explorer_payload(points: pd.DataFrame, coords: dict[str, np.ndarray], embedd
     ids = points["image_id"].astype(str).to_numpy()
     for image_id in ids:
         record(image_id)
-    positions, distances = nearest_training(embeddings, ids, train_embeddings, train["image_id"].astype(str).to_numpy(),
-                                            k)
     train_ids = train["image_id"].astype(str).to_numpy()
+    positions, distances = nearest_training(embeddings, ids, train_embeddings, train_ids, k)
     neighbours = [[record(train_ids[p]) for p in row] for row in positions]
     partner_ids = _partners(pairs, set(where.index)) if pairs is not None else {}
     partners = [[record(p) for p in partner_ids.get(i, [])] for i in ids]
     rows = catalogue.iloc[order]
-    sizes = catalogue.groupby("group").size()
+    sizes = catalogue["group"].astype(str).value_counts()
     groups = rows["group"].astype(str)
-    payload: dict[str, Any] = {
+    return {
         "title": title, "classes": list(map(str, classes)), "total": int(total), "drawn": n,
         "k": int(positions.shape[1]),
         "projections": {name: {"x": np.round(c[:, 0], 4).tolist(), "y": np.round(c[:, 1], 4).tolist()}
@@ -124,9 +123,8 @@ def explorer_payload(points: pd.DataFrame, coords: dict[str, np.ndarray], embedd
         "proba": None if proba is None else np.round(proba, 4).tolist(),
         "neighbours": neighbours, "distances": np.round(distances, 4).tolist(), "partners": partners,
         "group_sizes": {g: int(sizes[g]) for g in groups.unique() if sizes[g] > 1},
-        "metadata": metadata_columns(points),
+        "metadata": metadata_columns(points), "group_noun": group,
     }
-    return payload
 
 
 def _partners(pairs: pd.DataFrame, known: set[str]) -> dict[str, list[str]]:
@@ -174,5 +172,6 @@ def write_run_explorer(run_dir: Path, points: pd.DataFrame, coords: dict[str, np
         return thumbnail_uri(data.sources[split][row], thumbnail_px)
 
     payload = explorer_payload(described, coords, embeddings, catalogue, train_embeddings, thumbnail,
-                               list(data.prep.classes), total, proba, pairs, f"{run_dir.name}: embeddings")
+                               list(data.prep.classes), total, proba, pairs, f"{run_dir.name}: embeddings",
+                               group=group_noun(config.data.dataset))
     return write_page(run_dir / "projections" / EXPLORER_FILE, payload["title"], BODY, payload, "explorer.js")

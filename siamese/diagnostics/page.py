@@ -21,6 +21,14 @@ THUMBNAIL_PX = 64
 """Longest side of a thumbnail: at JPEG quality 70 one costs a few kB, so 10,015 of them stay well under the
 30 MB a page of the whole of HAM10000 may weigh."""
 
+GROUP_NOUNS = {"isic2020": "patient"}
+"""What a dataset's ``group`` column names, where it is not a lesion (ISIC 2020 groups images by patient)."""
+
+
+def group_noun(dataset: str) -> str:
+    """The word a page uses for an image's group in ``dataset``: "lesion" unless :data:`GROUP_NOUNS` says."""
+    return GROUP_NOUNS.get(dataset, "lesion")
+
 
 def thumbnail_uri(image: np.ndarray, px: int = THUMBNAIL_PX, quality: int = 70) -> str:
     """A ``data:image/jpeg`` URI of ``image`` (``H x W x 3`` or ``H x W``, uint8) shrunk so its longest side is
@@ -52,7 +60,7 @@ def write_page(path: str | Path, title: str, body: str, payload: dict[str, Any],
     (a file of ``siamese/diagnostics/assets``) and the shared stylesheet. ``body`` is trusted HTML of this
     package; ``title`` is escaped. Raises ValueError when ``payload`` holds NaN or infinity (JSON has
     neither: put None where a value is missing)."""
-    from plotly.offline import get_plotlyjs
+    from plotly.offline import get_plotlyjs  # here: importing plotly is slow and only a page needs it
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

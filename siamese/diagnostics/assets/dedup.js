@@ -5,7 +5,9 @@
   const D = window.PAGE_DATA;
   const rows = document.getElementById("pairs");
   const straddling = document.getElementById("straddling");
-  const lesions = document.getElementById("lesions");
+  const groups = document.getElementById("groups");
+  const G = D.group_noun; // a lesion (HAM10000) or a patient (ISIC 2020)
+  document.getElementById("groups-label").textContent = " only pairs across " + G + "s";
   let bin = null; // the pairs of the clicked histogram bar, or null for all
   const all = D.distance.map((_, i) => i);
 
@@ -22,24 +24,24 @@
     return node;
   }
   function side(s, i) {
-    const text = s.label[i] + (s.split[i] ? " \u00b7 " + s.split[i] : "") + (s.group[i] !== s.id[i] ? " \u00b7 lesion " + s.group[i] : "");
+    const text = s.label[i] + (s.split[i] ? " \u00b7 " + s.split[i] : "") + (s.group[i] !== s.id[i] ? " \u00b7 " + G + " " + s.group[i] : "");
     return [element("td", {}, element("img", { src: s.thumb[i], alt: s.id[i] })),
       element("td", {}, element("div", { class: "id" }, s.id[i]), element("div", {}, text))];
   }
   function list() {
     const chosen = (bin || all).filter((i) => i < D.shown && (!straddling.checked || D.straddles[i])
-      && (!lesions.checked || !D.same_lesion[i]));
+      && (!groups.checked || !D.same_group[i]));
     rows.replaceChildren(...chosen.map((i) => {
       const facts = [D.method[i] + " distance " + (D.distance[i] === null ? "-" : D.distance[i].toFixed(3))];
       if (D.straddles[i]) facts.push("straddles " + D.a.split[i] + "/" + D.b.split[i]);
-      facts.push(D.same_lesion[i] ? "same lesion" : "different lesions");
+      facts.push(D.same_group[i] ? "same " + G : "different " + G + "s");
       return element("tr", { class: D.straddles[i] ? "straddles" : "" }, ...side(D.a, i), ...side(D.b, i),
         element("td", {}, facts.join(" \u00b7 ")));
     }));
     document.getElementById("shown").textContent = chosen.length + " listed" + (bin ? " (one bar; click it again for all)" : "");
   }
   straddling.addEventListener("change", list);
-  lesions.addEventListener("change", list);
+  groups.addEventListener("change", list);
 
   const traces = [false, true].map((s) => ({
     type: "histogram", x: all.filter((i) => D.straddles[i] === s).map((i) => D.distance[i]),

@@ -5,6 +5,7 @@
   const D = window.PAGE_DATA;
   const R = D.records;
   const N = D.drawn;
+  const G = D.group_noun; // what an image's group is: a lesion (HAM10000) or a patient (ISIC 2020)
   const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
     "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2",
     "#c7c7c7", "#dbdb8d", "#9edae5"];
@@ -97,7 +98,7 @@
   document.getElementById("note").textContent = note + "; neighbours and distances are in the embedding space";
 
   const xy = () => D.projections[projection];
-  function overlays() { // the selected image, its drawn neighbours, lesion siblings and duplicate partners
+  function overlays() { // the selected image, its drawn neighbours, group siblings and duplicate partners
     const groups = { selected: [], neighbour: [], sibling: [], partner: [] };
     if (selected !== null) {
       groups.selected.push(selected);
@@ -160,17 +161,17 @@
     const partners = new Set(D.partners[i]);
     const title = element("div", { class: "chosen" }, element("img", { src: R.thumb[i], alt: R.id[i] }),
       element("div", {}, element("div", { class: "id" }, R.id[i]), element("div", {}, describe(i)),
-      element("div", {}, group !== R.id[i] ? "lesion " + group + " (" + size + " image" + (size > 1 ? "s" : "") + ")" : "")));
+      element("div", {}, group !== R.id[i] ? G + " " + group + " (" + size + " image" + (size > 1 ? "s" : "") + ")" : "")));
     const near = element("div", { class: "cards" });
     D.neighbours[i].forEach((r, k) => {
       const flags = ["d " + fmt(D.distances[i][k])];
-      if (R.group[r] === group) flags.push("same lesion");
+      if (R.group[r] === group) flags.push("same " + G);
       if (partners.has(r)) flags.push("duplicate pair");
       near.append(card(r, flags.join(" \u00b7 ")));
     });
     const parts = [title, element("h3", {}, D.k + " nearest training images (diamonds)"), near];
     if (size > 1) {
-      parts.push(element("h3", {}, "other images of lesion " + group + " (squares): " + siblings.length + " of " + (size - 1) + " drawn"));
+      parts.push(element("h3", {}, "other images of " + G + " " + group + " (squares): " + siblings.length + " of " + (size - 1) + " drawn"));
       const cards = element("div", { class: "cards" });
       siblings.forEach((r) => cards.append(card(r)));
       parts.push(cards);
@@ -178,7 +179,7 @@
     if (D.partners[i].length) {
       parts.push(element("h3", {}, "near-duplicate partners (crosses)"));
       const cards = element("div", { class: "cards" });
-      D.partners[i].forEach((r) => cards.append(card(r, R.group[r] === group ? "same lesion" : "another lesion")));
+      D.partners[i].forEach((r) => cards.append(card(r, R.group[r] === group ? "same " + G : "another " + G)));
       parts.push(cards);
     }
     panel.replaceChildren(...parts);
