@@ -1,3 +1,4 @@
+import json
 import shutil
 from pathlib import Path
 
@@ -175,6 +176,24 @@ def test_explorer_payload_marks_lesion_siblings_and_duplicate_partners():
     assert payload["group_noun"] == "lesion"
     assert payload["metadata"] == {"site": {"kind": "category", "values": ["back", "face", "back"]},
                                    "age": {"kind": "number", "values": [30.0, 40.0, 50.0]}}
+
+
+def test_explorer_marks_the_duplicate_partners_of_the_runs_pair_list(run_dir, tmp_path):
+    run = Path(shutil.copytree(run_dir, tmp_path / "run"))
+    split = pd.read_csv(run / "split.csv")
+    train, test = split.loc[split["split"] == "train", "image_id"], split.loc[split["split"] == "test", "image_id"]
+    pairs = pd.DataFrame({"from_img": [train.iloc[0], test.iloc[0]], "to_img": [train.iloc[1], test.iloc[1]]})
+    pairs.to_csv(tmp_path / "pairs.csv", index=False)
+    config = json.loads((run / "config.json").read_text())
+    config["data"]["duplicates"] = str(tmp_path / "pairs.csv")
+    (run / "config.json").write_text(json.dumps(config))
+    visualize_run(run, ("tsne",), html=True)
+    page = page_data(run / "projections" / "explorer.html")
+    ids = page["records"]["id"]
+    partner_of = {ids[i]: [ids[r] for r in page["partners"][i]] for i in range(page["drawn"])}
+    for a, b in zip(pairs["from_img"], pairs["to_img"], strict=True):
+        assert partner_of[a] == [b] and partner_of[b] == [a]
+    assert sum(map(len, partner_of.values())) == 4
 
 
 def test_explorer_names_the_missing_embeddings(run_dir, tmp_path):

@@ -28,8 +28,7 @@ from siamese.training.classify import predict_proba
 NEIGHBOURS = 5
 MAX_CATEGORIES = 30
 """A text column with more distinct values than this (an id, a free-text note) is no colouring."""
-NOT_METADATA = {"image_id", "label", "group", "lesion_id", "split", "path", "index", "row", "x", "y",
-                "misclassified"}
+NOT_METADATA = {"image_id", "label", "group", "lesion_id", "split", "path", "index", "row"}
 EXPLORER_FILE = "explorer.html"
 
 
