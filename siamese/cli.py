@@ -302,7 +302,7 @@ def cmd_visualize(args: argparse.Namespace) -> int:
 
     methods = METHODS if args.method == "both" else (args.method,)
     written = visualize_run(args.run, methods, args.split, args.max_points, args.seed,
-                            per_class_thumbnails=args.thumbnails, wandb_mode=args.wandb)
+                            per_class_thumbnails=args.thumbnails, wandb_mode=args.wandb, html=args.html)
     if written["points"] < written["total_points"]:
         print(f"subsampled {written['points']} of {written['total_points']} points (--max-points)")
     print_written(written["files"])
@@ -321,6 +321,7 @@ def cmd_saliency(args: argparse.Namespace) -> int:
 
 
 def cmd_dedup(args: argparse.Namespace) -> int:
+    from siamese.data.splits import read_manifest
     from siamese.dedup.find import DEFAULT_THRESHOLDS, DedupSettings, find_duplicates
 
     methods = ("embedding", "phash") if args.method == "both" else (args.method,)
@@ -335,7 +336,8 @@ def cmd_dedup(args: argparse.Namespace) -> int:
     if args.against:
         against = load_dataset(args.against_dataset or args.dataset, args.against, binary=args.binary,
                                only_present=args.only_present)
-    result = find_duplicates(table, settings, args.out, against)
+    splits = read_manifest(args.splits).set_index("image_id")["split"] if args.splits else None
+    result = find_duplicates(table, settings, args.out, against, html=args.html, splits=splits)
     by_method = result.pairs["method"].value_counts().to_dict()
     print(f"{len(result.pairs)} pair(s) {by_method}, {result.clusters['cluster'].nunique()} cluster(s), "
           f"{len(result.conflicts)} label-conflicting pair(s)")
@@ -613,6 +615,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 "images that must not leave their folder)")
     visualize.add_argument("--wandb", choices=("offline", "online", "disabled"), default="disabled",
                            help="also log plots and an embedding table to the run's W&B run")
+    visualize.add_argument("--html", action="store_true",
+                           help="also write projections/explorer.html: one self-contained page to explore the "
+                                "projection (thumbnails of the run's images inside: keep licensed data's page private)")
     visualize.set_defaults(func=cmd_visualize)
 
     saliency = commands.add_parser("saliency", help="Grad-CAM overlays for the predicted class")
@@ -639,6 +644,9 @@ def build_parser() -> argparse.ArgumentParser:
     dedup.add_argument("--against-dataset", choices=DATASETS, help="reader for --against (default --dataset)")
     dedup.add_argument("--cache-dir", help="descriptor cache (default OUT_DIR/.dedup_cache)")
     dedup.add_argument("--out", required=True, help="pairs CSV; *_clusters.csv, *_conflicts.csv, *_top.png beside it")
+    dedup.add_argument("--html", action="store_true",
+                       help="also OUT's .html: a self-contained page of the pairs side by side (images inside)")
+    dedup.add_argument("--splits", help="a split manifest (split.csv): the page marks pairs that straddle a split")
     dedup.set_defaults(func=cmd_dedup)
 
     compare = commands.add_parser("compare-pairs", help="recall and distances of found pairs vs a reference list")
