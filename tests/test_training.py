@@ -194,14 +194,20 @@ def test_predict_returns_top_k_for_a_folder(run_dir, tmp_path, capsys):
     assert "broken.jpg" in capsys.readouterr().err
 
 
-def test_predict_reads_an_exif_rotated_photo_as_displayed(run_dir, tmp_path):
+@pytest.mark.parametrize(("seed", "index"), [(99, 1), (99, 2), (98, 1), (97, 3)])
+def test_predict_reads_an_exif_rotated_photo_as_displayed(run_dir, tmp_path, seed, index):
+    """Same class, probabilities and neighbours; neighbours within JPEG re-encoding noise of each other may
+    swap places, so they are compared as a set with their distances."""
     from siamese.data import make_synthetic
 
-    upright, rotated = upright_and_rotated(make_synthetic(lesions_per_class=1, seed=99).images[1], tmp_path)
+    pixels = make_synthetic(lesions_per_class=1, seed=seed).images[index]
+    upright, rotated = upright_and_rotated(pixels, tmp_path)
     shown, stored = Predictor(run_dir).predict([upright, rotated], top_k=3)
     assert stored.label == shown.label
     np.testing.assert_allclose([p for _, p in stored.top_k], [p for _, p in shown.top_k], atol=0.05)
-    assert [n[0] for n in stored.neighbours] == [n[0] for n in shown.neighbours]
+    distance = {n[0]: n[2] for n in shown.neighbours}
+    assert set(distance) == {n[0] for n in stored.neighbours}
+    assert all(abs(distance[image] - d) < 0.02 for image, _, d in stored.neighbours)
 
 
 def test_binary_full_dataset_run(tmp_path):
