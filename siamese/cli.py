@@ -21,6 +21,8 @@ from siamese.config import (
     DATASETS,
     DEFAULT_ARTEFACTS,
     DEFAULT_PHASH_THRESHOLD,
+    LOSSES,
+    MINERS,
     MONITORS,
     POOLINGS,
     PRESETS,
@@ -144,7 +146,8 @@ TRAIN_SETTINGS = (
     ("model.embedding_dim", "embedding_dim"), ("embed.epochs", "epochs_embed"), ("embed.batch_size", "batch_size"),
     ("embed.lr", "lr"), ("embed.monitor", "monitor"), ("embed.patience", "patience"),
     ("embed.ssl_epochs", "ssl_epochs"), ("embed.backbone_lr_scale", "backbone_lr_scale"),
-    ("embed.frozen_epochs", "frozen_epochs"), ("classifier.epochs", "epochs_classifier"), ("seed", "seed"),
+    ("embed.frozen_epochs", "frozen_epochs"), ("embed.loss", "loss"), ("embed.miner", "miner"),
+    ("embed.ce_weight", "ce_weight"), ("classifier.epochs", "epochs_classifier"), ("seed", "seed"),
     ("device", "device"), ("out", "out"), ("wandb", "wandb"))
 """Each training option's :class:`RunConfig` setting (dotted name) and argument."""
 TRAIN_FLAGS = (("data.full_dataset", "full_dataset"), ("data.binary", "binary"), ("data.only_present", "only_present"),
@@ -717,6 +720,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs-classifier", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float)
+    parser.add_argument("--loss", choices=LOSSES,
+                        help="stage 1's pytorch-metric-learning loss (default: triplet, margin 0.4)")
+    parser.add_argument("--miner", choices=MINERS,
+                        help="tuples the loss learns from (default: semihard for triplet, multi_similarity for "
+                             "multi_similarity, none for the rest; only triplet, contrastive and multi_similarity "
+                             "take one)")
+    parser.add_argument("--ce-weight", type=float,
+                        help="add this times the cross-entropy of a linear head on the embedding to the loss (0)")
     parser.add_argument("--monitor", choices=MONITORS,
                         help="validation retrieval score that picks stage 1's best epoch (default precision_at_1)")
     parser.add_argument("--patience", type=int, help="stage-1 epochs without a better score before stopping")

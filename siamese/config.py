@@ -34,6 +34,12 @@ DEFAULT_ARTEFACTS = "../shared/data/artefacts"
 """Where this workplace keeps Katsch et al.'s templates; elsewhere pass --artefacts DIR."""
 POOLINGS = ("last", "stages")
 MONITORS = ("precision_at_1", "map_at_r", "knn_accuracy")
+PAIR_LOSSES = ("triplet", "contrastive", "multi_similarity")
+"""Stage-1 losses on pairs or triplets of the batch, which a miner chooses for them (``siamese.training.losses``)."""
+ALL_PAIRS_LOSSES = ("supcon", "ntxent")
+PROXY_LOSSES = ("arcface", "subcenter_arcface", "proxy_anchor")
+LOSSES = (*PAIR_LOSSES, *ALL_PAIRS_LOSSES, *PROXY_LOSSES)
+MINERS = ("semihard", "hard", "multi_similarity", "none")
 DEFAULT_PHASH_THRESHOLD = 32 / 256
 """Share of the 256 pHash bits two near-duplicates may differ in (measured in ``siamese.dedup.find``)."""
 
@@ -85,13 +91,16 @@ class ModelConfig:
 
 @dataclass
 class EmbedTrainConfig:
-    """Stage 1 (triplet metric learning); defaults are the original study's."""
+    """Stage 1 (metric learning); defaults are the original study's: triplet loss, margin 0.4, semi-hard mining."""
 
     epochs: int = 20
     batch_size: int = 128
     lr: float = 1e-3
-    margin: float = 0.4
-    triplets: str = "semihard"
+    loss: str = "triplet"  # a pytorch-metric-learning loss (siamese.training.losses.LOSSES)
+    miner: str | None = None  # None: the loss's default (semihard for triplet), named in config.json at the start
+    margin: float = 0.4  # the triplet loss's and the semi-hard miner's
+    ce_weight: float = 0.0  # > 0: plus this times the cross-entropy of a linear head on the embedding
+    loss_lr_scale: float = 100.0  # a loss's own proxies or centres learn at lr x this (Kim et al. 2020)
     m_per_class: int | None = None
     monitor: str = "precision_at_1"
     patience: int = 5
@@ -159,7 +168,7 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunConfig:
-        return _from_dict(cls, values)
+        return _from_dict(cls, _upgrade(values))
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
@@ -221,6 +230,15 @@ def resumed(saved: Any, changes: dict[str, Any], source: str | Path) -> Any:
         raise ValueError(f"{source}: --resume continues a run as it was set up, and {'; '.join(refused)}; start a "
                          f"new run (another --out) to train with other settings")
     return config
+
+
+def _upgrade(values: dict[str, Any]) -> dict[str, Any]:
+    """A config saved before stage 1's loss was a choice: its ``embed.triplets`` was the triplet miner's kind."""
+    embed = values.get("embed")
+    if not isinstance(embed, dict) or "triplets" not in embed:
+        return values
+    embed = {k: v for k, v in embed.items() if k != "triplets"} | {"miner": embed["triplets"]}
+    return {**values, "embed": embed}
 
 
 def _from_dict(cls: type, values: dict[str, Any]) -> Any:

@@ -50,6 +50,7 @@ from siamese.runtime.errors import ExportError
 from siamese.training.classify import ClassifierTrainer, knn_proba, predict_proba
 from siamese.training.embeddings import cached_embeddings, compute_embeddings
 from siamese.training.evaluate import classification_metrics, positive_index
+from siamese.training.losses import resolve_objective
 from siamese.training.metric import MetricData, MetricTrainer
 from siamese.training.patient_context import check_patient_context, patient_context_proba, ugly_duckling_features
 from siamese.training.references import check_references, reference_probabilities
@@ -262,6 +263,7 @@ def run_training(config: RunConfig, resume: str | Path | None = None,
 def _train(config: RunConfig, resume: str | Path | None, changes: dict[str, Any] | None, device: torch.device,
            dist: DistContext) -> Path:
     started = time.perf_counter()
+    resolve_objective(config.embed)  # before a folder is claimed, and config.json names the miner
     prepared = prepare_run_dir(config, resume, changes) if dist.is_main else None
     config_dict, run_dir = dist.broadcast(None if prepared is None else (prepared[0].to_dict(), str(prepared[1])))
     config, run_dir = RunConfig.from_dict(config_dict), Path(run_dir)
