@@ -14,18 +14,16 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from siamese.training.reference_models import REFERENCE_MODELS
+
 DATASETS = ("ham10000", "isic2020", "ph2", "dermamnist", "csv", "digits", "synthetic")
 BACKBONES = ("inception_v3", "resnet50", "resnet18", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 AUGMENTATIONS = ("lesion", "dermoscopy", "light", "none")
-BASELINES = ("colour_baseline", "imagenet_probe", "majority", "colour_embedding")
-"""``imagenet_probe`` is logistic regression on frozen ImageNet features of the run's backbone, or of the
-packaged EfficientNet-Lite0 when that backbone's weights cannot be had (what a researcher tries second);
-``colour_embedding`` is the colour baseline given each fold's learned embedding too: a probe of whether the
-embedding says anything colour statistics do not."""
-REFERENCES = ("colour_baseline", "imagenet_probe", "colour_embedding")
-"""The reference models a single run fits on its training and validation images and scores on its test
-split beside the two stages (the cross-validation's ``BASELINES`` less ``majority``); a final model's (no
-test split) are fitted on its training images and scored on its validation split."""
+REFERENCES = ("colour_baseline", "imagenet_probe", "colour_embedding", "finetune")
+"""The reference models a run scores beside the two stages by default, fitted on its training and validation
+images (:data:`siamese.training.reference_models.REFERENCE_MODELS` has them all; ``majority`` is the cross-
+validation's too); a final model's (no test split) are fitted on its training images and scored on its
+validation split."""
 CROPS = ("none", "lesion-mask", "lesion")
 """``lesion-mask``: the dataset's own lesion masks; ``lesion``: masks predicted by a ``segment train`` run."""
 SEG_ENCODERS = ("resnet18", "resnet34", "resnet50", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
@@ -134,7 +132,7 @@ class CVConfig:
 
     folds: int = 5
     seeds: tuple[int, ...] = (0, 1, 2)
-    baselines: tuple[str, ...] = BASELINES
+    references: tuple[str, ...] = tuple(REFERENCE_MODELS)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
@@ -294,7 +292,7 @@ def _tiny() -> RunConfig:
     config.embed.batch_size = 120
     config.embed.patience = 3
     config.classifier.epochs = 40
-    config.references = ("colour_baseline", "colour_embedding")  # ImageNet features of 32 px digits say nothing
+    config.references = ("colour_baseline", "colour_embedding", "finetune")  # no imagenet_probe: 32 px says nothing
     return config
 
 
