@@ -151,7 +151,7 @@ def test_rescore_refits_other_references_without_touching_the_models(run_dir, tm
     assert main(["rescore", str(copy), "--references", "none"]) == 0
     assert json.loads((copy / "metrics.json").read_text())["models"] == ["classifier", "knn"]
     with pytest.raises(SystemExit):
-        main(["rescore", str(copy), "--references", "majority"])
+        main(["rescore", str(copy), "--references", "nearest_centroid"])
 
 
 def test_runs_with_a_cache_dir_share_reference_features_across_splits(tmp_path, monkeypatch):
