@@ -16,6 +16,7 @@ from siamese.config import (
     ARTEFACT_TYPES,
     AUGMENTATIONS,
     BACKBONES,
+    COMPUTE_CHOICES,
     CROPS,
     DATASETS,
     DEFAULT_ARTEFACTS,
@@ -147,7 +148,7 @@ TRAIN_SETTINGS = (
     ("embed.ssl_epochs", "ssl_epochs"), ("embed.backbone_lr_scale", "backbone_lr_scale"),
     ("embed.frozen_epochs", "frozen_epochs"), ("embed.loss", "loss"), ("embed.miner", "miner"),
     ("embed.ce_weight", "ce_weight"), ("classifier.epochs", "epochs_classifier"), ("seed", "seed"),
-    ("device", "device"), ("out", "out"), ("wandb", "wandb"))
+    ("device", "device"), ("compute", "compute"), ("out", "out"), ("wandb", "wandb"))
 """Each training option's :class:`RunConfig` setting (dotted name) and argument."""
 TRAIN_FLAGS = (("data.full_dataset", "full_dataset"), ("data.binary", "binary"), ("data.only_present", "only_present"),
                ("data.drop_conflicts", "drop_conflicts"), ("classifier.class_weights", "class_weights"),
@@ -407,8 +408,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 SEGMENT_SETTINGS = ("dataset", "data_dir", "metadata", "masks", "encoder", "weights", "image_size", "epochs",
-                    "batch_size", "lr", "patience", "val_fraction", "folds", "seed", "device", "num_workers", "out",
-                    "wandb")
+                    "batch_size", "lr", "patience", "val_fraction", "folds", "seed", "device", "compute", "num_workers",
+                    "out", "wandb")
 
 
 def segment_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -518,6 +519,7 @@ def add_segment_commands(commands: argparse._SubParsersAction) -> None:
                        ("--num-workers", int)):
         train.add_argument(name, type=kind)
     train.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    train.add_argument("--compute", choices=COMPUTE_CHOICES, help="memory format and precision, as for train")
     train.add_argument("--wandb", choices=("offline", "online", "disabled"))
     train.add_argument("--out", help="run folder (with --folds: OUT/fold{k} and the CV summary)")
     train.add_argument("--resume", help="continue an interrupted segmentation folder")
@@ -781,6 +783,9 @@ def add_train_arguments(parser: argparse.ArgumentParser, reference_help: str | N
     parser.add_argument("--deterministic", action="store_true",
                         help="torch.use_deterministic_algorithms (see the README on what repeats where)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--compute", choices=COMPUTE_CHOICES,
+                        help="memory format and precision: auto (channels_last; bf16 too on a GPU that has it) | fp32 "
+                             "(contiguous float32) | channels_last | bf16 (channels_last + bf16 autocast)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the embedding net (stage 1)")
     parser.add_argument("--no-onnx", action="store_true", help="skip writing model.onnx (predict's fast start)")
     parser.add_argument("--out", help="run folder (default runs/DATASET-TIME)")
@@ -813,8 +818,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.formatwarning = formatwarning
 
 
+TORCH_FREE_COMMANDS = ("predict", "split", "audit", "summarize", "compare-pairs")
+"""Commands that start without torch (predict's ONNX engine; its torch engine sets the threads itself)."""
+
+
 def run_command(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command not in TORCH_FREE_COMMANDS:
+        from siamese.runtime.device import configure_threads
+
+        configure_threads()
     needs_dataset = args.command in ("split", "dedup") or (
         args.command == "segment" and args.verb == "train" and not args.resume)
     if getattr(args, "dataset", "") is None and needs_dataset:

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from siamese.models.backbones import build_backbone
 from siamese.models.embedder import InputNormalization
-from siamese.runtime.device import autocast, to_device
+from siamese.runtime.device import Compute, autocast, prepare_model, resolve_compute, to_device
 from siamese.training.embeddings import cached_arrays
 from siamese.training.metric import set_training_mode
 
@@ -78,15 +78,16 @@ def balanced_sampler(targets: np.ndarray, seed: int) -> WeightedRandomSampler:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, dataset: ImageDataset, device: torch.device, batch_size: int, amp: bool,
-            channels_last: bool, num_workers: int = 0) -> np.ndarray:
-    """Softmax probabilities ``(N, n_classes)`` of ``dataset`` in eval mode."""
+def predict(model: nn.Module, dataset: ImageDataset, device: torch.device, batch_size: int, compute: Compute,
+            num_workers: int = 0) -> np.ndarray:
+    """Softmax probabilities ``(N, n_classes)`` of ``dataset`` in eval mode, in the run's memory format and
+    precision (``compute``)."""
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     chunks = []
     for images, _ in loader:
-        with autocast(device, amp):
-            logits = model(to_device(images, device, channels_last))
+        with autocast(device, compute.bf16):
+            logits = model(to_device(images, device, compute.channels_last))
         chunks.append(torch.softmax(logits.float(), dim=1).cpu())
     return torch.cat(chunks).numpy()
 
@@ -95,14 +96,15 @@ def train_finetune(train: ImageDataset, val: ImageDataset, scored: ImageDataset,
                    mean: tuple[float, ...], std: tuple[float, ...], config: RunConfig, device: torch.device
                    ) -> FinetuneResult:
     """Fine-tune ``config``'s backbone on ``train`` (augmented), keep its best epoch on ``val`` (un-augmented)
-    and return its probabilities on ``scored``. Raises WeightsUnavailableError when the backbone's weights
-    cannot be had, like the run itself."""
+    and return its probabilities on ``scored``; every forward pass in the run's memory format and precision
+    (``config.compute``), like stage 1's. Raises WeightsUnavailableError when the backbone's weights cannot be
+    had, like the run itself."""
     start = time.perf_counter()
     cfg = config.embed
+    compute = resolve_compute(config.compute, device)
     torch.manual_seed(config.seed)
-    model = FinetuneNet(config.model.backbone, config.model.weights, n_classes, mean, std).to(device)
-    if config.channels_last and device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = prepare_model(FinetuneNet(config.model.backbone, config.model.weights, n_classes, mean, std), device,
+                          compute)
     backbone = list(model.backbone.parameters())
     own = {id(p) for p in backbone}
     optimizer = torch.optim.Adam([{"params": backbone, "lr": cfg.lr * cfg.backbone_lr_scale},
@@ -115,21 +117,21 @@ def train_finetune(train: ImageDataset, val: ImageDataset, scored: ImageDataset,
                                                                                         config.seed + epoch),
                             drop_last=len(train) > cfg.batch_size, num_workers=config.data.num_workers)
         for images, labels in loader:
-            images, labels = to_device(images, device, config.channels_last), labels.to(device)
-            with autocast(device, config.amp):
+            images, labels = to_device(images, device, compute.channels_last), labels.to(device)
+            with autocast(device, compute.bf16):
                 logits = model(images)
             loss = nn.functional.cross_entropy(logits.float(), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        val_proba = predict(model, val, device, cfg.batch_size, config.amp, config.channels_last)
+        val_proba = predict(model, val, device, cfg.batch_size, compute)
         score = balanced_accuracy_score(val.targets, val_proba.argmax(axis=1))
         if best is None or score > best[0]:
             best = (score, epoch + 1, copy.deepcopy(model.state_dict()))
     if best is None:
         raise ValueError("the finetune reference needs at least one epoch (--epochs-embed)")
     model.load_state_dict(best[2])
-    proba = predict(model, scored, device, cfg.batch_size, config.amp, config.channels_last)
+    proba = predict(model, scored, device, cfg.batch_size, compute)
     return FinetuneResult(proba, time.perf_counter() - start, best[1], cfg.epochs)
 
 

@@ -97,7 +97,7 @@ class MetricTrainer:
         self.run_dir, self.tracker = run_dir, tracker
         self.amp, self.channels_last, self.num_workers, self.seed = amp, channels_last, num_workers, seed
         self.dist = dist or DistContext()
-        if channels_last and device.type == "cuda":
+        if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         n_classes = int(max(data.train.targets.max(), data.val.targets.max())) + 1
         self.objective = StageOneObjective(cfg, n_classes, model.arch["embedding_dim"], self.dist.enabled).to(device)
