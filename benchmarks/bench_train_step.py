@@ -145,9 +145,9 @@ def breakdown(backbone: str, size: int, batch: int, steps: int, workers: int = 0
                 with autocast(device, trainer.amp):
                     embeddings = trainer.model(images)
                 clock.tick("forward")
-                mined = trainer.miner(embeddings, labels)
+                mined = trainer.objective.mine(embeddings, labels)
                 clock.tick("miner")
-                loss = trainer.loss(embeddings, labels, mined)
+                loss = trainer.objective.metric_loss(embeddings, labels, mined)
                 clock.tick("loss")
                 trainer.optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -16,12 +16,13 @@ from siamese.config import (
     ARTEFACT_TYPES,
     AUGMENTATIONS,
     BACKBONES,
-    BASELINES,
     COMPUTE_CHOICES,
     CROPS,
     DATASETS,
     DEFAULT_ARTEFACTS,
     DEFAULT_PHASH_THRESHOLD,
+    LOSSES,
+    MINERS,
     MONITORS,
     POOLINGS,
     PRESETS,
@@ -145,7 +146,8 @@ TRAIN_SETTINGS = (
     ("model.embedding_dim", "embedding_dim"), ("embed.epochs", "epochs_embed"), ("embed.batch_size", "batch_size"),
     ("embed.lr", "lr"), ("embed.monitor", "monitor"), ("embed.patience", "patience"),
     ("embed.ssl_epochs", "ssl_epochs"), ("embed.backbone_lr_scale", "backbone_lr_scale"),
-    ("embed.frozen_epochs", "frozen_epochs"), ("classifier.epochs", "epochs_classifier"), ("seed", "seed"),
+    ("embed.frozen_epochs", "frozen_epochs"), ("embed.loss", "loss"), ("embed.miner", "miner"),
+    ("embed.ce_weight", "ce_weight"), ("classifier.epochs", "epochs_classifier"), ("seed", "seed"),
     ("device", "device"), ("compute", "compute"), ("out", "out"), ("wandb", "wandb"))
 """Each training option's :class:`RunConfig` setting (dotted name) and argument."""
 TRAIN_FLAGS = (("data.full_dataset", "full_dataset"), ("data.binary", "binary"), ("data.only_present", "only_present"),
@@ -380,10 +382,30 @@ def cmd_cv(args: argparse.Namespace) -> int:
     if args.wandb is None:
         config.wandb = "disabled"
     config.export_onnx = False
-    cv = CVConfig(folds=args.folds, seeds=tuple(args.seeds), baselines=tuple(args.baselines))
+    cv = CVConfig(folds=args.folds, seeds=tuple(args.seeds))
+    if args.references is not None:
+        cv.references = reference_names(args.references)
     result = run_cv(config, cv, args.out)
     print(format_summary(result.summary).to_string(index=False))
     print_written(result.files)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from siamese.crossval.compare import compare_recipes, parse_recipe
+
+    if args.test_fraction is not None and args.folds:
+        raise ValueError("compare --folds K holds out each fold in turn; --test-fraction is for --folds 0 (seeds)")
+    recipes = [parse_recipe(text) for text in args.recipes]
+    config = config_from_args(args)
+    config.out = None
+    if args.wandb is None:
+        config.wandb = "disabled"
+    config.export_onnx = False
+    references = ("finetune", "colour_baseline") if args.references is None else reference_names(args.references)
+    paths = compare_recipes(config, recipes, args.out, args.folds, args.seeds, references)
+    print(paths[2].read_text())
+    print_written(paths)
     return 0
 
 
@@ -656,12 +678,21 @@ def build_parser() -> argparse.ArgumentParser:
     compare.set_defaults(func=cmd_compare_pairs)
 
     cv = commands.add_parser("cv", help="grouped k-fold cross-validation over seeds, beside reference models")
-    add_train_arguments(cv)
+    add_train_arguments(cv, reference_help="reference models fitted on the same training folds and scored on the "
+                                           "same held-out images (default: all; none: skip)")
     cv.add_argument("--folds", type=int, default=5)
     cv.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    cv.add_argument("--baselines", nargs="*", choices=BASELINES, default=list(BASELINES),
-                    help="reference models fitted and scored in the same folds")
     cv.set_defaults(func=cmd_cv, out=None)
+    recipes = commands.add_parser("compare", help="stage-1 recipes (loss, miner, cross-entropy weight) on the same "
+                                  "folds or seeds, each paired with finetune and colour_baseline")
+    add_train_arguments(recipes, reference_help="the references each recipe is paired with (default: finetune "
+                                                "colour_baseline)")
+    recipes.add_argument("--recipes", nargs="+", required=True, metavar="LOSS[:MINER[:CE_WEIGHT]]",
+                         help="e.g. triplet supcon:none:0.5 contrastive:hard (the miner defaults to the loss's own)")
+    recipes.add_argument("--folds", type=int, default=5, help="grouped folds (a cv per recipe); 0: one "
+                                                              "train/val/test run per seed")
+    recipes.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    recipes.set_defaults(func=cmd_compare, out=None)
     add_segment_commands(commands)
     robustness = commands.add_parser("robustness", help="artefact audit: predictions and embeddings with real "
                                                         "bubbles, ink and rulers inserted")
@@ -686,7 +717,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+def add_train_arguments(parser: argparse.ArgumentParser, reference_help: str | None = None) -> None:
+    """Every training option; ``reference_help`` says what ``--references`` (alias ``--baselines``) means for
+    the command when it is not a single run's."""
     add_data_arguments(parser, default=None)  # digits when not given (config_from_args), unchanged on --resume
     parser.add_argument("--preset", choices=sorted(PRESETS), help="start from a named preset")
     parser.add_argument("--split", help="a split manifest CSV to use instead of making one")
@@ -727,6 +760,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs-classifier", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float)
+    parser.add_argument("--loss", choices=LOSSES,
+                        help="stage 1's pytorch-metric-learning loss (default: triplet, margin 0.4)")
+    parser.add_argument("--miner", choices=MINERS,
+                        help="tuples the loss learns from (default: semihard for triplet, multi_similarity for "
+                             "multi_similarity, none for the rest; only triplet, contrastive and multi_similarity "
+                             "take one)")
+    parser.add_argument("--ce-weight", type=float,
+                        help="add this times the cross-entropy of a linear head on the embedding to the loss (0)")
     parser.add_argument("--monitor", choices=MONITORS,
                         help="validation retrieval score that picks stage 1's best epoch (default precision_at_1)")
     parser.add_argument("--patience", type=int, help="stage-1 epochs without a better score before stopping")
@@ -740,7 +781,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--freeze-bn", action="store_true",
                         help="keep the backbone's batch-norm statistics (pretrained, small batches)")
     parser.add_argument("--class-weights", action="store_true")
-    add_reference_argument(parser)
+    add_reference_argument(parser, reference_help)
     parser.add_argument("--patient-context", action="store_true",
                         help="also score the classifier with each lesion's patient context (the ugly-duckling "
                              "signal: distance to the same patient's other lesions in embedding space; ISIC 2020)")
@@ -760,10 +801,16 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wandb", choices=("offline", "online", "disabled"))
 
 
-def add_reference_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--references", nargs="+", choices=(*REFERENCES, "none"),
-                        help="reference models fitted on the training and validation splits and scored beside the "
-                             "two stages on the test split (default: all; none: skip)")
+def add_reference_argument(parser: argparse.ArgumentParser, help_text: str | None = None) -> None:
+    """``--references`` (``--baselines``, the cross-validation's older name, is an alias): names from the one
+    registry of reference models, or ``none``."""
+    from siamese.training.reference_models import REFERENCE_MODELS
+
+    described = "; ".join(f"{m.name}: {m.fits}" for m in REFERENCE_MODELS.values())
+    parser.add_argument("--references", "--baselines", nargs="+", choices=(*REFERENCE_MODELS, "none"),
+                        help=(help_text or f"reference models fitted on the training and validation splits and "
+                              f"scored beside the two stages on the test split (default: {' '.join(REFERENCES)}; "
+                              "none: skip)") + f". {described}")
 
 
 def one_line_warning(message: Warning | str, category: type[Warning], *_: object, **__: object) -> str:
@@ -794,8 +841,8 @@ def run_command(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "dataset", "") is None and needs_dataset:
         print("error: --dataset is required", file=sys.stderr)
         return 2
-    if args.command == "cv" and not args.out:
-        print("error: cv needs --out (the folder for the folds and the summary)", file=sys.stderr)
+    if args.command in ("cv", "compare") and not args.out:
+        print(f"error: {args.command} needs --out (the folder for the runs and the tables)", file=sys.stderr)
         return 2
     try:
         return int(args.func(args) or 0)

@@ -14,18 +14,16 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from siamese.training.reference_models import REFERENCE_MODELS
+
 DATASETS = ("ham10000", "isic2020", "ph2", "dermamnist", "csv", "digits", "synthetic")
 BACKBONES = ("inception_v3", "resnet50", "resnet18", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 AUGMENTATIONS = ("lesion", "dermoscopy", "light", "none")
-BASELINES = ("colour_baseline", "imagenet_probe", "majority", "colour_embedding")
-"""``imagenet_probe`` is logistic regression on frozen ImageNet features of the run's backbone, or of the
-packaged EfficientNet-Lite0 when that backbone's weights cannot be had (what a researcher tries second);
-``colour_embedding`` is the colour baseline given each fold's learned embedding too: a probe of whether the
-embedding says anything colour statistics do not."""
-REFERENCES = ("colour_baseline", "imagenet_probe", "colour_embedding")
-"""The reference models a single run fits on its training and validation images and scores on its test
-split beside the two stages (the cross-validation's ``BASELINES`` less ``majority``); a final model's (no
-test split) are fitted on its training images and scored on its validation split."""
+REFERENCES = ("colour_baseline", "imagenet_probe", "colour_embedding", "finetune")
+"""The reference models a run scores beside the two stages by default, fitted on its training and validation
+images (:data:`siamese.training.reference_models.REFERENCE_MODELS` has them all; ``majority`` is the cross-
+validation's too); a final model's (no test split) are fitted on its training images and scored on its
+validation split."""
 CROPS = ("none", "lesion-mask", "lesion")
 """``lesion-mask``: the dataset's own lesion masks; ``lesion``: masks predicted by a ``segment train`` run."""
 SEG_ENCODERS = ("resnet18", "resnet34", "resnet50", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
@@ -39,6 +37,12 @@ COMPUTE_CHOICES = ("auto", "fp32", "channels_last", "bf16")
 ``fp32``: contiguous (NCHW) float32, PyTorch's default; ``channels_last``: float32 in NHWC, the layout
 oneDNN's and cuDNN's convolutions prefer; ``bf16``: channels_last with bfloat16 autocast (no loss scaling
 needed); ``auto``: what ``resolve_compute`` picks for the device."""
+PAIR_LOSSES = ("triplet", "contrastive", "multi_similarity")
+"""Stage-1 losses on pairs or triplets of the batch, which a miner chooses for them (``siamese.training.losses``)."""
+ALL_PAIRS_LOSSES = ("supcon", "ntxent")
+PROXY_LOSSES = ("arcface", "subcenter_arcface", "proxy_anchor")
+LOSSES = (*PAIR_LOSSES, *ALL_PAIRS_LOSSES, *PROXY_LOSSES)
+MINERS = ("semihard", "hard", "multi_similarity", "none")
 DEFAULT_PHASH_THRESHOLD = 32 / 256
 """Share of the 256 pHash bits two near-duplicates may differ in (measured in ``siamese.dedup.find``)."""
 
@@ -90,13 +94,16 @@ class ModelConfig:
 
 @dataclass
 class EmbedTrainConfig:
-    """Stage 1 (triplet metric learning); defaults are the original study's."""
+    """Stage 1 (metric learning); defaults are the original study's: triplet loss, margin 0.4, semi-hard mining."""
 
     epochs: int = 20
     batch_size: int = 128
     lr: float = 1e-3
-    margin: float = 0.4
-    triplets: str = "semihard"
+    loss: str = "triplet"  # a pytorch-metric-learning loss (siamese.training.losses.LOSSES)
+    miner: str | None = None  # None: the loss's default (semihard for triplet), named in config.json at the start
+    margin: float = 0.4  # the triplet loss's and the semi-hard miner's
+    ce_weight: float = 0.0  # > 0: plus this times the cross-entropy of a linear head on the embedding
+    loss_lr_scale: float = 100.0  # a loss's own proxies or centres learn at lr x this (Kim et al. 2020)
     m_per_class: int | None = None
     monitor: str = "precision_at_1"
     patience: int = 5
@@ -130,7 +137,7 @@ class CVConfig:
 
     folds: int = 5
     seeds: tuple[int, ...] = (0, 1, 2)
-    baselines: tuple[str, ...] = BASELINES
+    references: tuple[str, ...] = tuple(REFERENCE_MODELS)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
@@ -163,7 +170,7 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunConfig:
-        return _from_dict(cls, _legacy_compute(values))
+        return _from_dict(cls, _upgrade(_legacy_compute(values)))
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
@@ -238,6 +245,15 @@ def _legacy_compute(values: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
+def _upgrade(values: dict[str, Any]) -> dict[str, Any]:
+    """A config saved before stage 1's loss was a choice: its ``embed.triplets`` was the triplet miner's kind."""
+    embed = values.get("embed")
+    if not isinstance(embed, dict) or "triplets" not in embed:
+        return values
+    embed = {k: v for k, v in embed.items() if k != "triplets"} | {"miner": embed["triplets"]}
+    return {**values, "embed": embed}
+
+
 def _from_dict(cls: type, values: dict[str, Any]) -> Any:
     known = {f.name: f for f in fields(cls)}
     unknown = set(values) - set(known)
@@ -291,7 +307,7 @@ def _tiny() -> RunConfig:
     config.embed.batch_size = 120
     config.embed.patience = 3
     config.classifier.epochs = 40
-    config.references = ("colour_baseline", "colour_embedding")  # ImageNet features of 32 px digits say nothing
+    config.references = ("colour_baseline", "colour_embedding", "finetune")  # no imagenet_probe: 32 px says nothing
     return config
 
 

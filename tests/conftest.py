@@ -145,6 +145,7 @@ def tiny_config(out: Path, epochs_embed: int = 3, **data) -> RunConfig:
     config.classifier.batch_size = 16
     config.wandb = "disabled"
     config.export_onnx = False  # the shared run_dir and tests/test_export.py cover the export
+    config.references = ("colour_baseline", "colour_embedding")  # finetune trains: tests/test_finetune.py has it
     config.out = str(out)
     return config
 

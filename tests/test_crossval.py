@@ -74,13 +74,13 @@ def cv_out(tmp_path_factory):
 def test_cv_writes_folds_summary_oof_figures_and_report(cv_out):
     out, _, result = cv_out
     folds = pd.read_csv(out / "cv_folds.csv")
-    assert len(folds) == 2 * 2 * 6
+    assert len(folds) == 2 * 2 * 7
     assert set(folds["model"]) == {"classifier", "knn", "colour_baseline", "imagenet_probe", "majority",
-                                   "colour_embedding"}
+                                   "colour_embedding", "finetune"}
     assert folds[["accuracy", "balanced_accuracy", "macro_f1", "roc_auc"]].notna().all().all()
     assert np.allclose(folds.loc[folds["model"] == "majority", "roc_auc"], 0.5)
     summary = pd.read_csv(out / "cv_summary.csv")
-    assert list(summary.columns) == ["model", "metric", "mean", "std"] and len(summary) == 24
+    assert list(summary.columns) == ["model", "metric", "mean", "std"] and len(summary) == 28
     knn_acc = folds.loc[folds["model"] == "knn", "accuracy"]
     row = summary[(summary["model"] == "knn") & (summary["metric"] == "accuracy")].iloc[0]
     assert row["mean"] == pytest.approx(knn_acc.mean()) and row["std"] == pytest.approx(knn_acc.std())
@@ -148,6 +148,23 @@ def test_cv_test_folds_never_share_a_group_with_their_training_folds(cv_out):
         assert manifest.groupby("group")["split"].nunique().max() == 1
 
 
+def test_cv_reads_the_finetune_reference_from_each_folds_own_run(cv_out):
+    out = cv_out[0]
+    fold_dir = out / "seed0" / "fold1"
+    metrics = json.loads((fold_dir / "metrics.json").read_text())
+    assert metrics["models"] == ["classifier", "knn", "finetune"]  # the probes are the CV's to fit, not the fold's
+    oof = pd.read_csv(out / "oof_predictions.csv", dtype={"image_id": str})
+    held_out = oof[(oof["seed"] == 0) & (oof["fold"] == 1)]
+    fold = pd.read_csv(fold_dir / "test_predictions.csv", dtype={"image_id": str})
+    assert list(held_out["image_id"]) == list(fold["image_id"])
+    assert np.allclose(held_out.filter(like="finetune_p_").to_numpy(), fold.filter(like="finetune_p_").to_numpy())
+    folds = pd.read_csv(out / "cv_folds.csv").set_index(["seed", "fold", "model"])
+    assert folds.loc[(0, 1, "finetune"), "model_seconds"] == pytest.approx(metrics["reference_seconds"]["finetune"])
+    assert folds.loc[(0, 1, "classifier"), "model_seconds"] == pytest.approx(metrics["wall_seconds"])
+    assert np.isnan(folds.loc[(0, 1, "colour_baseline"), "model_seconds"])
+    assert "Of it, `finetune`:" in (out / "cv_report.md").read_text()
+
+
 def test_cv_resumes_fold_by_fold_and_refuses_other_settings(cv_out):
     out, config, _ = cv_out
     checkpoint = out / "seed1" / "fold1" / "embedder.pt"
@@ -158,12 +175,13 @@ def test_cv_resumes_fold_by_fold_and_refuses_other_settings(cv_out):
     run_cv(config, CVConfig(folds=2, seeds=(0, 1)), out)
     assert checkpoint.stat().st_mtime_ns == before  # the unfinished fold resumed: stage 1 was done
     again = pd.read_csv(out / "cv_folds.csv")
-    pd.testing.assert_frame_equal(first.drop(columns="train_seconds"), again.drop(columns="train_seconds"))
+    timing = ["train_seconds", "model_seconds"]  # a resumed fold times what it did this call
+    pd.testing.assert_frame_equal(first.drop(columns=timing), again.drop(columns=timing))
     more = run_cv(config, CVConfig(folds=2, seeds=(2,)), out)  # a seed added: the others' folds are reused
     assert sorted(more.folds["seed"].unique()) == [0, 1, 2]
     assert checkpoint.stat().st_mtime_ns == before
     assert json.loads((out / "cv_config.json").read_text())["cv"]["seeds"] == [0, 1, 2]
-    fewer = run_cv(config, CVConfig(folds=2, seeds=(0,), baselines=("majority",)), out)  # refitted, not trained
+    fewer = run_cv(config, CVConfig(folds=2, seeds=(0,), references=("majority",)), out)  # refitted, not trained
     assert set(fewer.folds["model"]) == {"classifier", "knn", "majority"}
     assert checkpoint.stat().st_mtime_ns == before
     config.classifier.epochs = 6
@@ -181,7 +199,7 @@ def test_a_failed_cv_start_blocks_neither_the_folder_nor_the_fix(tmp_path):
     out.mkdir()
     (out / "cv_config.json").write_text(json.dumps({"run": {"data": {"image_size": 7}}, "cv": {"seeds": [0]}}))
     config.data.image_size, config.classifier.epochs = 32, 2
-    result = run_cv(config, CVConfig(folds=2, seeds=(0,), baselines=("majority",)), out)  # no fold started
+    result = run_cv(config, CVConfig(folds=2, seeds=(0,), references=("majority",)), out)  # no fold started
     assert len(result.folds) and json.loads((out / "cv_config.json").read_text())["run"]["data"]["image_size"] == 32
 
 

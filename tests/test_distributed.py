@@ -49,3 +49,17 @@ def test_torchrun_two_cpu_processes_agree_on_weights(tmp_path):
     again = subprocess.run(resume, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert pd.read_csv(out / "history.csv").equals(history)
+
+
+def test_torchrun_keeps_a_proxy_loss_and_its_cross_entropy_head_in_step(tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
+               str(REPO / "train.py"), "--dataset", "synthetic", "--image-size", "32", "--epochs-embed", "2",
+               "--epochs-classifier", "1", "--batch-size", "56", "--wandb", "disabled", "--device", "cpu",
+               "--loss", "arcface", "--ce-weight", "0.5", "--references", "none", "--out", str(out)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    digests = json.loads((out / "checkpoints" / "rank_digests.json").read_text())
+    assert len(digests) == 2 and digests[0] == digests[1]  # the model's and the objective's (arcface's W, the head)
+    assert json.loads((out / "config.json").read_text())["embed"]["loss"] == "arcface"

@@ -151,7 +151,7 @@ def test_rescore_refits_other_references_without_touching_the_models(run_dir, tm
     assert main(["rescore", str(copy), "--references", "none"]) == 0
     assert json.loads((copy / "metrics.json").read_text())["models"] == ["classifier", "knn"]
     with pytest.raises(SystemExit):
-        main(["rescore", str(copy), "--references", "majority"])
+        main(["rescore", str(copy), "--references", "nearest_centroid"])
 
 
 def test_runs_with_a_cache_dir_share_reference_features_across_splits(tmp_path, monkeypatch):
@@ -208,3 +208,30 @@ def test_summarize_refuses_runs_that_differ_in_more_than_the_seed(run_dir, tmp_p
     (other / "config.json").write_text(json.dumps(config))
     paths = write_seed_summary([run_dir, other], tmp_path / "summary")  # where the cache is changes nothing
     assert "2 runs (seeds [0, 7])" in paths[-1].read_text()
+
+
+def test_one_registry_serves_train_and_cv_alike(tmp_path, monkeypatch):
+    from siamese.cli import build_parser
+    from siamese.config import CVConfig
+    from siamese.crossval import run_cv
+    from siamese.training import reference_models
+
+    fitted = []
+
+    def uniform(probe):
+        fitted.append(len(probe.y_fit))
+        return np.full((probe.n_scored, probe.n_classes), 1 / probe.n_classes)
+
+    monkeypatch.setitem(reference_models.REFERENCE_MODELS, "uniform",
+                        reference_models.ReferenceModel("uniform", "nothing", ("colour",), uniform))
+    config = tiny_config(tmp_path / "run", epochs_embed=1)
+    config.classifier.epochs, config.references = 2, ("uniform", "majority")
+    run = run_training(config)
+    assert json.loads((run / "metrics.json").read_text())["models"] == ["classifier", "knn", "uniform", "majority"]
+    config.out = None
+    result = run_cv(config, CVConfig(folds=2, seeds=(0,), references=("uniform",)), tmp_path / "cv")
+    assert set(result.folds["model"]) == {"classifier", "knn", "uniform"} and len(fitted) == 3
+    assert build_parser().parse_args(["cv", "--baselines", "uniform", "--out", "x"]).references == ["uniform"]
+    assert build_parser().parse_args(["train", "--references", "uniform", "none"]).references == ["uniform", "none"]
+    with pytest.raises(ValueError, match="unknown reference model"):
+        run_cv(config, CVConfig(folds=2, seeds=(0,), references=("colour_histogram",)), tmp_path / "cv2")

@@ -3,8 +3,10 @@
 Each (seed, fold) is an ordinary run folder under ``OUT/seed{s}/fold{k}`` trained on a manifest whose
 test split is the held-out fold, so an interrupted CV resumes fold by fold (finished folds are read
 back, a half-trained one continues from its last epoch) and any fold can be opened with ``predict``,
-``visualize`` or ``saliency`` like any other run. The reference models are fitted on the same training
-folds (train and val) and scored on the same held-out images.
+``visualize`` or ``saliency`` like any other run. The reference models are the single run's
+(:mod:`siamese.training.reference_models`): the probes are fitted on the same training folds (train and val),
+from features computed once per CV folder, and scored on the same held-out images; a trained reference
+(``finetune``) is trained by each fold's run and read from its predictions, like the two stages.
 """
 
 from __future__ import annotations
@@ -26,20 +28,18 @@ from siamese.data.splits import fold_manifest, kfold_table, write_manifest
 from siamese.data.table import DataError, DatasetTable
 from siamese.models import check_input_size
 from siamese.runtime.device import machine_description
-from siamese.training.baselines import (
-    colour_embedding_proba,
-    colour_feature_matrix,
-    imagenet_feature_matrix,
-    logistic_probe_proba,
-    majority_proba,
-)
+from siamese.training.baselines import colour_feature_matrix, imagenet_feature_matrix
 from siamese.training.embeddings import cached_arrays
+from siamese.training.losses import resolve_objective
 from siamese.training.pipeline import load_run_table, run_training
+from siamese.training.reference_models import REFERENCE_MODELS, check_references, probe_scores
 
 DEEP_MODELS = ("classifier", "knn")
-FREE_SETTINGS = {"cv.seeds", "cv.baselines", "run.data.cache_dir", "run.data.num_workers"}
-"""What may change when a CV is resumed: more seeds, the reference models (refitted on every call from the
-folds), and where and how pixels are read (not the results)."""
+FREE_SETTINGS = {"cv.seeds", "cv.references", "cv.baselines", "run.references", "run.data.cache_dir",
+                 "run.data.num_workers"}
+"""What may change when a CV is resumed: more seeds, the reference models (the probes are refitted on every call
+from the folds; a fold trained without a trained reference is refused by name), and where and how pixels are
+read (not the results). ``cv.baselines`` is the name an older CV folder recorded its references under."""
 
 
 @dataclass
@@ -57,7 +57,10 @@ def run_cv(config: RunConfig, cv: CVConfig, out: str | Path) -> CVResult:
     ``oof_predictions.csv``, pooled figures and ``cv_report.md`` into ``out``."""
     out = Path(out)
     check_input_size(config.model.backbone, config.data.image_size)  # before the folder is claimed
+    check_references(cv.references)
     config = RunConfig.from_dict(config.to_dict())
+    resolve_objective(config.embed)
+    config.references = tuple(n for n in cv.references if REFERENCE_MODELS[n].trained)  # the folds train these
     if config.data.synthetic_seed is None:  # every fold must see the same generated images
         config.data.synthetic_seed = config.seed
     cv = _claim(out, config, cv)
@@ -65,9 +68,7 @@ def run_cv(config: RunConfig, cv: CVConfig, out: str | Path) -> CVResult:
     classes = table.classes
     pairs = read_pairs_for(config.data.duplicates, table.frame["image_id"]) if config.data.duplicates else None
     pixels = ReferencePixels(table, config)
-    colour = _colour_features(table, pixels, out)
-    imagenet = (_imagenet_features(table, pixels, config.model.backbone, out) if "imagenet_probe" in cv.baselines
-                else None)
+    features = CVFeatures(table, pixels, config.model.backbone, out)
     plan = [(seed, fold) for seed in cv.seeds for fold in range(cv.folds)]
     rows, predictions = [], []
     start = time.perf_counter()
@@ -80,23 +81,23 @@ def run_cv(config: RunConfig, cv: CVConfig, out: str | Path) -> CVResult:
         manifest = fold_manifest(folds_of_seed[seed], fold, pairs, config.data.val_fraction, seed)
         fold_dir = out / f"seed{seed}" / f"fold{fold}"
         seconds = _train_fold(config, manifest, fold_dir, seed)
-        proba, ids, y_test = _deep_predictions(fold_dir, classes, code)
+        proba, ids, y_test = _deep_predictions(fold_dir, classes, code, config.references)
         fit = manifest[manifest["split"] != "test"]
-        y_fit = fit["label"].map(code).to_numpy()
         rows_fit, rows_test = position[fit["image_id"]].to_numpy(), position[ids].to_numpy()
-        colour_fit, colour_test = colour[rows_fit], colour[rows_test]
-        if "colour_baseline" in cv.baselines:
-            proba["colour_baseline"] = logistic_probe_proba(colour_fit, y_fit, colour_test, len(classes), seed)
-        if imagenet is not None:
-            proba["imagenet_probe"] = logistic_probe_proba(imagenet["features"][rows_fit], y_fit,
-                                                           imagenet["features"][rows_test], len(classes), seed)
-        if "majority" in cv.baselines:
-            proba["majority"] = majority_proba(y_fit, len(ids), len(classes))
-        if "colour_embedding" in cv.baselines:
-            embedding = fold_embeddings(fold_dir, np.concatenate([fit["image_id"].to_numpy(), ids]))
-            proba["colour_embedding"] = colour_embedding_proba(colour_fit, embedding[:len(fit)], y_fit, colour_test,
-                                                               embedding[len(fit):], len(classes), seed)
-        rows += fold_rows(seed, fold, y_test, proba, classes, seconds)
+
+        def fold_features(kind: str, fit: pd.DataFrame = fit, ids: np.ndarray = ids, fold_dir: Path = fold_dir,
+                          rows_fit: np.ndarray = rows_fit, rows_test: np.ndarray = rows_test
+                          ) -> tuple[np.ndarray, np.ndarray]:
+            if kind == "embedding":
+                embedding = fold_embeddings(fold_dir, np.concatenate([fit["image_id"].to_numpy(), ids]))
+                return embedding[:len(fit)], embedding[len(fit):]
+            values = features(kind)
+            return values[rows_fit], values[rows_test]
+
+        proba.update(probe_scores(cv.references, fold_features, fit["label"].map(code).to_numpy(), len(ids),
+                                  len(classes), seed))
+        proba = {m: proba[m] for m in (*DEEP_MODELS, *cv.references)}
+        rows += fold_rows(seed, fold, y_test, proba, classes, seconds, _model_seconds(fold_dir))
         predictions.append(_oof_frame(seed, fold, ids, y_test, proba, classes))
     oof = pd.concat(predictions, ignore_index=True)
     folds = pd.DataFrame(rows)
@@ -108,7 +109,8 @@ def run_cv(config: RunConfig, cv: CVConfig, out: str | Path) -> CVResult:
     files += write_cv_figures(oof, classes, out)
     timing = {"this_call_seconds": time.perf_counter() - start,
               "training_seconds": float(folds.drop_duplicates(["seed", "fold"])["train_seconds"].sum())}
-    notes = [] if imagenet is None else [f"`imagenet_probe` used frozen ImageNet {imagenet['backbone']} features."]
+    notes = [] if features.backbone is None else [f"`imagenet_probe` used frozen ImageNet {features.backbone} "
+                                                   "features."]
     report = write_cv_report(out, config, cv, summary, folds, classes, timing, machine_description(), notes)
     files += [out / "cv_paired.csv", report]
     return CVResult(folds, summary, oof, files)
@@ -124,6 +126,8 @@ def _claim(out: Path, config: RunConfig, cv: CVConfig) -> CVConfig:
     path = out / "cv_config.json"
     if path.is_file() and any(out.glob("seed*/fold*")):
         saved = json.loads(path.read_text())
+        # a CV saved before a setting existed: RunConfig fills it in (and json makes its tuples lists again)
+        saved["run"] = json.loads(json.dumps(RunConfig.from_dict(saved["run"]).to_dict()))
         changed = sorted(set(differing_settings(saved, settings)) - FREE_SETTINGS)
         if changed:
             raise DataError(f"{out} holds a cross-validation with other settings ({', '.join(changed[:6])}); "
@@ -148,23 +152,32 @@ class ReferencePixels:
         return self.source
 
 
-def _colour_features(table: DatasetTable, pixels: ReferencePixels, out: Path) -> np.ndarray:
-    """Computed once per CV folder on the pixels the embedder sees."""
-    ids = np.asarray(table.frame["image_id"], dtype=str)
-    return cached_arrays(out / "colour_features.npz", ids,
-                            lambda: {"features": colour_feature_matrix(pixels())})["features"]
+class CVFeatures:
+    """The probes' per-image features by kind (``colour``, ``imagenet``), each computed once per CV folder
+    on the pixels the embedder sees, on first request, and kept in ``OUT/{kind}_features.npz``; ``backbone``:
+    the one ``imagenet_probe`` used, once its features were asked for."""
 
+    def __init__(self, table: DatasetTable, pixels: ReferencePixels, backbone: str, out: Path) -> None:
+        self.ids = np.asarray(table.frame["image_id"], dtype=str)
+        self.pixels, self.arch, self.out = pixels, backbone, out
+        self.kinds: dict[str, np.ndarray] = {}
+        self.backbone: str | None = None
 
-def _imagenet_features(table: DatasetTable, pixels: ReferencePixels, backbone: str, out: Path
-                       ) -> dict[str, np.ndarray]:
-    """Frozen ImageNet features of the run's backbone (``features``) and the backbone actually used
-    (``backbone``), once per CV folder on the pixels the embedder sees."""
-    def compute() -> dict[str, np.ndarray]:
-        features, used = imagenet_feature_matrix(pixels(), backbone)
-        return {"features": features, "backbone": np.asarray(used)}
+    def __call__(self, kind: str) -> np.ndarray:
+        """``(N_images, D)`` features of ``kind`` for the table's images, in its order."""
+        if kind not in self.kinds:
+            stored = cached_arrays(self.out / f"{kind}_features.npz", self.ids, getattr(self, f"_{kind}"))
+            self.kinds[kind] = stored["features"]
+            if "backbone" in stored:
+                self.backbone = str(stored["backbone"])
+        return self.kinds[kind]
 
-    ids = np.asarray(table.frame["image_id"], dtype=str)
-    return cached_arrays(out / "imagenet_features.npz", ids, compute)
+    def _colour(self) -> dict[str, np.ndarray]:
+        return {"features": colour_feature_matrix(self.pixels())}
+
+    def _imagenet(self) -> dict[str, np.ndarray]:
+        values, used = imagenet_feature_matrix(self.pixels(), self.arch)
+        return {"features": values, "backbone": np.asarray(used)}
 
 
 def _train_fold(config: RunConfig, manifest: pd.DataFrame, fold_dir: Path, seed: int) -> float:
@@ -184,6 +197,14 @@ def _train_fold(config: RunConfig, manifest: pd.DataFrame, fold_dir: Path, seed:
     return seconds
 
 
+def _model_seconds(fold_dir: Path) -> dict[str, float]:
+    """A finished fold's own training times: the two stages' (``wall_seconds``) and each trained reference's."""
+    metrics = json.loads((fold_dir / "metrics.json").read_text())
+    stages = metrics.get("wall_seconds")
+    return {**({"classifier": stages, "knn": stages} if stages is not None else {}),
+            **metrics.get("reference_seconds", {})}
+
+
 def fold_embeddings(fold_dir: Path, image_ids: np.ndarray) -> np.ndarray:
     """A finished fold's cached embeddings (train, val, held-out) of ``image_ids``, in that order."""
     paths = [fold_dir / "embeddings" / f"{split}.npz" for split in ("train", "val", "test")]
@@ -198,10 +219,16 @@ def fold_embeddings(fold_dir: Path, image_ids: np.ndarray) -> np.ndarray:
     return cached.loc[image_ids].to_numpy()
 
 
-def _deep_predictions(fold_dir: Path, classes: list[str], code: dict[str, int]
+def _deep_predictions(fold_dir: Path, classes: list[str], code: dict[str, int], trained: tuple[str, ...] = ()
                       ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """A fold's held-out predictions of the two stages and of the ``trained`` references.
+    Raises DataError naming a trained reference the fold was trained without."""
     frame = pd.read_csv(fold_dir / "test_predictions.csv", dtype={"image_id": str, "label": str})
-    proba = {m: frame[[f"{m}_p_{c}" for c in classes]].to_numpy() for m in DEEP_MODELS}
+    missing = [m for m in trained if f"{m}_p_{classes[0]}" not in frame.columns]
+    if missing:
+        raise DataError(f"{fold_dir} was trained without the reference model(s) {missing}; leave them out of "
+                        f"--references to resume this CV, or choose another --out")
+    proba = {m: frame[[f"{m}_p_{c}" for c in classes]].to_numpy() for m in (*DEEP_MODELS, *trained)}
     y = frame["label"].map(code).to_numpy()
     return proba, frame["image_id"].to_numpy(), y
 

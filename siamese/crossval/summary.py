@@ -22,14 +22,16 @@ METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc")
 
 
 def fold_rows(seed: int, fold: int, y_true: np.ndarray, proba: dict[str, np.ndarray], classes: list[str],
-              train_seconds: float) -> list[dict]:
+              train_seconds: float, model_seconds: dict[str, float] | None = None) -> list[dict]:
     """One row per model: the four headline metrics on this fold's held-out images (AUC is binary ROC-AUC,
-    or the macro one-vs-rest AUC for more classes)."""
+    or the macro one-vs-rest AUC for more classes), the fold's training time (``train_seconds``: its whole
+    run) and the model's own (``model_seconds``: the two stages', a trained reference's; NaN for a probe)."""
     rows = []
     for model, p in proba.items():
         summary, _ = classification_metrics(y_true, p, classes)
         rows.append({"seed": seed, "fold": fold, "model": model, "n": len(y_true),
-                     **{m: summary[m] for m in METRICS}, "train_seconds": train_seconds})
+                     **{m: summary[m] for m in METRICS}, "train_seconds": train_seconds,
+                     "model_seconds": (model_seconds or {}).get(model, np.nan)})
     return rows
 
 
@@ -103,6 +105,15 @@ def format_summary(summary: pd.DataFrame) -> pd.DataFrame:
     return wide.loc[order, [m for m in METRICS if m in wide.columns]].reset_index()
 
 
+def _trained_seconds(folds: pd.DataFrame) -> dict[str, float]:
+    """Seconds each trained reference (``finetune``) took over all folds: ``model_seconds`` of the models that
+    are neither the two stages nor a probe."""
+    if "model_seconds" not in folds.columns:
+        return {}
+    own = folds[~folds["model"].isin(("classifier", "knn"))].dropna(subset=["model_seconds"])
+    return own.groupby("model", sort=False)["model_seconds"].sum().to_dict()
+
+
 def write_cv_report(out: Path, config: RunConfig, cv: CVConfig, summary: pd.DataFrame, folds: pd.DataFrame,
                     classes: list[str], timing: dict[str, float], machine: str, notes: list[str] | None = None
                     ) -> Path:
@@ -131,7 +142,8 @@ def write_cv_report(out: Path, config: RunConfig, cv: CVConfig, summary: pd.Data
         *paired_lines,
         *[f"{note}\n" for note in notes or []],
         f"Training time of the {n_runs} folds: {timing['training_seconds'] / 60:.1f} min "
-        f"(this call: {timing['this_call_seconds'] / 60:.1f} min); machine: {machine}.",
+        f"(this call: {timing['this_call_seconds'] / 60:.1f} min); machine: {machine}."
+        + "".join(f" Of it, `{m}`: {t / 60:.1f} min." for m, t in _trained_seconds(folds).items()),
         "",
         "![pooled confusion matrices](cv_confusion_matrices.png)",
         "",

@@ -14,9 +14,9 @@ from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay  # noqa: E40
 
 CURVES = {
     "selfsup": (("loss", "NT-Xent loss (two views)"),),
-    "embed": (("loss", "triplet loss"), ("triplets_per_batch", "mined triplets / batch"),
+    "embed": (("loss", "stage-1 loss"), ("triplets_per_batch", "mined tuples / batch"),
               ("val_precision_at_1", "val precision@1"), ("val_map_at_r", "val MAP@R"),
-              ("val_knn_accuracy", "val k-NN accuracy"), ("empty_batch_fraction", "batches with no triplets")),
+              ("val_knn_accuracy", "val k-NN accuracy"), ("empty_batch_fraction", "batches the miner left empty")),
     "classifier": (("loss", "train loss"), ("val_loss", "val loss"), ("val_accuracy", "val accuracy"),
                    ("val_balanced_accuracy", "val balanced accuracy")),
 }

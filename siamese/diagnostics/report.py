@@ -85,6 +85,18 @@ def _patient_context_lines(metrics: dict) -> list[str]:
             " (control: the same refit without the context).", ""]
 
 
+def _reference_lines(metrics: dict) -> list[str]:
+    """How each reference model was made (``reference_notes``) and the wall time of the trained ones beside the
+    two stages', so a figure can be weighed against what it cost."""
+    notes = metrics.get("reference_notes") or {}
+    if not notes:
+        return []
+    lines = [f"- `{name}`: {note}" for name, note in notes.items()]
+    if metrics.get("wall_seconds") is not None and metrics.get("reference_seconds"):
+        lines.append(f"- the two stages trained in {metrics['wall_seconds']:.0f} s")
+    return ["Reference models:", "", *lines, ""]
+
+
 def _robustness_lines(run_dir: Path) -> list[str]:
     """The latest ``robustness`` audit of this run, when there is one whose folder still exists."""
     pointer = run_dir / "robustness.json"
@@ -123,6 +135,7 @@ def write_report(run_dir: Path) -> Path:
         _metrics_table(metrics),
         "",
         *_patient_context_lines(metrics),
+        *_reference_lines(metrics),
         f"## Per class ({scored})",
         "",
         markdown_table(per_class),

@@ -23,8 +23,9 @@ PAIRED_METRICS = ("balanced_accuracy", "roc_auc", "accuracy", "macro_f1")
 
 
 def seed_table(run_dirs: Sequence[str | Path]) -> pd.DataFrame:
-    """One row per (run, model) with the run's seed, every scalar test metric of ``metrics.json`` and each
-    class's recall (``recall_CLASS``, from ``per_class.csv``).
+    """One row per (run, model) with the run's seed, every scalar test metric of ``metrics.json``, each
+    class's recall (``recall_CLASS``, from ``per_class.csv``) and ``wall_seconds``: the two stages' training
+    time for ``classifier`` and ``knn``, a trained reference's own (``finetune``), absent for the probes.
 
     Raises FileNotFoundError naming a folder without ``metrics.json`` (an unfinished run), ValueError when
     two runs share a seed, the runs differ in dataset or classes (they would not pair) or one is a final
@@ -55,11 +56,14 @@ def seed_table(run_dirs: Sequence[str | Path]) -> pd.DataFrame:
                                  f"summarise repeats of one experiment")
         seen[metrics["seed"]] = (run_dir, task, settings)
         per_class = pd.read_csv(run_dir / "per_class.csv")
+        seconds = {"classifier": metrics.get("wall_seconds"), "knn": metrics.get("wall_seconds"),
+                   **metrics.get("reference_seconds", {})}
         for model in metrics.get("models", ("classifier", "knn")):
             recalls = per_class[per_class["model"] == model].set_index("class")["recall"]
             rows.append({"run": str(run_dir), "seed": metrics["seed"], "model": model,
                          **{k: v for k, v in metrics[model].items() if isinstance(v, float | int) and k != "n"},
-                         **{f"recall_{c}": float(r) for c, r in recalls.items()}})
+                         **{f"recall_{c}": float(r) for c, r in recalls.items()},
+                         "wall_seconds": seconds.get(model)})
     return pd.DataFrame(rows)
 
 

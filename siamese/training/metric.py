@@ -1,4 +1,4 @@
-"""Stage 1: triplet metric learning with semi-hard mining on class-balanced batches."""
+"""Stage 1: metric learning on class-balanced batches (by default triplets with semi-hard mining)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from pytorch_metric_learning import losses, miners
 from pytorch_metric_learning.distances import LpDistance
-from pytorch_metric_learning.utils import distributed as pml_distributed
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 from pytorch_metric_learning.utils.inference import CustomKNN
 from sklearn.neighbors import KNeighborsClassifier
@@ -28,6 +26,7 @@ from siamese.models.embedder import EmbeddingNet
 from siamese.runtime.device import autocast, to_device
 from siamese.runtime.distributed import DistContext, parameter_digest
 from siamese.training.embeddings import compute_embeddings
+from siamese.training.losses import StageOneObjective
 from siamese.training.tracking import Tracker
 
 LAST = "embed_last.pt"
@@ -84,9 +83,10 @@ def set_training_mode(model: EmbeddingNet, cfg: EmbedTrainConfig, frozen: bool) 
 class MetricTrainer:
     """Runs stage 1 epoch by epoch, checkpointing after each so an interruption loses nothing.
 
-    Under torchrun the model is wrapped in DistributedDataParallel, the miner and loss in
-    pytorch-metric-learning's distributed wrappers (triplets are mined over the global batch), and
-    only rank 0 validates and writes; the others receive its progress so they stop together.
+    The loss, miner and optional cross-entropy head are ``cfg``'s (:class:`StageOneObjective`). Under
+    torchrun the model is wrapped in DistributedDataParallel, the miner and loss in pytorch-metric-learning's
+    distributed wrappers (tuples are mined over the global batch), and only rank 0 validates and writes; the
+    others receive its progress so they stop together.
     """
 
     def __init__(self, model: EmbeddingNet, data: MetricData, cfg: EmbedTrainConfig, device: torch.device,
@@ -99,15 +99,14 @@ class MetricTrainer:
         self.dist = dist or DistContext()
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.Adam(parameter_groups(self.model, cfg), lr=cfg.lr)
-        self.loss = losses.TripletMarginLoss(margin=cfg.margin)
-        self.miner = miners.TripletMarginMiner(margin=cfg.margin, type_of_triplets=cfg.triplets)
+        n_classes = int(max(data.train.targets.max(), data.val.targets.max())) + 1
+        self.objective = StageOneObjective(cfg, n_classes, model.arch["embedding_dim"], self.dist.enabled).to(device)
+        self.optimizer = torch.optim.Adam(parameter_groups(self.model, cfg)
+                                          + self.objective.parameter_groups(cfg.lr, cfg.loss_lr_scale), lr=cfg.lr)
         self.forward = self.model
         if self.dist.enabled:
             self.forward = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda"
                                                    else None)
-            self.loss = pml_distributed.DistributedLossWrapper(self.loss)
-            self.miner = pml_distributed.DistributedMinerWrapper(self.miner)
         if compile_model:
             self.forward = torch.compile(self.forward)
         self.state: dict[str, Any] = {"epoch": 0, "history": [], "best": None, "best_epoch": None,
@@ -116,7 +115,10 @@ class MetricTrainer:
 
     def resume(self) -> None:
         """Continue from the last complete epoch, if there is one."""
-        self.state = load_training_state(self.checkpoint, self.model, self.optimizer) or self.state
+        saved = load_training_state(self.checkpoint, self.model, self.optimizer)
+        if saved is not None:
+            self.objective.load_state_dict(saved.pop("objective", {}))  # runs saved before it had state
+            self.state = saved
 
     def loader(self) -> DataLoader:
         targets = self.data.train.targets
@@ -134,7 +136,7 @@ class MetricTrainer:
     def fit(self) -> list[dict[str, Any]]:
         loader = self.loader()
         epochs = range(self.state["epoch"], self.cfg.epochs)
-        bar = tqdm(epochs, desc="stage 1 (triplet)", initial=self.state["epoch"], total=self.cfg.epochs,
+        bar = tqdm(epochs, desc=f"stage 1 ({self.cfg.loss})", initial=self.state["epoch"], total=self.cfg.epochs,
                    disable=not self.dist.is_main)
         for epoch in bar:
             if self.state["done"]:
@@ -152,8 +154,9 @@ class MetricTrainer:
         return self.state["history"]
 
     def check_ranks_agree(self) -> None:
-        """DDP keeps replicas identical; verify it rather than trust it, and leave the evidence on disk."""
-        digests = self.dist.gather(parameter_digest(self.model))
+        """DDP keeps replicas identical; verify it rather than trust it, and leave the evidence on disk. The
+        objective's own parameters (proxies, the cross-entropy head) are outside DDP, so they are checked too."""
+        digests = self.dist.gather(f"{parameter_digest(self.model)} {parameter_digest(self.objective)}")
         if self.dist.is_main:
             (self.run_dir / "checkpoints" / "rank_digests.json").write_text(json.dumps(digests, indent=2) + "\n")
         if len(set(digests)) != 1:
@@ -172,16 +175,15 @@ class MetricTrainer:
             labels = labels.to(self.device, non_blocking=True)
             with autocast(self.device, self.amp):
                 embeddings = self.forward(images)
-            mined = self.miner(embeddings, labels)
-            count = int(mined[0].numel())
+            loss, count = self.objective(embeddings, labels)
             triplets.append(count)
-            if count == 0:
+            if loss is None:
                 empty += 1
                 ready = time.perf_counter()
                 continue
-            loss = self.loss(embeddings, labels, mined)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            self.objective.sync_gradients()
             self.optimizer.step()
             losses_.append(float(loss.detach()))
             self.tracker.log({"embed/batch_loss": losses_[-1], "embed/batch_triplets": count})
@@ -219,4 +221,5 @@ class MetricTrainer:
         self.tracker.log({f"embed/{k}": v for k, v in row.items() if k != "stage"})
 
     def save_last(self) -> None:
-        save_training_state(self.checkpoint, self.model, self.optimizer, self.state)
+        save_training_state(self.checkpoint, self.model, self.optimizer,
+                            {**self.state, "objective": self.objective.state_dict()})

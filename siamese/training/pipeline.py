@@ -57,9 +57,12 @@ from siamese.runtime.errors import ExportError
 from siamese.training.classify import ClassifierTrainer, knn_proba, predict_proba
 from siamese.training.embeddings import cached_embeddings, compute_embeddings
 from siamese.training.evaluate import classification_metrics, positive_index
+from siamese.training.finetune import finetune_reference
+from siamese.training.losses import resolve_objective
 from siamese.training.metric import MetricData, MetricTrainer
 from siamese.training.patient_context import check_patient_context, patient_context_proba, ugly_duckling_features
-from siamese.training.references import check_references, reference_probabilities
+from siamese.training.reference_models import check_references
+from siamese.training.references import reference_probabilities
 from siamese.training.selfsup import SelfSupervisedTrainer
 from siamese.training.tracking import Tracker
 
@@ -280,6 +283,7 @@ def _resolved_compute(config: RunConfig, changes: dict[str, Any] | None, device:
 def _train(config: RunConfig, resume: str | Path | None, changes: dict[str, Any] | None, device: torch.device,
            dist: DistContext) -> Path:
     started = time.perf_counter()
+    resolve_objective(config.embed)  # before a folder is claimed, and config.json names the miner
     prepared = prepare_run_dir(config, resume, changes) if dist.is_main else None
     config_dict, run_dir = dist.broadcast(None if prepared is None else (prepared[0].to_dict(), str(prepared[1])))
     config, run_dir = RunConfig.from_dict(config_dict), Path(run_dir)
@@ -452,7 +456,8 @@ def split_embeddings(model: EmbeddingNet, dataset: ImageDataset, rows: pd.DataFr
 def evaluate_run(run_dir: Path, data: RunData, embeddings: dict[str, np.ndarray], classifier: Any,
                  config: RunConfig, device: Any, best_epochs: dict[str, int],
                  wall_seconds: float | None = None, machine: str | None = None) -> dict[str, Any]:
-    """Metrics of the dense classifier, the k-NN vote, the reference models (``config.references``) and, with
+    """Metrics of the dense classifier, the k-NN vote, the reference models (``config.references``: the
+    probes, and ``finetune``, trained here unless cached, its wall time in ``reference_seconds``) and, with
     ``classifier.patient_context``, the classifier with each lesion's patient context, on the run's test
     split: ``metrics.json`` (``scored_on``: the split scored), ``per_class.csv``, ``test_predictions.csv``
     (:func:`~siamese.diagnostics.report.predictions_path`).
@@ -476,7 +481,15 @@ def evaluate_run(run_dir: Path, data: RunData, embeddings: dict[str, np.ndarray]
     references, notes = reference_probabilities(run_dir, data.sources, ids, targets, embeddings, len(classes),
                                                 config.references, config.model.backbone, config.seed, scored,
                                                 _shared_features(config, data))
-    proba.update(references)
+    reference_seconds = {}
+    if "finetune" in config.references:
+        datasets = {"train": data.dataset("train", config.data.augment), "val": data.dataset("val"),
+                    scored: data.dataset(scored)}
+        tuned = finetune_reference(run_dir, datasets, scored, len(classes), data.prep.mean, data.prep.std,
+                                   ids[scored], config, device)
+        references["finetune"], notes["finetune"] = tuned.proba, tuned.note()
+        reference_seconds["finetune"] = tuned.seconds
+    proba.update({name: references[name] for name in config.references})
     results: dict[str, Any] = {"scored_on": scored}
     tables = []
     for name, p in proba.items():
@@ -485,7 +498,8 @@ def evaluate_run(run_dir: Path, data: RunData, embeddings: dict[str, np.ndarray]
         tables.append(per_class.assign(model=name))
     results.update(best_epochs=best_epochs, excluded=data.excluded, crop=data.cropping,
                    split_sizes={s: int(len(t)) for s, t in targets.items()},
-                   seed=config.seed, models=list(proba), reference_notes=notes, **extra,
+                   seed=config.seed, models=list(proba), reference_notes=notes, reference_seconds=reference_seconds,
+                   **extra,
                    machine=machine or machine_description(), wall_seconds=wall_seconds)
     (run_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
     pd.concat(tables)[["model", "class", "precision", "recall", "f1", "support"]].to_csv(

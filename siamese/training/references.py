@@ -1,8 +1,9 @@
 """The reference models a single run is scored beside, on its own test split.
 
-They are the cross-validation's references (:mod:`siamese.training.baselines`): ``colour_baseline``,
-``imagenet_probe`` and ``colour_embedding``, fitted on the images the run's two stages learnt from (its
-training and validation splits) and computed on the pixels its embedder sees. A train/val/test run thus
+They are the cross-validation's (one registry: :mod:`siamese.training.reference_models`): the probes
+(``colour_baseline``, ``imagenet_probe``, ``majority``, ``colour_embedding``) are fitted on the images the run's
+two stages learnt from (its training and validation splits) on the pixels its embedder sees; ``finetune`` trains
+on the same images (:mod:`siamese.training.finetune`). A train/val/test run thus
 answers the same question a CV does: has metric learning earned its cost against what a researcher tries
 first and second? Features are cached under ``RUN/references/`` with the image ids they belong to.
 
@@ -22,24 +23,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from siamese.config import REFERENCES
 from siamese.data.images import PixelRows, PixelSource
-from siamese.training.baselines import (
-    colour_embedding_proba,
-    colour_feature_matrix,
-    imagenet_feature_matrix,
-    logistic_probe_proba,
-)
+from siamese.training.baselines import colour_feature_matrix, imagenet_feature_matrix
 from siamese.training.embeddings import cached_arrays
+from siamese.training.reference_models import check_references, probe_scores
 
 FIT_SPLITS = ("train", "val")
-
-
-def check_references(names: Sequence[str]) -> None:
-    """Raises ValueError naming any reference model that does not exist."""
-    unknown = sorted(set(names) - set(REFERENCES))
-    if unknown:
-        raise ValueError(f"unknown reference model(s) {unknown}; choose from {list(REFERENCES)}")
 
 
 class FeatureStore:
@@ -78,9 +67,10 @@ def reference_probabilities(run_dir: Path, sources: dict[str, Any], ids: dict[st
                             names: Sequence[str], backbone: str, seed: int = 0, scored: str = "test",
                             shared: tuple[str | Path, str, dict[str, np.ndarray]] | None = None
                             ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Probabilities ``(N_scored, n_classes)`` on the ``scored`` split of each reference model in ``names``,
-    fitted on the :data:`FIT_SPLITS` other than ``scored`` (``val``: a final model's, see the module), and
-    notes (the backbone ``imagenet_probe`` used: the run's own, or the packaged EfficientNet-Lite0 when its
+    """Probabilities ``(N_scored, n_classes)`` on the ``scored`` split of each probe in ``names``
+    (:func:`~siamese.training.reference_models.probe_scores`; a trained reference such as ``finetune`` is the
+    caller's), fitted on the :data:`FIT_SPLITS` other than ``scored`` (``val``: a final model's, see the module),
+    and notes (the backbone ``imagenet_probe`` used: the run's own, or the packaged EfficientNet-Lite0 when its
     ImageNet weights cannot be had offline).
 
     ``sources``, ``ids``, ``targets`` and ``embeddings`` are keyed by split (``train``, ``val``, ``test``).
@@ -93,11 +83,9 @@ def reference_probabilities(run_dir: Path, sources: dict[str, Any], ids: dict[st
     folder = run_dir / "references"
     folder.mkdir(exist_ok=True)
     fit = tuple(s for s in FIT_SPLITS if s != scored)
-    y_fit = np.concatenate([targets[s] for s in fit])
-    proba: dict[str, np.ndarray] = {}
     notes: dict[str, str] = {}
 
-    def features(kind: str, compute: Any) -> dict[str, np.ndarray]:
+    def cached(kind: str, compute: Any) -> tuple[np.ndarray, np.ndarray]:
         def split_features(split: str) -> dict[str, np.ndarray]:
             if shared is None:
                 return compute(sources[split])
@@ -106,23 +94,21 @@ def reference_probabilities(run_dir: Path, sources: dict[str, Any], ids: dict[st
 
         arrays = {s: cached_arrays(folder / f"{kind}_{s}.npz", np.asarray(ids[s], dtype=str),
                                    lambda s=s: split_features(s)) for s in (*fit, scored)}
-        return {"fit": np.vstack([arrays[s]["features"] for s in fit]), "scored": arrays[scored]["features"],
-                **{k: v for k, v in arrays[scored].items() if k != "features"}}
+        if "backbone" in arrays[scored]:
+            notes["imagenet_probe"] = f"frozen ImageNet {arrays[scored]['backbone']} features"
+        return np.vstack([arrays[s]["features"] for s in fit]), arrays[scored]["features"]
 
-    if {"colour_baseline", "colour_embedding"} & set(names):
-        colour = features("colour", lambda source: {"features": colour_feature_matrix(source)})
-        if "colour_baseline" in names:
-            proba["colour_baseline"] = logistic_probe_proba(colour["fit"], y_fit, colour["scored"], n_classes, seed)
-        if "colour_embedding" in names:
-            proba["colour_embedding"] = colour_embedding_proba(
-                colour["fit"], np.vstack([embeddings[s] for s in fit]), y_fit, colour["scored"],
-                embeddings[scored], n_classes, seed)
-    if "imagenet_probe" in names:
-        def imagenet(source: Any) -> dict[str, np.ndarray]:
-            values, used = imagenet_feature_matrix(source, backbone)
-            return {"features": values, "backbone": np.asarray(used)}
+    def imagenet(source: Any) -> dict[str, np.ndarray]:
+        values, used = imagenet_feature_matrix(source, backbone)
+        return {"features": values, "backbone": np.asarray(used)}
 
-        probe = features("imagenet", imagenet)
-        proba["imagenet_probe"] = logistic_probe_proba(probe["fit"], y_fit, probe["scored"], n_classes, seed)
-        notes["imagenet_probe"] = f"frozen ImageNet {probe['backbone']} features"
-    return {name: proba[name] for name in names}, notes
+    def features(kind: str) -> tuple[np.ndarray, np.ndarray]:
+        if kind == "embedding":
+            return np.vstack([embeddings[s] for s in fit]), embeddings[scored]
+        if kind == "colour":
+            return cached("colour", lambda source: {"features": colour_feature_matrix(source)})
+        return cached("imagenet", imagenet)
+
+    proba = probe_scores(names, features, np.concatenate([targets[s] for s in fit]), len(ids[scored]), n_classes,
+                         seed)
+    return proba, notes
