@@ -202,4 +202,5 @@ def test_a_corrupt_image_met_by_a_dataloader_worker_is_one_line(tmp_path):
     with pytest.raises(ValueError) as info:  # an ImageError, re-raised with the worker's traceback as its message
         next(iter(DataLoader(dataset, num_workers=1)))
     assert "Traceback" in str(info.value)
-    assert error_line(info.value) == f"{bad}: unreadable or corrupt image (cannot identify image file '{bad}')"
+    assert error_line(info.value) == (f"{bad}: unreadable image: not an image (its first bytes b'not a jpeg' match "
+                                      f"no format Pillow knows)")

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from siamese.data.decode import load_image
-from siamese.data.files import IMAGE_SUFFIXES, find_entries, index_images, read_csv, strip_suffix
+from siamese.data.files import find_entries, image_suffixes, index_images, read_csv, strip_suffix, the_image
+from siamese.data.formats import warn_unused
 from siamese.data.table import DataError, DatasetTable, first_offenders, require_columns, require_values
 
 HAM_CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
@@ -38,12 +39,14 @@ def attach_paths(frame: pd.DataFrame, data_dir: str | Path, subdirs: Iterable[st
     """Paths for the listed images, and how many were absent.
 
     Absent images are an error unless ``only_present`` says the user holds part of the download on
-    purpose (HAM10000's ``part_1`` alone, say); then they are dropped and counted, never silently.
+    purpose (HAM10000's ``part_1`` alone, say); then they are dropped and counted, never silently. Files
+    in the image folders that no row uses (``source`` itself aside) are counted in a warning naming the
+    first few.
     """
     root = Path(data_dir)
     if not root.is_dir():
         raise DataError(f"{root}: image folder not found")
-    index, searched = index_images(root, subdirs)
+    index, searched, files = index_images(root, subdirs)
     paths = frame["image_id"].map(index)
     missing = frame.loc[paths.isna(), "image_id"]
     if len(missing) == len(frame) or (len(missing) and not only_present):
@@ -54,6 +57,10 @@ def attach_paths(frame: pd.DataFrame, data_dir: str | Path, subdirs: Iterable[st
             f"{first_offenders(missing)} (looked in {', '.join(searched)}){hint}"
         )
     present = paths.notna()
+    used = set(paths[present])
+    unused = [path for path in files
+              if path not in used and (path.parent != root or path.suffix.lower() in image_suffixes())]
+    warn_unused(root, [str(path.relative_to(root)) for path in unused], f"not listed in {Path(source).name}")
     return frame[present].assign(path=paths[present].map(str)), len(missing)
 
 
@@ -264,13 +271,13 @@ def _ph2_cases(workbook: Path) -> pd.DataFrame:
 
 
 def _case_file(root: Path, folder: str, stem: str) -> Path | None:
-    """``root/folder/stem.<any image extension>``, names matched ignoring case."""
+    """``root/folder/stem.*`` (any extension, or none), names matched ignoring case; of several, the image."""
     for base in find_entries(root, folder):
         with os.scandir(base) as entries:
-            files = {entry.name.lower(): base / entry.name for entry in entries if entry.is_file()}
-        for suffix in IMAGE_SUFFIXES:
-            if f"{stem}{suffix}".lower() in files:
-                return files[f"{stem}{suffix}".lower()]
+            files = [base / entry.name for entry in entries
+                     if entry.is_file() and os.path.splitext(entry.name)[0].lower() == stem.lower()]
+        if files:
+            return the_image(files)
     return None
 
 
