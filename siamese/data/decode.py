@@ -27,6 +27,9 @@ SIDEWAYS = (5, 6, 7, 8)
 """EXIF orientations that swap width and height when applied."""
 DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError)
 """What Pillow raises for a file it cannot decode: unknown or truncated data, a mode it cannot convert."""
+JPEG_SCALES = (8, 4, 2, 1)
+"""The denominators of libjpeg's reduced-scale decode that Pillow's ``draft`` chooses among, largest first: the
+largest not above the ratio of the stored size to the size asked for."""
 ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa")
 BACKGROUND = {"RGB": (255, 255, 255), "L": (0, 0, 0)}
 """What transparent pixels are shown on, by output mode: an image on white, as a browser or document shows a
