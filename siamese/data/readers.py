@@ -127,6 +127,9 @@ def read_ham10000(data_dir: str | Path | None = None, metadata: str | Path | Non
         require_values(head, ("lesion_id", "image_id"), str(table_path))
         frame = head.rename(columns={"dx": "label"}).assign(group=head["lesion_id"])
         subdirs = HAM_IMAGE_DIRS
+    elif {"AK", "SCC", "UNK"} <= set(head.columns):
+        raise DataError(f"{table_path}: an ISIC 2019 ground truth (AK, SCC, UNK columns), not HAM10000's; "
+                        f"read it with --dataset isic2019")
     elif "image" in head.columns:
         frame = _ham_from_one_hot(head, table_path)
         subdirs = ISIC2018_IMAGE_DIRS
@@ -197,6 +200,67 @@ def read_isic2020(data_dir: str | Path | None = None, metadata: str | Path | Non
                      group=frame["patient_id"].to_numpy())
     images = data_dir if require_images else None
     return _finish(out, "isic2020", images, ISIC2020_IMAGE_DIRS, str(table_path), only_present)
+
+
+ISIC2019_CLASSES = ("mel", "nv", "bcc", "ak", "bkl", "df", "vasc", "scc", "unk")
+"""The ground truth's one-hot columns (``MEL`` ... ``UNK``), lower-cased as HAM10000's codes are; the training
+set has no ``UNK`` image, so a run trained on it has the first eight."""
+ISIC2019_MALIGNANT = frozenset({"mel", "bcc", "ak", "scc"})
+ISIC2019_TABLES = ("ISIC_2019_Training_GroundTruth.csv",)
+ISIC2019_METADATA = "ISIC_2019_Training_Metadata.csv"
+ISIC2019_IMAGE_DIRS = ("ISIC_2019_Training_Input", "ISIC_2019_Training_Input/ISIC_2019_Training_Input", "images",
+                       ".")
+NO_ISIC2019_LESION = ("{metadata}: {count} of {total} images have no lesion_id (ISIC 2019 groups only some of its "
+                      "sources' images by lesion); each of them is its own group")
+
+
+def read_isic2019(data_dir: str | Path | None = None, metadata: str | Path | None = None,
+                  require_images: bool = True, only_present: bool = False) -> DatasetTable:
+    """ISIC 2019 as distributed: ``ISIC_2019_Training_GroundTruth.csv`` (one-hot ``MEL, NV, BCC, AK, BKL, DF,
+    VASC, SCC, UNK``) and images in ``ISIC_2019_Training_Input/``; ``metadata`` names the ground truth.
+
+    Groups are the ``lesion_id`` of ``ISIC_2019_Training_Metadata.csv`` (beside the ground truth or one folder
+    up). An image without one (blank there, or not listed) is its own group, and how many are is said in a
+    warning; without the metadata file every image is its own group, with a warning that lesions may leak.
+
+    Raises :class:`DataError` naming the file for a missing column or a row without exactly one class.
+    """
+    table_path = _locate(data_dir, metadata, ISIC2019_TABLES, "isic2019")
+    columns = [c.upper() for c in ISIC2019_CLASSES]
+    frame = read_csv(table_path, ("image", *columns))
+    values = frame[columns].to_numpy()
+    bad = frame.loc[values.sum(axis=1) != 1, "image"]
+    if len(bad):
+        raise DataError(f"{table_path}: rows without exactly one class set: {first_offenders(bad)}")
+    out = pd.DataFrame({"image_id": frame["image"].astype(str).map(strip_suffix),
+                        "label": np.array(ISIC2019_CLASSES)[values.argmax(axis=1)]})
+    lesions = _isic2019_lesions(table_path)
+    if lesions is None:
+        warnings.warn(NO_LESION_IDS.format(table=table_path, groupings=ISIC2019_METADATA), stacklevel=2)
+        out["group"] = out["image_id"]
+    else:
+        metadata_path, lesion_ids = lesions
+        group = out["image_id"].map(lesion_ids)
+        alone = group.isna()
+        if alone.any():
+            warnings.warn(NO_ISIC2019_LESION.format(metadata=metadata_path, count=int(alone.sum()), total=len(out)),
+                          stacklevel=2)
+        out["group"] = group.where(~alone, out["image_id"])
+    images = data_dir if require_images else None
+    return _finish(out, "isic2019", images, ISIC2019_IMAGE_DIRS, str(table_path), only_present)
+
+
+def _isic2019_lesions(table_path: Path) -> tuple[Path, pd.Series] | None:
+    """The metadata file beside the ground truth (or one folder up) and its image -> lesion_id map, blanks
+    dropped; None when there is no such file."""
+    for folder in (table_path.parent, table_path.parent.parent):
+        found = find_entries(folder, ISIC2019_METADATA, folders=False)
+        if found:
+            table = read_csv(found[0], ("image",))
+            require_columns(table, ("lesion_id",), str(found[0]))
+            ids = table.assign(image=table["image"].astype(str).map(strip_suffix)).dropna(subset=["lesion_id"])
+            return found[0], ids.set_index("image")["lesion_id"].astype(str)
+    return None
 
 
 PH2_DIAGNOSES = {"Common Nevus": "common_nevus", "Atypical Nevus": "atypical_nevus", "Melanoma": "melanoma"}

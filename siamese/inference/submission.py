@@ -12,8 +12,9 @@ isic2020   image_name, target                                  SIIM-ISIC 2020 (K
 Which of a run's classes fills which column is decided by the class names, never by position:
 
 * isic2018 and isic2019 need exactly HAM10000's seven diagnosis codes (a HAM10000 or DermaMNIST run, or a
-  CSV run with those labels). 2019 renamed AKIEC to AK: HAM10000's ``akiec`` (actinic keratoses and
-  intraepithelial carcinoma) fills AK. SCC and UNK are classes such a run never saw: they are written as 0
+  CSV run with those labels); isic2019 also takes an ISIC 2019 run's eight (``unk`` too, when it has one).
+  2019 renamed AKIEC to AK: HAM10000's ``akiec`` (actinic keratoses and intraepithelial carcinoma) fills AK.
+  SCC and UNK are classes a HAM10000 run never saw (UNK: an ISIC 2019 run neither): they are written as 0
   and reported.
 * isic2020's ``target`` is the probability of melanoma: the class ``mel`` (HAM10000 codes) or ``melanoma``
   (PH2, three-class or ``--binary``); for an ISIC 2020 run its ``malignant`` class, because every malignant
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from siamese.data.readers import HAM_CLASSES
+from siamese.data.readers import HAM_CLASSES, ISIC2019_CLASSES
 from siamese.data.table import first_offenders
 from siamese.runtime.errors import SubmissionError
 
@@ -105,10 +106,12 @@ def image_id(path: str | Path) -> str:
 
 
 def _ham_columns(fmt: str, classes: Sequence[str]) -> dict[str, int | None]:
+    index = {name: i for i, name in enumerate(classes)}
+    if fmt == "isic2019" and set(ISIC2019_CLASSES[:-1]) <= set(classes) <= set(ISIC2019_CLASSES):
+        return {code.upper(): index.get(code) for code in ISIC2019_CLASSES}
     if sorted(classes) != sorted(HAM_CLASSES):
         raise SubmissionError(f"{fmt} needs one probability per HAM10000 diagnosis {list(HAM_CLASSES)}; this run's "
                               f"classes are {list(classes)}")
-    index = {name: i for i, name in enumerate(classes)}
     return {column: None if code is None else index[code] for column, code in _HAM_COLUMNS[fmt].items()}
 
 
