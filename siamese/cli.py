@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 # Each command imports what it needs when it runs: `predict` starts without loading the training stack.
 
 PRESET_FOR_DATASET = {"digits": "tiny", "synthetic": "tiny", "ham10000": "ham", "isic2019": "ham", "isic2020": "isic",
-                      "ph2": "ph2"}
+                      "isic2024": "isic", "ph2": "ph2"}
 
 
 def read_pair_files(paths: Sequence[str] | None, image_ids: pd.Series | None = None) -> pd.DataFrame | None:

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-DATASETS = ("ham10000", "isic2019", "isic2020", "ph2", "dermamnist", "csv", "digits", "synthetic")
+DATASETS = ("ham10000", "isic2019", "isic2020", "isic2024", "ph2", "dermamnist", "csv", "digits", "synthetic")
 BACKBONES = ("inception_v3", "resnet50", "resnet18", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 AUGMENTATIONS = ("lesion", "dermoscopy", "light", "none")
 BASELINES = ("colour_baseline", "imagenet_probe", "majority", "colour_embedding")

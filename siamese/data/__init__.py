@@ -42,6 +42,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None, metadata: str | 
         read_image_csv,
         read_isic2019,
         read_isic2020,
+        read_isic2024,
         read_npz,
         read_ph2,
         to_binary,
@@ -55,6 +56,8 @@ def load_dataset(name: str, data_dir: str | Path | None = None, metadata: str | 
             return to_binary(table, ISIC2019_MALIGNANT)
     elif name == "isic2020":
         table = read_isic2020(data_dir, metadata, require_images=require_images, only_present=only_present)
+    elif name == "isic2024":
+        table = read_isic2024(data_dir, metadata, require_images=require_images, only_present=only_present)
     elif name == "ph2":
         table = read_ph2(data_dir, require_images=require_images)
         if binary:

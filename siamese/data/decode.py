@@ -9,12 +9,14 @@ to 8, transparency composited on :data:`BACKGROUND`, and every failure named by 
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 from siamese.data.formats import unidentified_reason
+from siamese.data.hdf5 import read_member, split_member
 from siamese.data.table import DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -145,8 +147,11 @@ def to_batch(images: list[np.ndarray]) -> np.ndarray:
 
 
 def _existing(path: str | Path, kind: str) -> Path:
+    inside = split_member(path)
+    if inside is not None and not inside[0].is_file():
+        raise ImageError(f"{inside[0]}: HDF5 file not found")
     path = Path(path)
-    if not path.is_file():
+    if inside is None and not path.is_file():
         raise ImageError(f"{path}: {kind} file not found")
     return path
 
@@ -155,6 +160,9 @@ def _open(path: Path, size: int | None, kind: str) -> Image.Image:
     """``Image.open`` with its failures named by file. A file above Pillow's decompression-bomb limit is
     refused, except a JPEG that libjpeg can decode at a scale within the limit (Pillow checks the full
     size before any reduction could apply)."""
+    inside = split_member(path)
+    if inside is not None:
+        return _open_member(path, *inside, kind)
     try:
         return Image.open(path)
     except Image.DecompressionBombError as exc:
@@ -172,6 +180,24 @@ def _open(path: Path, size: int | None, kind: str) -> Image.Image:
         return image
     except UnidentifiedImageError as exc:
         raise ImageError(f"{path}: unreadable {kind}: {unidentified_reason(path)}") from exc
+    except DECODE_ERRORS as exc:
+        raise ImageError(f"{path}: unreadable {kind}: truncated or corrupt header ({exc})") from exc
+
+
+def _open_member(path: Path, file: Path, key: str, kind: str) -> Image.Image:
+    """An image stored in an HDF5 file (:mod:`siamese.data.hdf5`), with the same refusals as a file's."""
+    try:
+        data = read_member(file, key)
+    except KeyError as exc:
+        raise ImageError(f"{path}: no {key!r} in {file}") from exc
+    except OSError as exc:
+        raise ImageError(f"{file}: not a readable HDF5 file ({exc})") from exc
+    try:
+        return Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{path}: {kind} too large to decode ({str(exc).rstrip('.')})") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError(f"{path}: unreadable {kind}: {unidentified_reason(data)}") from exc
     except DECODE_ERRORS as exc:
         raise ImageError(f"{path}: unreadable {kind}: truncated or corrupt header ({exc})") from exc
 

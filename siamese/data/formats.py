@@ -38,11 +38,14 @@ def signature_format(head: bytes) -> tuple[str, str] | None:
     return None
 
 
-def unidentified_reason(path: Path) -> str:
-    """Why Pillow could not identify ``path``: a known format without its plugin (naming the package to
-    install), or not an image at all."""
-    with path.open("rb") as stream:
-        head = stream.read(SIGNATURE_BYTES)
+def unidentified_reason(path: Path | bytes) -> str:
+    """Why Pillow could not identify the file at ``path`` (or whose contents start with the bytes given): a
+    known format without its plugin (naming the package to install), or not an image at all."""
+    if isinstance(path, bytes):
+        head = path[:SIGNATURE_BYTES]
+    else:
+        with path.open("rb") as stream:
+            head = stream.read(SIGNATURE_BYTES)
     known = signature_format(head)
     if known is not None:
         return f"no decoder for this format ({known[0]}; needs {known[1]})"

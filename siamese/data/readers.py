@@ -20,6 +20,7 @@ import pandas as pd
 from siamese.data.decode import load_image
 from siamese.data.files import find_entries, image_suffixes, index_images, read_csv, strip_suffix, the_image
 from siamese.data.formats import warn_unused
+from siamese.data.hdf5 import member, member_keys
 from siamese.data.table import DataError, DatasetTable, first_offenders, require_columns, require_values
 
 HAM_CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
@@ -261,6 +262,60 @@ def _isic2019_lesions(table_path: Path) -> tuple[Path, pd.Series] | None:
             ids = table.assign(image=table["image"].astype(str).map(strip_suffix)).dropna(subset=["lesion_id"])
             return found[0], ids.set_index("image")["lesion_id"].astype(str)
     return None
+
+
+ISIC2024_TABLES = ("train-metadata.csv",)
+ISIC2024_IMAGES = "train-image.hdf5"
+ISIC2024_COLUMNS = ("isic_id", "patient_id", "target")
+
+
+def read_isic2024(data_dir: str | Path | None = None, metadata: str | Path | None = None,
+                  require_images: bool = True, only_present: bool = False) -> DatasetTable:
+    """ISIC 2024 (SLICE-3D) as Kaggle serves it: ``train-metadata.csv`` (``isic_id``, ``patient_id``,
+    ``target`` and many lesion measurements, kept as columns) and ``train-image.hdf5``, one JPEG's bytes per
+    ``isic_id``, read image by image from the archive (never unpacked, never all in memory). Group =
+    ``patient_id``; labels benign/malignant from ``target``.
+
+    Raises :class:`DataError` naming the file for a missing column, a target other than 0/1, a row without a
+    patient, or images listed but absent from the archive (unless ``only_present``).
+    """
+    table_path = _locate(data_dir, metadata, ISIC2024_TABLES, "isic2024")
+    frame = read_csv(table_path, ISIC2024_COLUMNS)
+    bad = frame.loc[~frame["target"].isin([0, 1]), "isic_id"]
+    if len(bad):
+        raise DataError(f"{table_path}: target must be 0 or 1; offenders: {first_offenders(bad)}")
+    out = frame.drop(columns="target").rename(columns={"isic_id": "image_id"})
+    out = out.assign(image_id=out["image_id"].astype(str), label=np.where(frame["target"] == 1, "malignant", "benign"),
+                     group=frame["patient_id"].astype(str), dataset="isic2024")
+    missing = 0
+    if data_dir is None or not require_images:
+        out = out.assign(path="")
+    else:
+        out, missing = _attach_members(out, Path(data_dir), table_path, only_present)
+    return _table(out, {MISSING_IMAGES: missing} if missing else {})
+
+
+def _attach_members(frame: pd.DataFrame, root: Path, table_path: Path, only_present: bool
+                    ) -> tuple[pd.DataFrame, int]:
+    """``path`` = the image's name inside ``train-image.hdf5`` (:func:`siamese.data.hdf5.member`)."""
+    archive = next(iter(find_entries(root, ISIC2024_IMAGES, folders=False)), None)
+    if archive is None:
+        raise DataError(f"{root}: no {ISIC2024_IMAGES} (the images of ISIC 2024, one JPEG per isic_id)")
+    try:
+        stored = member_keys(archive)
+    except OSError as exc:
+        raise DataError(f"{archive}: not a readable HDF5 file ({exc})") from exc
+    present = frame["image_id"].isin(stored)
+    missing = frame.loc[~present, "image_id"]
+    if len(missing) == len(frame) or (len(missing) and not only_present):
+        hint = "; pass --only-present to use the images that are there" if len(missing) < len(frame) else ""
+        raise DataError(f"{table_path}: {len(missing)} of {len(frame)} images listed there are not in "
+                        f"{archive}: {first_offenders(missing)}{hint}")
+    unused = len(stored) - int(present.sum())
+    if unused:
+        warnings.warn(f"{archive}: {unused} stored image(s) not listed in {table_path.name}", stacklevel=3)
+    frame = frame[present]
+    return frame.assign(path=[member(archive, key) for key in frame["image_id"]]), len(missing)
 
 
 PH2_DIAGNOSES = {"Common Nevus": "common_nevus", "Atypical Nevus": "atypical_nevus", "Melanoma": "melanoma"}

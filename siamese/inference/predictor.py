@@ -19,6 +19,8 @@ from siamese.config import RunConfig
 from siamese.data.decode import to_batch
 from siamese.data.files import image_files
 from siamese.data.formats import unused_summary, warn_unused
+from siamese.data.hdf5 import SUFFIXES as HDF5_SUFFIXES
+from siamese.data.hdf5 import member, member_keys
 from siamese.data.table import DataError
 from siamese.inference.engines import open_engine
 from siamese.inference.preprocess import Preprocessing
@@ -33,7 +35,8 @@ def expand_inputs(items: list[str]) -> list[Path]:
     """Files as given, folders expanded to every file in them that an installed Pillow plugin identifies,
     whatever its extension (sorted). The rest of a folder is accounted for in a warning: files that are not
     images (each with why: no decoder for its format, naming the package, or not an image), sub-folders and
-    ISIC superpixel maps. A folder with no image, or an unknown path, is an error."""
+    ISIC superpixel maps. An HDF5 archive of encoded images (ISIC 2024's ``test-image.hdf5``) gives every
+    image it stores (sorted by key). A folder with no image, or an unknown path, is an error."""
     paths: list[Path] = []
     for item in items:
         path = Path(item)
@@ -49,6 +52,12 @@ def expand_inputs(items: list[str]) -> list[Path]:
                 raise DataError(empty)
             warn_unused(path, unused)
             paths += found
+        elif path.is_file() and path.suffix.lower() in HDF5_SUFFIXES:
+            try:
+                keys = sorted(member_keys(path))
+            except OSError as exc:
+                raise DataError(f"{path}: not a readable HDF5 file ({exc})") from exc
+            paths += [Path(member(path, key)) for key in keys]
         elif path.exists():
             paths.append(path)
         else:
