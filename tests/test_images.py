@@ -209,7 +209,6 @@ def test_a_corrupt_image_met_by_a_dataloader_worker_is_one_line(tmp_path):
 
 BUILDER = """
 import sys, time
-import os
 from pathlib import Path
 
 import numpy as np
@@ -252,7 +251,7 @@ def test_two_processes_building_one_cache_at_once_both_finish_with_a_whole_file(
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     runs = [subprocess.Popen([sys.executable, "-c", BUILDER, str(target), kind, str(ready), str(i)], env=env,
                              stderr=subprocess.PIPE, text=True) for i in range(2)]
-    errors = [run.communicate(timeout=120)[1] for run in runs]
+    errors = [run.communicate(timeout=600)[1] for run in runs]  # importing torch twice on a busy machine
     assert [run.returncode for run in runs] == [0, 0], errors
     np.testing.assert_array_equal(np.load(target), np.arange(40, dtype=np.uint8)[:, None, None, None]
                                   * np.ones((1, 256, 256, 3), np.uint8))
