@@ -1,15 +1,19 @@
 """Embedding extraction and stage-2 classifier training throughput, each against a bare loop.
 
     python -m benchmarks.bench_extract [--backbone inception_v3] [--size 256] [--images 256] [--workers 0]
+                                       [--compute auto] [--json]
 
-Extraction baseline: ``model(x)`` under ``no_grad`` (and the same bf16 autocast on CUDA) over the same
-batches, preloaded, so the ratio is what the project's loading and bookkeeping cost. Stage-2 baseline: the
-same three-layer MLP trained with plain cross-entropy over the same embeddings, no checkpoints or logs.
+Extraction baseline: ``model(x)`` under ``no_grad`` over the same batches, preloaded, in every memory format
+and precision the device computes natively (as in ``bench_train_step``); the project's extraction is given
+against the fastest of them and against the contiguous fp32 loop, so the ratio is what the project's
+loading and bookkeeping cost. Stage-2 baseline: the same three-layer MLP trained with plain cross-entropy
+over the same embeddings, no checkpoints or logs. ``--json`` prints one JSON object instead of the tables.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -17,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.bench_train_step import dataset
-from benchmarks.harness import isolated, print_table
-from siamese.config import ClassifierConfig
+from benchmarks.bench_train_step import bare_choices, compute_of, dataset
+from benchmarks.harness import isolated, machine_facts, print_table
+from siamese.config import COMPUTE_CHOICES, ClassifierConfig
 from siamese.models import DenseClassifier, EmbeddingNet
-from siamese.runtime.device import autocast, resolve_device
+from siamese.runtime.device import autocast, prepare_model, resolve_device, to_device
 from siamese.training.classify import ClassifierTrainer
 from siamese.training.embeddings import compute_embeddings
 from siamese.training.tracking import Tracker
@@ -29,26 +33,28 @@ from siamese.training.tracking import Tracker
 EPOCHS = 20
 
 
-def extract_project(backbone: str, size: int, images: int, workers: int = 0) -> dict:
+def extract_project(backbone: str, size: int, images: int, workers: int = 0, compute: str = "auto") -> dict:
     device = resolve_device("auto")
+    chosen = compute_of(compute)
     model = EmbeddingNet(backbone, "none").to(device)
     data = dataset(size, images)
-    compute_embeddings(model, data, device, 64, workers, channels_last=True)
+    compute_embeddings(model, data, device, 64, workers, amp=chosen.bf16, channels_last=chosen.channels_last)
     start = time.perf_counter()
-    compute_embeddings(model, data, device, 64, workers, channels_last=True)
+    compute_embeddings(model, data, device, 64, workers, amp=chosen.bf16, channels_last=chosen.channels_last)
     return {"per_s": images / (time.perf_counter() - start)}
 
 
-def extract_bare(backbone: str, size: int, images: int) -> dict:
+def extract_bare(backbone: str, size: int, images: int, compute: str = "auto") -> dict:
     device = resolve_device("auto")
-    model = EmbeddingNet(backbone, "none").to(device).eval()
+    chosen = compute_of(compute)
+    model = prepare_model(EmbeddingNet(backbone, "none"), device, chosen).eval()
     data = dataset(size, images)
     batches = [torch.stack([data[i][0] for i in range(s, min(s + 64, images))]) for s in range(0, images, 64)]
 
     def run() -> None:
-        with torch.no_grad(), autocast(device):
+        with torch.no_grad(), autocast(device, chosen.bf16):
             for batch in batches:
-                model(batch.to(device)).cpu()
+                model(to_device(batch, device, chosen.channels_last)).cpu()
 
     run()
     start = time.perf_counter()
@@ -89,23 +95,45 @@ def classifier_bare(count: int) -> dict:
     return {"per_s": count * EPOCHS / (time.perf_counter() - start)}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
+    """Runs every case, prints the two tables (or, with ``--json``, one object) and returns the figures."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--backbone", default="inception_v3")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--embeddings", type=int, default=10015)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the project's extraction")
-    args = parser.parse_args()
-    rows = [{"case": "bare no_grad loop", **isolated(extract_bare, args.backbone, args.size, args.images)},
-            {"case": "project compute_embeddings", **isolated(extract_project, args.backbone, args.size,
-                                                               args.images, args.workers)}]
+    parser.add_argument("--compute", choices=COMPUTE_CHOICES, default="auto", help="the project's setting")
+    parser.add_argument("--json", action="store_true", help="print one JSON object of the figures, no tables")
+    args = parser.parse_args(argv)
+    chosen = compute_of(args.compute).name
+    extraction = [{"case": f"bare no_grad loop, {choice}", "compute": choice,
+                   **isolated(extract_bare, args.backbone, args.size, args.images, choice)}
+                  for choice in bare_choices(resolve_device("auto"))]
+    best = max(extraction, key=lambda r: r["per_s"])
+    extraction.append({"case": f"project compute_embeddings, {chosen}", "compute": chosen,
+                       **isolated(extract_project, args.backbone, args.size, args.images, args.workers,
+                                  args.compute)})
+    stage2 = [{"case": "bare MLP loop", **isolated(classifier_bare, args.embeddings)},
+              {"case": "project ClassifierTrainer", **isolated(classifier_project, args.embeddings)}]
+    figures = {"benchmark": "embedding extraction and stage-2 training", **machine_facts(),
+               "backbone": args.backbone, "size": args.size, "batch": 64, "images": args.images,
+               "workers": args.workers, "project_compute": chosen, "best_bare_compute": best["compute"],
+               "extraction_images_per_s": {r["case"]: r["per_s"] for r in extraction},
+               "extraction_vs_best_bare": extraction[-1]["per_s"] / best["per_s"],
+               "extraction_vs_fp32_bare": extraction[-1]["per_s"] / extraction[0]["per_s"],
+               "stage2_embeddings_per_s": {r["case"]: r["per_s"] for r in stage2},
+               "stage2_vs_bare": stage2[1]["per_s"] / stage2[0]["per_s"]}
+    if args.json:
+        print(json.dumps(figures, indent=2))
+        return figures
     print_table(f"embedding extraction: {args.backbone} {args.size}px, {args.images} images, batch 64 (images/s)",
-                rows, "per_s", "bare no_grad loop")
-    rows = [{"case": "bare MLP loop", **isolated(classifier_bare, args.embeddings)},
-            {"case": "project ClassifierTrainer", **isolated(classifier_project, args.embeddings)}]
-    print_table(f"stage-2 training: {args.embeddings} embeddings x {EPOCHS} epochs (embeddings/s)", rows, "per_s",
+                extraction, "per_s", best["case"])
+    print(f"project ({chosen}) vs the fastest bare loop ({best['compute']}): {figures['extraction_vs_best_bare']:.2f}x;"
+          f" vs the contiguous fp32 bare loop: {figures['extraction_vs_fp32_bare']:.2f}x")
+    print_table(f"stage-2 training: {args.embeddings} embeddings x {EPOCHS} epochs (embeddings/s)", stage2, "per_s",
                 "bare MLP loop")
+    return figures
 
 
 if __name__ == "__main__":

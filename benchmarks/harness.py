@@ -38,7 +38,9 @@ def peak_rss_mb() -> float:
 
 
 def _child(fn: Callable[..., dict[str, Any]], args: tuple) -> dict[str, Any]:
-    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
+    from siamese.runtime.device import configure_threads
+
+    configure_threads(int(os.environ.get("BENCH_THREADS", 0)) or None)
     result = fn(*args)
     result["peak_rss_mb"] = peak_rss_mb()
     if torch.cuda.is_available():
@@ -64,6 +66,14 @@ def timed(fn: Callable[[], Any], repeat: int = 1) -> float:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return (time.perf_counter() - start) / repeat
+
+
+def machine_facts() -> dict[str, Any]:
+    """What a figure was measured on, as fields a script can collect: device, torch, threads, date."""
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.machine()})"
+    return {"device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "interop_threads": torch.get_num_interop_threads(), "cpus": os.cpu_count(),
+            "host": platform.node(), "date": time.strftime("%Y-%m-%d")}
 
 
 def machine() -> str:

@@ -17,6 +17,7 @@ from siamese.config import (
     AUGMENTATIONS,
     BACKBONES,
     BASELINES,
+    COMPUTE_CHOICES,
     CROPS,
     DATASETS,
     DEFAULT_ARTEFACTS,
@@ -146,7 +147,7 @@ TRAIN_SETTINGS = (
     ("embed.lr", "lr"), ("embed.monitor", "monitor"), ("embed.patience", "patience"),
     ("embed.ssl_epochs", "ssl_epochs"), ("embed.backbone_lr_scale", "backbone_lr_scale"),
     ("embed.frozen_epochs", "frozen_epochs"), ("classifier.epochs", "epochs_classifier"), ("seed", "seed"),
-    ("device", "device"), ("out", "out"), ("wandb", "wandb"))
+    ("device", "device"), ("compute", "compute"), ("out", "out"), ("wandb", "wandb"))
 """Each training option's :class:`RunConfig` setting (dotted name) and argument."""
 TRAIN_FLAGS = (("data.full_dataset", "full_dataset"), ("data.binary", "binary"), ("data.only_present", "only_present"),
                ("data.drop_conflicts", "drop_conflicts"), ("classifier.class_weights", "class_weights"),
@@ -302,7 +303,7 @@ def cmd_visualize(args: argparse.Namespace) -> int:
 
     methods = METHODS if args.method == "both" else (args.method,)
     written = visualize_run(args.run, methods, args.split, args.max_points, args.seed,
-                            per_class_thumbnails=args.thumbnails, wandb_mode=args.wandb)
+                            per_class_thumbnails=args.thumbnails, wandb_mode=args.wandb, html=args.html)
     if written["points"] < written["total_points"]:
         print(f"subsampled {written['points']} of {written['total_points']} points (--max-points)")
     print_written(written["files"])
@@ -321,6 +322,7 @@ def cmd_saliency(args: argparse.Namespace) -> int:
 
 
 def cmd_dedup(args: argparse.Namespace) -> int:
+    from siamese.data.splits import read_manifest
     from siamese.dedup.find import DEFAULT_THRESHOLDS, DedupSettings, find_duplicates
 
     methods = ("embedding", "phash") if args.method == "both" else (args.method,)
@@ -335,7 +337,8 @@ def cmd_dedup(args: argparse.Namespace) -> int:
     if args.against:
         against = load_dataset(args.against_dataset or args.dataset, args.against, binary=args.binary,
                                only_present=args.only_present)
-    result = find_duplicates(table, settings, args.out, against)
+    splits = read_manifest(args.splits).set_index("image_id")["split"] if args.splits else None
+    result = find_duplicates(table, settings, args.out, against, html=args.html, splits=splits)
     by_method = result.pairs["method"].value_counts().to_dict()
     print(f"{len(result.pairs)} pair(s) {by_method}, {result.clusters['cluster'].nunique()} cluster(s), "
           f"{len(result.conflicts)} label-conflicting pair(s)")
@@ -386,8 +389,8 @@ def cmd_cv(args: argparse.Namespace) -> int:
 
 
 SEGMENT_SETTINGS = ("dataset", "data_dir", "metadata", "masks", "encoder", "weights", "image_size", "epochs",
-                    "batch_size", "lr", "patience", "val_fraction", "folds", "seed", "device", "num_workers", "out",
-                    "wandb")
+                    "batch_size", "lr", "patience", "val_fraction", "folds", "seed", "device", "compute", "num_workers",
+                    "out", "wandb")
 
 
 def segment_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -497,6 +500,7 @@ def add_segment_commands(commands: argparse._SubParsersAction) -> None:
                        ("--num-workers", int)):
         train.add_argument(name, type=kind)
     train.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    train.add_argument("--compute", choices=COMPUTE_CHOICES, help="memory format and precision, as for train")
     train.add_argument("--wandb", choices=("offline", "online", "disabled"))
     train.add_argument("--out", help="run folder (with --folds: OUT/fold{k} and the CV summary)")
     train.add_argument("--resume", help="continue an interrupted segmentation folder")
@@ -612,6 +616,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 "images that must not leave their folder)")
     visualize.add_argument("--wandb", choices=("offline", "online", "disabled"), default="disabled",
                            help="also log plots and an embedding table to the run's W&B run")
+    visualize.add_argument("--html", action="store_true",
+                           help="also write projections/explorer.html: one self-contained page to explore the "
+                                "projection (thumbnails of the run's images inside: keep licensed data's page private)")
     visualize.set_defaults(func=cmd_visualize)
 
     saliency = commands.add_parser("saliency", help="Grad-CAM overlays for the predicted class")
@@ -638,6 +645,9 @@ def build_parser() -> argparse.ArgumentParser:
     dedup.add_argument("--against-dataset", choices=DATASETS, help="reader for --against (default --dataset)")
     dedup.add_argument("--cache-dir", help="descriptor cache (default OUT_DIR/.dedup_cache)")
     dedup.add_argument("--out", required=True, help="pairs CSV; *_clusters.csv, *_conflicts.csv, *_top.png beside it")
+    dedup.add_argument("--html", action="store_true",
+                       help="also OUT's .html: a self-contained page of the pairs side by side (images inside)")
+    dedup.add_argument("--splits", help="a split manifest (split.csv): the page marks pairs that straddle a split")
     dedup.set_defaults(func=cmd_dedup)
 
     compare = commands.add_parser("compare-pairs", help="recall and distances of found pairs vs a reference list")
@@ -741,6 +751,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--deterministic", action="store_true",
                         help="torch.use_deterministic_algorithms (see the README on what repeats where)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--compute", choices=COMPUTE_CHOICES,
+                        help="memory format and precision: auto (channels_last; bf16 too on a GPU that has it) | fp32 "
+                             "(contiguous float32) | channels_last | bf16 (channels_last + bf16 autocast)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the embedding net (stage 1)")
     parser.add_argument("--no-onnx", action="store_true", help="skip writing model.onnx (predict's fast start)")
     parser.add_argument("--out", help="run folder (default runs/DATASET-TIME)")
@@ -767,8 +780,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.formatwarning = formatwarning
 
 
+TORCH_FREE_COMMANDS = ("predict", "split", "audit", "summarize", "compare-pairs")
+"""Commands that start without torch (predict's ONNX engine; its torch engine sets the threads itself)."""
+
+
 def run_command(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command not in TORCH_FREE_COMMANDS:
+        from siamese.runtime.device import configure_threads
+
+        configure_threads()
     needs_dataset = args.command in ("split", "dedup") or (
         args.command == "segment" and args.verb == "train" and not args.resume)
     if getattr(args, "dataset", "") is None and needs_dataset:

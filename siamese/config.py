@@ -34,6 +34,11 @@ DEFAULT_ARTEFACTS = "../shared/data/artefacts"
 """Where this workplace keeps Katsch et al.'s templates; elsewhere pass --artefacts DIR."""
 POOLINGS = ("last", "stages")
 MONITORS = ("precision_at_1", "map_at_r", "knn_accuracy")
+COMPUTE_CHOICES = ("auto", "fp32", "channels_last", "bf16")
+"""Memory format and precision of every forward pass (:func:`siamese.runtime.device.resolve_compute`):
+``fp32``: contiguous (NCHW) float32, PyTorch's default; ``channels_last``: float32 in NHWC, the layout
+oneDNN's and cuDNN's convolutions prefer; ``bf16``: channels_last with bfloat16 autocast (no loss scaling
+needed); ``auto``: what ``resolve_compute`` picks for the device."""
 DEFAULT_PHASH_THRESHOLD = 32 / 256
 """Share of the 256 pHash bits two near-duplicates may differ in (measured in ``siamese.dedup.find``)."""
 
@@ -145,8 +150,7 @@ class RunConfig:
     device: str = "auto"
     out: str | None = None
     wandb: str = "offline"
-    amp: bool = True
-    channels_last: bool = True
+    compute: str = "auto"  # memory format and precision (COMPUTE_CHOICES); a run records what auto became
     compile: bool = False
     export_onnx: bool = True  # model.onnx beside the checkpoints: predict then starts without torch
     references: tuple[str, ...] = REFERENCES  # scored beside the two stages on the test split
@@ -159,7 +163,7 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunConfig:
-        return _from_dict(cls, values)
+        return _from_dict(cls, _legacy_compute(values))
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
@@ -194,8 +198,8 @@ def get_setting(config: Any, name: str) -> Any:
     return functools.reduce(getattr, name.split("."), config)
 
 
-RESUMABLE = frozenset({"device", "num_workers", "wandb", "compile", "export_onnx", "data_dir", "metadata", "masks",
-                       "cache_dir", "references"})
+RESUMABLE = frozenset({"device", "num_workers", "wandb", "compile", "compute", "export_onnx", "data_dir", "metadata",
+                       "masks", "cache_dir", "references"})
 """Settings a resumed run may change: how it runs, where its files are and which reference models it is scored
 beside (refitted at every evaluation), never what it trains (its own split.csv pins its images, and a moved
 folder is checked against it)."""
@@ -221,6 +225,17 @@ def resumed(saved: Any, changes: dict[str, Any], source: str | Path) -> Any:
         raise ValueError(f"{source}: --resume continues a run as it was set up, and {'; '.join(refused)}; start a "
                          f"new run (another --out) to train with other settings")
     return config
+
+
+def _legacy_compute(values: dict[str, Any]) -> dict[str, Any]:
+    """Configs written before ``compute`` held two flags, ``amp`` (bf16 autocast, applied on CUDA only) and
+    ``channels_last`` (likewise); ``auto`` does on CUDA what their defaults did."""
+    if "amp" not in values and "channels_last" not in values:
+        return values
+    values = dict(values)
+    amp, channels_last = values.pop("amp", True), values.pop("channels_last", True)
+    values.setdefault("compute", "auto" if amp else "channels_last" if channels_last else "fp32")
+    return values
 
 
 def _from_dict(cls: type, values: dict[str, Any]) -> Any:
@@ -389,6 +404,7 @@ class SegmentConfig:
     folds: int = 0  # > 1: k-fold CV, one run per fold under OUT/fold{k}, mean and sd over folds
     seed: int = 0
     device: str = "auto"
+    compute: str = "auto"  # memory format and precision, as RunConfig.compute
     num_workers: int = 0
     out: str | None = None
     wandb: str = "offline"

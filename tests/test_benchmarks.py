@@ -1,5 +1,7 @@
 """The benchmark scripts' measuring functions, at toy sizes: they must keep running as the package changes."""
 
+import json
+
 import pandas as pd
 import pytest
 import torch
@@ -36,18 +38,20 @@ def test_data_benchmark_cases(tmp_path):
 
 
 def test_training_step_benchmark_cases():
-    project = bench_train_step.project("resnet18", 32, 16, 2)
-    assert project["images_per_s"] > 0 and 0 <= project["data_wait"] <= 1
-    bare = bench_train_step.bare("resnet18", 32, 16, 2)
-    assert bare["images_per_s"] > 0 and 0 <= bare["data_wait"] <= 1
+    for compute in ("fp32", "channels_last"):
+        project = bench_train_step.project("resnet18", 32, 16, 2, compute=compute)
+        assert project["images_per_s"] > 0 and 0 <= project["data_wait"] <= 1
+        bare = bench_train_step.bare("resnet18", 32, 16, 2, compute=compute)
+        assert bare["images_per_s"] > 0 and 0 <= bare["data_wait"] <= 1
     phases = bench_train_step.breakdown("resnet18", 32, 16, 2)
     assert set(phases) == set(bench_train_step.PHASES) and min(phases.values()) >= 0
     assert phases["forward"] > 0 and phases["backward"] > 0 and phases["optimizer"] > 0
 
 
 def test_extraction_and_stage2_benchmark_cases():
-    assert bench_extract.extract_project("resnet18", 32, 16)["per_s"] > 0
-    assert bench_extract.extract_bare("resnet18", 32, 16)["per_s"] > 0
+    for compute in ("fp32", "channels_last"):
+        assert bench_extract.extract_project("resnet18", 32, 16, compute=compute)["per_s"] > 0
+        assert bench_extract.extract_bare("resnet18", 32, 16, compute=compute)["per_s"] > 0
     assert bench_extract.classifier_project(256)["per_s"] > 0
     assert bench_extract.classifier_bare(256)["per_s"] > 0
 
@@ -86,9 +90,36 @@ def test_training_step_benchmark_main_on_real_images_with_packaged_weights(share
     assert f"images: 16 ham10000 JPEGs in {shared_ham_small}: HAM10000_images_part_1 (16); sizes 200x150 (16)" in out
     assert "efficientnet_lite0 (imagenet weights) 32px, batch 8, 2 steps, 16 ham10000 JPEGs, 4 classes" in out
     assert "project step, phases synchronised" in out
-    assert [row["case"] for row in rows] == ["bare torchvision loop, cross-entropy",
-                                             "project stage-1 step (miner + triplet)"]
+    assert "vs the fastest bare loop" in out
+    assert [row["case"] for row in rows] == ["bare loop, fp32", "bare loop, channels_last",
+                                             "project stage-1 step, channels_last",
+                                             "project stage-1 step, fp32 (contiguous)"]
     assert all(row["images_per_s"] > 0 and 0 <= row["data_wait"] <= 1 for row in rows)
+
+
+def test_training_step_benchmark_json_names_the_loops_the_ratios_and_the_machine(in_process, capsys, monkeypatch):
+    monkeypatch.setattr(bench_train_step, "bare_choices", lambda device: ["fp32", "channels_last"])
+    bench_train_step.main(["--preset", "tiny", "--steps", "2", "--batch", "16", "--json"])
+    figures = json.loads(capsys.readouterr().out)
+    assert (figures["backbone"], figures["size"], figures["batch"]) == ("resnet18", 32, 16)
+    loops = figures["images_per_s"]
+    assert set(loops) == {"bare loop, fp32", "bare loop, channels_last", "project stage-1 step, channels_last",
+                          "project stage-1 step, fp32 (contiguous)"}
+    best = max(loops["bare loop, fp32"], loops["bare loop, channels_last"])
+    assert figures["project_vs_best_bare"] == pytest.approx(loops["project stage-1 step, channels_last"] / best)
+    assert figures["project_vs_project_fp32"] == pytest.approx(
+        loops["project stage-1 step, channels_last"] / loops["project stage-1 step, fp32 (contiguous)"])
+    assert {"device", "torch", "threads", "interop_threads", "date"} <= set(figures)
+
+
+def test_extraction_benchmark_json(monkeypatch, capsys):
+    monkeypatch.setattr(bench_extract, "isolated", lambda fn, *args: fn(*args))
+    monkeypatch.setattr(bench_extract, "bare_choices", lambda device: ["fp32", "channels_last"])
+    figures = bench_extract.main(["--backbone", "resnet18", "--size", "32", "--images", "16", "--embeddings", "256",
+                                  "--json"])
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(figures))
+    assert figures["project_compute"] == "channels_last" and figures["extraction_vs_best_bare"] > 0
+    assert len(figures["extraction_images_per_s"]) == 3 and figures["stage2_vs_bare"] > 0
 
 
 def test_training_step_dataset_reads_real_files_with_their_labels(shared_ham_small):

@@ -10,7 +10,9 @@ from siamese.data import DatasetTable, audit_manifest, load_dataset, make_synthe
 from siamese.dedup.compare import compare_pairs
 from siamese.dedup.find import DedupSettings, find_duplicates
 from siamese.dedup.search import cosine_pairs, dbscan_clusters, hamming_pairs
+from siamese.diagnostics.page import page_data
 
+from .browser import dump_dom, find_chromium, results, with_script
 from .conftest import upright_and_rotated
 
 
@@ -223,3 +225,47 @@ def test_real_images_planted_copies_are_found_and_no_false_pair(real_planted, tm
     if method == "embedding":
         assert len(planted["jpeg"] & found) >= len(planted["jpeg"]) - 2
     assert all(lesion[a] == lesion[b] for a, b in found - set().union(*planted.values()))
+
+
+DEDUP_HARNESS = """(function () {
+  const out = document.createElement("pre"); out.id = "test-results"; document.body.append(out);
+  function whenReady(tries) {
+    if (!document.body.dataset.ready) { if (tries > 0) setTimeout(() => whenReady(tries - 1), 50); return; }
+    const r = { rows: document.querySelectorAll("#pairs tr").length,
+      bars: document.querySelectorAll(".barlayer .point").length,
+      first: document.querySelector("#pairs tr").innerText };
+    document.getElementById("straddling").click();
+    r.straddling_rows = document.querySelectorAll("#pairs tr").length;
+    r.fetched = performance.getEntriesByType("resource").map((e) => e.name).filter((n) => !n.startsWith("data:"));
+    out.textContent = JSON.stringify(r);
+  }
+  whenReady(100);
+})();"""
+
+
+def test_dedup_page_shows_the_pairs_and_those_that_straddle_a_split(planted, tmp_path):
+    table, truth, root = planted
+    # a naive split: the copies in test, the originals in train, but the exact copy beside its original
+    manifest = table.frame[["image_id", "label", "group"]].assign(split="train")
+    copy = manifest["image_id"].str.startswith("COPY_") & (manifest["image_id"] != "COPY_exact")
+    manifest.loc[copy, "split"] = "test"
+    manifest.to_csv(tmp_path / "split.csv", index=False)
+    assert main(["dedup", "--dataset", "csv", "--metadata", str(root / "images.csv"), "--method", "phash",
+                 "--image-size", "64", "--out", str(tmp_path / "pairs.csv"), "--html", "--splits",
+                 str(tmp_path / "split.csv")]) == 0
+    pairs = pd.read_csv(tmp_path / "pairs.csv")
+    page = page_data(tmp_path / "pairs.html")
+    assert page["total"] == page["shown"] == len(pairs) == len(truth) and page["splits_known"]
+    assert page["a"]["id"] == pairs["from_img"].tolist() and page["b"]["id"] == pairs["to_img"].tolist()
+    np.testing.assert_allclose(page["distance"], pairs["distance"])
+    copies = [a if a.startswith("COPY_") else b for a, b in zip(page["a"]["id"], page["b"]["id"], strict=True)]
+    assert page["straddles"] == [c != "COPY_exact" for c in copies]
+    assert not any(page["same_group"]) and page["group_noun"] == "lesion"  # each copy: a lesion of its own
+    assert all(uri.startswith("data:image/jpeg;base64,") for uri in page["a"]["thumb"] + page["b"]["thumb"])
+
+    browser = find_chromium()
+    scripted = with_script(tmp_path / "pairs.html", DEDUP_HARNESS, tmp_path / "scripted.html")
+    result = results(dump_dom(browser, scripted, tmp_path / "profile"))
+    assert result["rows"] == len(pairs) and result["bars"] > 0 and result["fetched"] == []
+    assert result["straddling_rows"] == sum(page["straddles"])
+    assert page["a"]["id"][0] in result["first"] and page["b"]["id"][0] in result["first"]

@@ -1,11 +1,22 @@
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
 from siamese.cli import main
-from siamese.data import make_synthetic
+from siamese.data import DataError, make_synthetic
+from siamese.diagnostics.explorer import NEIGHBOURS, explorer_payload
+from siamese.diagnostics.page import page_data
 from siamese.diagnostics.projection import stratified_sample, visualize_run
 from siamese.diagnostics.saliency import saliency_maps
+
+from .browser import dump_dom, find_chromium, results, screenshot, with_script
+
+ARTEFACTS = Path(__file__).resolve().parents[1] / "runs" / "test_artefacts"  # runs/ is ignored by git
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -113,3 +124,144 @@ def test_visualize_a_tiny_test_split(run_dir, tmp_path, capsys):
         assert main(["visualize", str(run), "--method", "umap", "--split", "test", "--thumbnails", "0"]) == code
     assert len(pd.read_csv(run / "projections" / "umap_test.csv")) == 3
     assert "test split): 2 image(s): too few for a projection" in capsys.readouterr().err
+
+
+# --- the explorer page (siamese.diagnostics.explorer) ---
+
+def explorer_page(run_dir, tmp_path, **options) -> Path:
+    """The run's explorer page, copied out of the shared run folder so tests do not overwrite each other's."""
+    visualize_run(run_dir, ("tsne",), html=True, **options)
+    return Path(shutil.copy(run_dir / "projections" / "explorer.html", tmp_path / "explorer.html"))
+
+
+def test_explorer_page_holds_every_point_and_its_nearest_training_images(run_dir, tmp_path, capsys):
+    assert main(["visualize", str(run_dir), "--method", "tsne", "--html"]) == 0
+    assert "explorer.html" in capsys.readouterr().out
+    page = page_data(run_dir / "projections" / "explorer.html")
+    stored = {s: np.load(run_dir / "embeddings" / f"{s}.npz") for s in ("train", "val", "test")}
+    embedding_of = {i: e for s in stored.values() for i, e in zip(s["image_id"], s["embedding"], strict=True)}
+    train_ids, train = stored["train"]["image_id"], stored["train"]["embedding"]
+    records, n, k = page["records"], page["drawn"], page["k"]
+    assert n == page["total"] == len(embedding_of) and set(records["id"][:n]) == set(embedding_of)
+    assert k == NEIGHBOURS and all(uri.startswith("data:image/jpeg;base64,") for uri in records["thumb"])
+    coords = pd.read_csv(run_dir / "projections" / "tsne_all.csv").set_index("image_id")
+    np.testing.assert_allclose(page["projections"]["t-SNE"]["x"], coords.loc[records["id"][:n], "x"], atol=1e-3)
+    for i, image_id in enumerate(records["id"][:n]):
+        distances = np.linalg.norm(train - embedding_of[image_id], axis=1)
+        distances[train_ids == image_id] = np.inf  # an image is not its own neighbour
+        np.testing.assert_allclose(page["distances"][i], np.sort(distances)[:k], atol=2e-4)
+        neighbours = [records["id"][r] for r in page["neighbours"][i]]
+        assert image_id not in neighbours and all(records["split"][r] == "train" for r in page["neighbours"][i])
+        np.testing.assert_allclose([distances[train_ids == j][0] for j in neighbours], page["distances"][i], atol=2e-4)
+    # the page's predictions are the classifier's: on the test split, those of test_predictions.csv
+    predictions = pd.read_csv(run_dir / "test_predictions.csv", dtype={"image_id": str}).set_index("image_id")
+    test = [i for i in range(n) if records["split"][i] == "test"]
+    expected = predictions.loc[[records["id"][i] for i in test], [f"classifier_p_{c}" for c in page["classes"]]]
+    np.testing.assert_allclose([page["proba"][i] for i in test], expected.to_numpy(), atol=1e-3)
+
+
+def test_explorer_payload_marks_lesion_siblings_and_duplicate_partners():
+    catalogue = pd.DataFrame({"image_id": list("abcdef"), "label": list("xxyyxy"), "group": ["L1", "L1", "L2", "L3",
+                              "L4", "L5"], "split": ["train"] * 4 + ["test"] * 2, "row": [0, 1, 2, 3, 0, 1]})
+    embeddings = np.eye(6)[:, :4] + np.arange(6)[:, None] * 0.01
+    points = catalogue.iloc[[0, 4, 5]].reset_index(drop=True).assign(site=["back", "face", "back"], age=[30, 40, 50])
+    pairs = pd.DataFrame({"from_img": ["e", "zz"], "to_img": ["c", "a"]})  # zz: an image the run lacks
+    payload = explorer_payload(points, {"t-SNE": np.zeros((3, 2))}, embeddings[[0, 4, 5]], catalogue,
+                               embeddings[:4], lambda split, row: f"{split}{row}", ["x", "y"], 9, pairs=pairs)
+    ids = payload["records"]["id"]
+    assert ids[:3] == ["a", "e", "f"] and payload["k"] == 3 and payload["total"] == 9
+    assert "a" not in [ids[r] for r in payload["neighbours"][0]]  # a training image is not its own neighbour
+    assert [ids[r] for r in payload["partners"][1]] == ["c"] and payload["partners"][0] == []
+    assert payload["group_sizes"] == {"L1": 2} and payload["records"]["thumb"][1] == "test0"
+    assert payload["group_noun"] == "lesion"
+    assert payload["metadata"] == {"site": {"kind": "category", "values": ["back", "face", "back"]},
+                                   "age": {"kind": "number", "values": [30.0, 40.0, 50.0]}}
+
+
+def test_explorer_marks_the_duplicate_partners_of_the_runs_pair_list(run_dir, tmp_path):
+    run = Path(shutil.copytree(run_dir, tmp_path / "run"))
+    split = pd.read_csv(run / "split.csv")
+    train, test = split.loc[split["split"] == "train", "image_id"], split.loc[split["split"] == "test", "image_id"]
+    pairs = pd.DataFrame({"from_img": [train.iloc[0], test.iloc[0]], "to_img": [train.iloc[1], test.iloc[1]]})
+    pairs.to_csv(tmp_path / "pairs.csv", index=False)
+    config = json.loads((run / "config.json").read_text())
+    config["data"]["duplicates"] = str(tmp_path / "pairs.csv")
+    (run / "config.json").write_text(json.dumps(config))
+    visualize_run(run, ("tsne",), html=True)
+    page = page_data(run / "projections" / "explorer.html")
+    ids = page["records"]["id"]
+    partner_of = {ids[i]: [ids[r] for r in page["partners"][i]] for i in range(page["drawn"])}
+    for a, b in zip(pairs["from_img"], pairs["to_img"], strict=True):
+        assert partner_of[a] == [b] and partner_of[b] == [a]
+    assert sum(map(len, partner_of.values())) == 4
+
+
+def test_explorer_names_the_missing_embeddings(run_dir, tmp_path):
+    for name in ("config.json", "split.csv", "preprocess.json"):
+        shutil.copy(run_dir / name, tmp_path / name)
+    with pytest.raises(DataError, match=r"embeddings.train\.npz.*embedder\.pt"):
+        visualize_run(tmp_path, ("tsne",), html=True)
+
+
+# Acts on the page as a person would: moves the mouse onto one point, reads the hover card, clicks, reads the
+# panel; records what the page fetched besides its own data: URIs (it must fetch nothing).
+HARNESS = """(function () {
+  const out = document.createElement("pre"); out.id = "test-results"; document.body.append(out);
+  const finish = (r) => { out.textContent = JSON.stringify(r); };
+  const mouse = (node, type, x, y) => node.dispatchEvent(new MouseEvent(type, { clientX: x, clientY: y,
+    bubbles: true, cancelable: true, view: window, buttons: type === "mousedown" ? 1 : 0 }));
+  function whenReady(then, tries) {
+    if (document.body.dataset.ready) then();
+    else if (tries > 0) setTimeout(() => whenReady(then, tries - 1), 50);
+    else finish({ error: "the page never finished drawing" });
+  }
+  whenReady(() => {
+    const drawn = document.querySelector("#plot .scatterlayer .trace").querySelectorAll("path.point");
+    const box = drawn[INDEX].getBoundingClientRect();
+    const x = box.left + box.width / 2, y = box.top + box.height / 2;
+    const under = document.elementFromPoint(x, y);
+    mouse(under, "mousemove", x, y);
+    setTimeout(() => {
+      const hover = document.getElementById("hover");
+      const r = { points: drawn.length, ready_ms: performance.now(), hover: hover.innerText,
+        hover_image: (hover.querySelector("img") || { src: "" }).src,
+        note: document.getElementById("note").innerText };
+      mouse(under, "mousedown", x, y); mouse(under, "mouseup", x, y); mouse(under, "click", x, y);
+      setTimeout(() => {
+        r.panel = document.getElementById("panel").innerText;
+        r.fetched = performance.getEntriesByType("resource").map((e) => e.name).filter((n) => !n.startsWith("data:"));
+        finish(r);
+      }, 500);
+    }, 300);
+  }, 200);
+})();"""
+
+
+def loneliest(xs: list[float], ys: list[float]) -> int:
+    """The point farthest from any other, which the mouse cannot miss."""
+    points = np.column_stack([xs, ys])
+    gaps = np.linalg.norm(points[:, None] - points[None], axis=2) + np.diag(np.full(len(points), np.inf))
+    return int(gaps.min(axis=1).argmax())
+
+
+def test_explorer_in_headless_chromium_offline(run_dir, tmp_path):
+    browser = find_chromium()
+    page = explorer_page(run_dir, tmp_path, max_points=40)
+    data = page_data(page)
+    assert data["drawn"] < data["total"]
+    i = loneliest(data["projections"]["t-SNE"]["x"], data["projections"]["t-SNE"]["y"])
+    scripted = with_script(page, HARNESS.replace("INDEX", str(i)), tmp_path / "scripted.html")
+    result = results(dump_dom(browser, scripted, tmp_path / "profile"))
+    records, classes = data["records"], data["classes"]
+    predicted = classes[int(np.argmax(data["proba"][i]))]
+    assert result["points"] == data["drawn"]
+    assert f"{data['drawn']} of {data['total']} images: a stratified sample" in result["note"]
+    assert result["hover"].splitlines() == [records["id"][i], f"label {records['label'][i]} · {records['split'][i]} · "
+                                            f"predicted {predicted} (p {max(data['proba'][i]):.3f})"]
+    assert result["hover_image"] == records["thumb"][i]
+    for r, distance in zip(data["neighbours"][i], data["distances"][i], strict=True):
+        assert records["id"][r] in result["panel"] and f"d {distance:.3f}" in result["panel"]
+    assert result["fetched"] == []
+    shot = screenshot(browser, scripted, ARTEFACTS / "explorer_chromium.png", tmp_path / "profile")
+    assert is_png(shot)
+    print(f"page ready after {result['ready_ms']:.0f} ms of browser time; screenshot {shot}")

@@ -24,6 +24,7 @@ from siamese.data.images import ImageDataset, PixelSource, build_transform
 from siamese.models import EmbeddingNet, InputNormalization, build_backbone
 from siamese.models.backbones import imagenet_statistics
 from siamese.runtime.atomic import written_whole
+from siamese.runtime.device import Compute, autocast, prepare_model, resolve_compute, to_device
 
 
 def descriptor_model(backbone: str = "efficientnet_lite0", weights: str = "imagenet",
@@ -39,14 +40,19 @@ def descriptor_model(backbone: str = "efficientnet_lite0", weights: str = "image
 
 @torch.no_grad()
 def cnn_features(model: nn.Module, pixels: PixelSource, batch_size: int = 64,
-                 device: torch.device | None = None, desc: str = "features") -> np.ndarray:
+                 device: torch.device | None = None, desc: str = "features", compute: Compute | None = None
+                 ) -> np.ndarray:
+    """``(N, D)`` float32 features of ``model`` over ``pixels`` in order, averaged with each mirror image;
+    ``compute`` (memory format, precision) defaults to ``auto`` for the device."""
     device = device or torch.device("cpu")
-    model = model.to(device).eval()
+    compute = compute or resolve_compute("auto", device)
+    model = prepare_model(model, device, compute).eval()
     dataset = ImageDataset(pixels, np.zeros(len(pixels), dtype=int), build_transform("none"))
     chunks = []
     for images, _ in tqdm(DataLoader(dataset, batch_size=batch_size), desc=desc):
-        images = images.to(device)
-        chunks.append(((model(images) + model(torch.flip(images, dims=[3]))) / 2).float().cpu())
+        images = to_device(images, device, compute.channels_last)
+        with autocast(device, compute.bf16):
+            chunks.append(((model(images) + model(torch.flip(images, dims=[3]))) / 2).float().cpu())
     return torch.cat(chunks).numpy()
 
 

@@ -21,6 +21,7 @@ from siamese.dedup.features import (
     normalise,
     phash_codes,
 )
+from siamese.dedup.page import write_dedup_page
 from siamese.dedup.search import cosine_pairs, dbscan_clusters, hamming_pairs
 from siamese.diagnostics.plots import image_grid
 
@@ -75,8 +76,11 @@ def _descriptors(table: DatasetTable, settings: DedupSettings, cache_dir: Path, 
 
 
 def find_duplicates(table: DatasetTable, settings: DedupSettings, out: str | Path,
-                    against: DatasetTable | None = None, grid_pairs: int = 12) -> DedupResult:
-    """Write ``out`` (pairs) and its siblings ``*_clusters.csv``, ``*_conflicts.csv``, ``*_top.png``."""
+                    against: DatasetTable | None = None, grid_pairs: int = 12, html: bool = False,
+                    splits: pd.Series | None = None) -> DedupResult:
+    """Write ``out`` (pairs) and its siblings ``*_clusters.csv``, ``*_conflicts.csv``, ``*_top.png``; with
+    ``html`` also ``*.html``, the pairs' page (:mod:`siamese.dedup.page`), where ``splits`` (image id to
+    split) tells which pairs straddle a split."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(settings.cache_dir) if settings.cache_dir else out.parent / ".dedup_cache"
@@ -109,6 +113,9 @@ def find_duplicates(table: DatasetTable, settings: DedupSettings, out: str | Pat
     grid = _pair_grid(table_pairs.head(grid_pairs), table, against, labels, settings.image_size,
                       out.with_name(out.stem + "_top.png"))
     files = [out, out.with_name(out.stem + "_clusters.csv"), out.with_name(out.stem + "_conflicts.csv"), grid]
+    if html:
+        files.append(write_dedup_page(table_pairs, table, out.with_suffix(".html"), against, splits,
+                                      min(settings.image_size, 128)))
     return DedupResult(table_pairs, clusters, conflicts, files)
 
 

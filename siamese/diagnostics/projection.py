@@ -20,6 +20,7 @@ from sklearn.manifold import TSNE  # noqa: E402
 
 from siamese.config import RunConfig  # noqa: E402
 from siamese.data.table import DataError  # noqa: E402
+from siamese.diagnostics.explorer import write_run_explorer  # noqa: E402
 from siamese.diagnostics.plots import save_figure  # noqa: E402
 from siamese.models import EmbeddingNet  # noqa: E402
 from siamese.runtime.device import resolve_device  # noqa: E402
@@ -35,7 +36,7 @@ least 1, UMAP needs two neighbours per point."""
 def run_embeddings(run_dir: Path, splits: list[str] | None) -> tuple[pd.DataFrame, np.ndarray, Any]:
     """Embeddings of the requested splits (None: all the run has): the run's cache when present, recomputed
     from embedder.pt if not. Raises DataError naming a split the run does not have (a final model has no
-    test split)."""
+    test split), or the embeddings file a run without embedder.pt lacks."""
     config = RunConfig.load(run_dir / "config.json")
     data = build_run_data(config, run_dir)
     splits = list(data.splits) if splits is None else splits
@@ -48,6 +49,9 @@ def run_embeddings(run_dir: Path, splits: list[str] | None) -> tuple[pd.DataFram
         path = run_dir / "embeddings" / f"{split}.npz"
         ids = data.parts[split]["image_id"].astype(str).to_numpy()
         if model is None and stored_embeddings(path, ids) is None:  # absent, or of another split.csv
+            if not (run_dir / "embedder.pt").is_file():
+                raise DataError(f"{run_dir}: no embeddings of its {split} split ({path} is absent or of other "
+                                f"images) and no {run_dir / 'embedder.pt'} to compute them; train or resume the run")
             model = EmbeddingNet.from_checkpoint(run_dir / "embedder.pt")
         arrays.append(split_embeddings(model, data.dataset(split), data.parts[split], run_dir, config,
                                        resolve_device("cpu")))
@@ -110,10 +114,16 @@ def scatter(coords: pd.DataFrame, colour_by: str, path: Path, title: str, thumbn
 
 def visualize_run(run_dir: str | Path, methods: tuple[str, ...] = METHODS, split: str = "all",
                   max_points: int = 5000, seed: int = 0, per_class_thumbnails: int = 2,
-                  wandb_mode: str | None = None) -> dict[str, Any]:
-    """Projections, plots and coordinate CSVs under ``RUN_DIR/projections``; returns what it wrote."""
+                  wandb_mode: str | None = None, html: bool = False) -> dict[str, Any]:
+    """Projections, plots and coordinate CSVs under ``RUN_DIR/projections``; with ``html`` also the explorer
+    page ``explorer.html`` (:mod:`siamese.diagnostics.explorer`). Returns what it wrote."""
     run_dir = Path(run_dir)
-    frame, embeddings, data = run_embeddings(run_dir, None if split == "all" else [split])
+    shown = None if split == "all" else [split]
+    # the explorer's neighbours are training images, needed even when another split is shown
+    wanted = [*shown, "train"] if html and shown and "train" not in shown else shown
+    everything, all_embeddings, data = run_embeddings(run_dir, wanted)
+    in_view = everything if shown is None else everything[everything["split"].isin(shown)]
+    frame, embeddings = in_view.reset_index(drop=True), all_embeddings[in_view.index.to_numpy()]
     total = len(frame)
     picks = stratified_sample(frame, max_points, seed)
     frame, embeddings = frame.iloc[picks].reset_index(drop=True), embeddings[picks]
@@ -145,6 +155,11 @@ def visualize_run(run_dir: str | Path, methods: tuple[str, ...] = METHODS, split
             scatter(coords, "split", out_dir / f"{stem}_by_split.png", f"{name} of embeddings ({split}), by split"),
         ]
         written[method] = coords
+    if html:
+        train_embeddings = all_embeddings[(everything["split"] == "train").to_numpy()]
+        coords = {("UMAP" if m == "umap" else "t-SNE"): written[m][["x", "y"]].to_numpy() for m in methods}
+        written["files"].append(write_run_explorer(run_dir, frame, coords, embeddings, data, train_embeddings,
+                                                   total))
     if wandb_mode and wandb_mode != "disabled":
         _log_to_wandb(run_dir, written, wandb_mode)
     return written

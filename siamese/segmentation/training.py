@@ -27,7 +27,16 @@ from siamese.data.splits import apply_manifest, fold_manifest, kfold_table, read
 from siamese.data.table import DataError, DatasetTable
 from siamese.models.checkpoint import load_checkpoint, load_training_state, save_checkpoint, save_training_state
 from siamese.models.segmenter import LesionSegmenter, check_segment_size
-from siamese.runtime.device import machine_description, resolve_device, seed_everything
+from siamese.runtime.device import (
+    Compute,
+    autocast,
+    machine_description,
+    prepare_model,
+    resolve_compute,
+    resolve_device,
+    seed_everything,
+    to_device,
+)
 from siamese.runtime.errors import ExportError
 from siamese.segmentation.data import SegmentationDataset, joint_transform, load_pairs, with_masks
 from siamese.segmentation.evaluate import evaluate_masks
@@ -162,7 +171,8 @@ def train_one(config: SegmentConfig, table: DatasetTable, run_dir: Path) -> dict
     seconds = time.perf_counter() - start
     best = MaskPredictor(run_dir, engine="torch", device=str(device))
     summary = evaluate_masks(best.mask, parts["test"], run_dir)
-    summary.update(train_seconds=seconds, best_epoch=load_checkpoint(run_dir / CHECKPOINT)["epoch"],
+    summary.update(train_seconds=seconds, compute=resolve_compute(config.compute, device).name,
+                   best_epoch=load_checkpoint(run_dir / CHECKPOINT)["epoch"],
                    split_sizes={s: len(rows) for s, rows in parts.items()}, excluded=table.excluded)
     _export(run_dir)
     done.write_text(json.dumps(summary, indent=2) + "\n")
@@ -175,7 +185,8 @@ def _fit(config: SegmentConfig, parts: dict[str, pd.DataFrame], run_dir: Path, d
     size = config.image_size
     train_images, train_masks = load_pairs(parts["train"], size)
     val_images, val_masks = load_pairs(parts["val"], size)
-    model = LesionSegmenter(config.encoder, config.decoder_channels, config.weights).to(device)
+    compute = resolve_compute(config.compute, device, warn=True)
+    model = prepare_model(LesionSegmenter(config.encoder, config.decoder_channels, config.weights), device, compute)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     dice, bce = smp.losses.DiceLoss("binary", from_logits=True), smp.losses.SoftBCEWithLogitsLoss()
     progress = load_training_state(run_dir / LAST_STATE, model, optimizer) or {
@@ -192,14 +203,15 @@ def _fit(config: SegmentConfig, parts: dict[str, pd.DataFrame], run_dir: Path, d
             model.train()
             losses = []
             for images, masks in tqdm(loader, desc=f"epoch {epoch}", leave=False):
-                images, masks = images.to(device), masks.to(device)
-                logits = model(images)
-                loss = dice(logits, masks) + bce(logits, masks)
+                images, masks = to_device(images, device, compute.channels_last), masks.to(device)
+                with autocast(device, compute.bf16):
+                    logits = model(images)
+                loss = dice(logits.float(), masks) + bce(logits.float(), masks)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 losses.append(loss.item())
-            val_dice = validation_dice(model, val_images, val_masks, device)
+            val_dice = validation_dice(model, val_images, val_masks, device, compute=compute)
             row = {"stage": "segment", "epoch": epoch, "train_loss": float(np.mean(losses)), "val_dice": val_dice}
             progress["history"].append(row)
             if val_dice > progress["best_dice"]:
@@ -219,14 +231,18 @@ def _fit(config: SegmentConfig, parts: dict[str, pd.DataFrame], run_dir: Path, d
 
 
 def validation_dice(model: LesionSegmenter, images: np.ndarray, masks: np.ndarray, device: torch.device,
-                    batch_size: int = 32) -> float:
-    """Mean per-image Dice at the training size (cheap enough for every epoch), scored as evaluation is."""
+                    batch_size: int = 32, compute: Compute | None = None) -> float:
+    """Mean per-image Dice at the training size (cheap enough for every epoch), scored as evaluation is;
+    ``compute`` as in training (``auto`` for the device when not given)."""
+    compute = compute or resolve_compute("auto", device)
     model.eval()
     scores = []
     with torch.inference_mode():
         for i in range(0, len(images), batch_size):
-            pixels = torch.from_numpy(images[i:i + batch_size]).permute(0, 3, 1, 2).to(device)
-            predicted = (model(pixels) > 0).squeeze(1).cpu().numpy()
+            pixels = to_device(torch.from_numpy(images[i:i + batch_size]).permute(0, 3, 1, 2), device,
+                               compute.channels_last)
+            with autocast(device, compute.bf16):
+                predicted = (model(pixels) > 0).squeeze(1).cpu().numpy()
             scores += [mask_scores(p, t)["dice"] for p, t in zip(predicted, masks[i:i + batch_size], strict=True)]
     return float(np.mean(scores))
 

@@ -18,8 +18,12 @@ from siamese.runtime.device import autocast, to_device
 def compute_embeddings(model: torch.nn.Module, dataset: Dataset, device: torch.device, batch_size: int = 128,
                        num_workers: int = 0, desc: str = "embedding", amp: bool = True,
                        channels_last: bool = False) -> np.ndarray:
+    """``(N, D)`` float32 outputs of ``model`` over ``dataset`` in order, in eval mode (restored after);
+    ``amp``: bf16 autocast, ``channels_last``: NHWC inputs and weights (see :mod:`siamese.runtime.device`)."""
     was_training = model.training
     model.eval()
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=device.type == "cuda")
     chunks = []

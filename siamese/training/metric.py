@@ -97,7 +97,7 @@ class MetricTrainer:
         self.run_dir, self.tracker = run_dir, tracker
         self.amp, self.channels_last, self.num_workers, self.seed = amp, channels_last, num_workers, seed
         self.dist = dist or DistContext()
-        if channels_last and device.type == "cuda":
+        if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.Adam(parameter_groups(self.model, cfg), lr=cfg.lr)
         self.loss = losses.TripletMarginLoss(margin=cfg.margin)

@@ -6,6 +6,7 @@ there, and ``resume`` needs nothing else.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import sys
@@ -44,7 +45,13 @@ from siamese.models import DenseClassifier, EmbeddingNet, check_input_size, load
 from siamese.models.backbones import imagenet_statistics
 from siamese.models.colour import check_colour_settings
 from siamese.robustness.artefacts import ArtefactLibrary, ArtefactPixels
-from siamese.runtime.device import machine_description, resolve_device, seed_everything
+from siamese.runtime.device import (
+    configure_threads,
+    machine_description,
+    resolve_compute,
+    resolve_device,
+    seed_everything,
+)
 from siamese.runtime.distributed import DistContext, init_distributed
 from siamese.runtime.errors import ExportError
 from siamese.training.classify import ClassifierTrainer, knn_proba, predict_proba
@@ -250,6 +257,8 @@ def run_training(config: RunConfig, resume: str | Path | None = None,
     (bad data, settings that cannot train, weights that cannot be had) removes what it wrote.
     """
     device = resolve_device(config.device)
+    configure_threads()
+    config, changes = _resolved_compute(config, changes, device)
     dist = init_distributed(device)
     if dist.enabled and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
@@ -257,6 +266,15 @@ def run_training(config: RunConfig, resume: str | Path | None = None,
         return _train(config, resume, changes, device, dist)
     finally:
         dist.close()
+
+
+def _resolved_compute(config: RunConfig, changes: dict[str, Any] | None, device: torch.device
+                      ) -> tuple[RunConfig, dict[str, Any] | None]:
+    """``compute: auto`` made concrete for this device, so ``config.json`` records what the run used."""
+    config = dataclasses.replace(config, compute=resolve_compute(config.compute, device, warn=True).name)
+    if changes and "compute" in changes:
+        changes = {**changes, "compute": resolve_compute(changes["compute"], device, warn=True).name}
+    return config, changes
 
 
 def _train(config: RunConfig, resume: str | Path | None, changes: dict[str, Any] | None, device: torch.device,
@@ -299,10 +317,11 @@ def _train(config: RunConfig, resume: str | Path | None, changes: dict[str, Any]
 
     tracker = Tracker(run_dir, config.to_dict(), config.wandb if dist.is_main else "disabled")
     try:
+        compute = resolve_compute(config.compute, device)
         ssl_history = _self_supervised(model, data, config, device, run_dir, tracker, dist)
         stage1 = MetricTrainer(model, MetricData(data.dataset("stage1", config.data.augment, artefacts),
                                                  datasets["val"], reference),
-                               config.embed, device, run_dir, tracker, config.amp, config.channels_last,
+                               config.embed, device, run_dir, tracker, compute.bf16, compute.channels_last,
                                config.data.num_workers, config.seed, dist, config.compile)
         stage1.resume()
         embed_history = stage1.fit()
@@ -381,12 +400,13 @@ def _self_supervised(model: EmbeddingNet, data: RunData, config: RunConfig, devi
     """Stage 0 when ``ssl_epochs`` asks for it; its two views are drawn with the run's augmentation."""
     if config.embed.ssl_epochs <= 0:
         return []
+    compute = resolve_compute(config.compute, device)
     if dist.enabled:
         raise ValueError("self-supervised pre-training (--ssl-epochs) runs in a single process, not under torchrun")
     if config.data.augment == "none":
         raise ValueError("--ssl-epochs needs an augmentation (--augment): two identical views teach nothing")
     trainer = SelfSupervisedTrainer(model, data.dataset("train", config.data.augment), config.embed, device,
-                                    run_dir, tracker, config.amp, config.channels_last, config.data.num_workers,
+                                    run_dir, tracker, compute.bf16, compute.channels_last, config.data.num_workers,
                                     config.seed)
     trainer.resume()
     return trainer.fit()
@@ -421,11 +441,12 @@ def _reference_subset(dataset: ImageDataset, limit: int, seed: int) -> ImageData
 def split_embeddings(model: EmbeddingNet, dataset: ImageDataset, rows: pd.DataFrame, run_dir: Path,
                       config: RunConfig, device: Any) -> np.ndarray:
     path = run_dir / "embeddings" / f"{rows['split'].iloc[0]}.npz"
+    compute = resolve_compute(config.compute, torch.device(device))
     path.parent.mkdir(exist_ok=True)
     ids = rows["image_id"].astype(str).to_numpy()
     return cached_embeddings(path, ids, lambda: compute_embeddings(
-        model, dataset, device, config.embed.batch_size, config.data.num_workers, path.stem, config.amp,
-        config.channels_last))
+        model, dataset, device, config.embed.batch_size, config.data.num_workers, path.stem, compute.bf16,
+        compute.channels_last))
 
 
 def evaluate_run(run_dir: Path, data: RunData, embeddings: dict[str, np.ndarray], classifier: Any,

@@ -49,6 +49,8 @@ class SelfSupervisedTrainer:
                  num_workers: int = 0, seed: int = 0) -> None:
         self.model, self.images, self.cfg, self.device = model.to(device), images, cfg, device
         self.tracker, self.amp, self.channels_last = tracker, amp, channels_last
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.num_workers, self.seed = num_workers, seed
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.loss = losses.SelfSupervisedLoss(losses.NTXentLoss(temperature=cfg.ssl_temperature))
