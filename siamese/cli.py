@@ -50,7 +50,8 @@ if TYPE_CHECKING:
 
 # Each command imports what it needs when it runs: `predict` starts without loading the training stack.
 
-PRESET_FOR_DATASET = {"digits": "tiny", "synthetic": "tiny", "ham10000": "ham", "isic2020": "isic", "ph2": "ph2"}
+PRESET_FOR_DATASET = {"digits": "tiny", "synthetic": "tiny", "ham10000": "ham", "isic2019": "ham", "isic2020": "isic",
+                      "isic2024": "isic", "ph2": "ph2"}
 
 
 def read_pair_files(paths: Sequence[str] | None, image_ids: pd.Series | None = None) -> pd.DataFrame | None:
@@ -853,10 +854,11 @@ def run_command(argv: Sequence[str] | None = None) -> int:
 
 
 def error_line(exc: Exception) -> str:
-    """An error's own message. One raised in a DataLoader worker reaches the main process as the same type
-    with the worker's whole traceback for a message (torch's ``ExceptionWrapper``), whose last line is
+    """An error's own message, on one line (a library's message may hold line breaks: pandas' parser errors
+    end in one). One raised in a DataLoader worker reaches the main process as the same type with the
+    worker's whole traceback for a message (torch's ``ExceptionWrapper``), whose last line is
     ``module.Type: message``."""
     text = str(exc).strip()
     if "\nOriginal Traceback (most recent call last):" not in text:
-        return text
+        return " ".join(line.strip() for line in text.splitlines() if line.strip())
     return text.splitlines()[-1].partition(": ")[2] or text.splitlines()[-1]

@@ -16,7 +16,7 @@ from typing import Any
 
 from siamese.training.reference_models import REFERENCE_MODELS
 
-DATASETS = ("ham10000", "isic2020", "ph2", "dermamnist", "csv", "digits", "synthetic")
+DATASETS = ("ham10000", "isic2019", "isic2020", "isic2024", "ph2", "dermamnist", "csv", "digits", "synthetic")
 BACKBONES = ("inception_v3", "resnet50", "resnet18", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 AUGMENTATIONS = ("lesion", "dermoscopy", "light", "none")
 REFERENCES = ("colour_baseline", "imagenet_probe", "colour_embedding", "finetune")

@@ -31,7 +31,7 @@ def test_read_mask_accepts_0_255_and_0_1_and_checks_size(tmp_path):
     with pytest.raises(DataError, match="full.png: mask is 12x8 but its image is 10x8"):
         read_mask(tmp_path / "full.png", size=(10, 8))
     (tmp_path / "bad.png").write_bytes(b"not a png")
-    with pytest.raises(DataError, match="bad.png: unreadable or corrupt lesion mask"):
+    with pytest.raises(DataError, match="bad.png: unreadable lesion mask: not an image"):
         read_mask(tmp_path / "bad.png")
 
 

@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +82,7 @@ def test_file_cache_matches_decoding_and_is_reused(ham_dir, tmp_path):
 def test_interrupted_cache_is_rebuilt(ham_dir, tmp_path):
     table = load_dataset("ham10000", data_dir=ham_dir)
     path = cache_path(table, 32, tmp_path)
-    path.with_suffix(".partial.npy").write_bytes(b"half written")
+    (path.parent / f"{path.stem}.123-abcdef12.partial.npy").write_bytes(b"half written")  # a killed build's
     cached = pixel_source(table, 32, cache_dir=tmp_path)
     assert path.is_file() and len(cached) == len(table.frame)
 
@@ -202,4 +203,73 @@ def test_a_corrupt_image_met_by_a_dataloader_worker_is_one_line(tmp_path):
     with pytest.raises(ValueError) as info:  # an ImageError, re-raised with the worker's traceback as its message
         next(iter(DataLoader(dataset, num_workers=1)))
     assert "Traceback" in str(info.value)
-    assert error_line(info.value) == f"{bad}: unreadable or corrupt image (cannot identify image file '{bad}')"
+    assert error_line(info.value) == (f"{bad}: unreadable image: not an image (its first bytes b'not a jpeg' match "
+                                      f"no format Pillow knows)")
+
+
+BUILDER = """
+import sys, time
+from pathlib import Path
+
+import numpy as np
+
+from siamese.data.images import cached_pixels
+from siamese.dedup.features import cached
+
+target, kind, ready = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+(ready / sys.argv[4]).touch()
+while len(list(ready.iterdir())) < 2:  # start together: the race the test is about
+    time.sleep(0.005)
+
+
+class Slow:  # images that take a while to decode, so both builds overlap
+    def __len__(self):
+        return 40
+
+    def __getitem__(self, i):
+        time.sleep(0.01)
+        return np.full((256, 256, 3), i, np.uint8)  # large enough that writing overlaps too
+
+
+if kind == "pixels":
+    out = cached_pixels(Slow(), target)
+    values = np.stack([out[i] for i in range(len(out))])
+else:
+    values = cached(target, lambda: np.stack([Slow()[i] for i in range(40)]))
+assert (values == np.arange(40, dtype=np.uint8)[:, None, None, None]).all()
+"""
+
+
+@pytest.mark.parametrize("kind", ["pixels", "dedup"])
+def test_two_processes_building_one_cache_at_once_both_finish_with_a_whole_file(tmp_path, kind):
+    """Runs sharing a --cache-dir (the README's seeds) build the same file at the same moment."""
+    import subprocess
+    import sys
+
+    target, ready = tmp_path / "cache" / "same.npy", tmp_path / "ready"
+    ready.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    runs = [subprocess.Popen([sys.executable, "-c", BUILDER, str(target), kind, str(ready), str(i)], env=env,
+                             stderr=subprocess.PIPE, text=True) for i in range(2)]
+    errors = [run.communicate(timeout=600)[1] for run in runs]  # importing torch twice on a busy machine
+    assert [run.returncode for run in runs] == [0, 0], errors
+    np.testing.assert_array_equal(np.load(target), np.arange(40, dtype=np.uint8)[:, None, None, None]
+                                  * np.ones((1, 256, 256, 3), np.uint8))
+    assert [p.name for p in target.parent.iterdir()] == ["same.npy"]  # no partial file left behind
+
+
+def test_an_interrupted_cache_build_leaves_no_partial_file(tmp_path):
+    from siamese.data.images import cached_pixels
+
+    class Failing:
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            if i == 2:
+                raise KeyboardInterrupt
+            return np.zeros((4, 4, 3), np.uint8)
+
+    with pytest.raises(KeyboardInterrupt):
+        cached_pixels(Failing(), tmp_path / "c.npy")
+    assert list(tmp_path.iterdir()) == []

@@ -71,7 +71,7 @@ def test_ph2_listed_case_without_image_is_named(ph2_dir):
 def test_ph2_image_that_does_not_decode_is_named(ph2_dir):
     image = next((ph2_dir / "PH2Dataset" / "PH2 Dataset images" / "IMD101").rglob("IMD101.bmp"))
     image.write_bytes(image.read_bytes()[:200])
-    with pytest.raises(DataError, match="IMD101.bmp: unreadable or corrupt image"):
+    with pytest.raises(DataError, match="IMD101.bmp: unreadable image: truncated or corrupt BMP data"):
         load_dataset("ph2", ph2_dir)
 
 

@@ -16,9 +16,16 @@ import pandas as pd
 from siamese.config import CVConfig, RunConfig
 from siamese.diagnostics.plots import confusion_matrix_panels, model_roc_curves
 from siamese.diagnostics.report import markdown_table
-from siamese.training.evaluate import classification_metrics
+from siamese.training.evaluate import PARTIAL_AUC, classification_metrics
 
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc")
+BINARY_METRICS = (PARTIAL_AUC,)
+"""Reported beside :data:`METRICS` for a two-class task: ISIC 2024's partial AUC above 80 % sensitivity."""
+
+
+def metrics_in(folds: pd.DataFrame) -> list[str]:
+    """The metrics the fold rows hold: :data:`METRICS`, and :data:`BINARY_METRICS` for a two-class task."""
+    return [*METRICS, *(m for m in BINARY_METRICS if m in folds.columns and folds[m].notna().any())]
 
 
 def fold_rows(seed: int, fold: int, y_true: np.ndarray, proba: dict[str, np.ndarray], classes: list[str],
@@ -30,17 +37,18 @@ def fold_rows(seed: int, fold: int, y_true: np.ndarray, proba: dict[str, np.ndar
     for model, p in proba.items():
         summary, _ = classification_metrics(y_true, p, classes)
         rows.append({"seed": seed, "fold": fold, "model": model, "n": len(y_true),
-                     **{m: summary[m] for m in METRICS}, "train_seconds": train_seconds,
-                     "model_seconds": (model_seconds or {}).get(model, np.nan)})
+                     **{m: summary[m] for m in METRICS}, **{m: summary[m] for m in BINARY_METRICS if m in summary},
+                     "train_seconds": train_seconds, "model_seconds": (model_seconds or {}).get(model, np.nan)})
     return rows
 
 
 def summarize(folds: pd.DataFrame) -> pd.DataFrame:
     """``model,metric,mean,std`` over all (seed, fold) rows, with the sample standard deviation."""
-    long = folds.melt(id_vars=["model"], value_vars=list(METRICS), var_name="metric")
+    metrics = metrics_in(folds)
+    long = folds.melt(id_vars=["model"], value_vars=metrics, var_name="metric")
     order = {m: i for i, m in enumerate(dict.fromkeys(folds["model"]))}
     table = long.groupby(["model", "metric"], sort=False)["value"].agg(["mean", "std"]).reset_index()
-    table["metric"] = pd.Categorical(table["metric"], METRICS)
+    table["metric"] = pd.Categorical(table["metric"], metrics)
     return table.sort_values(["model", "metric"], key=lambda c: c.map(order) if c.name == "model" else c,
                              ignore_index=True).astype({"metric": str})
 
@@ -64,7 +72,7 @@ def _paired_with(folds: pd.DataFrame, reference: str) -> pd.DataFrame:
         if model == reference:
             continue
         other = folds[folds["model"] == model].set_index(["seed", "fold"])
-        for metric in METRICS:
+        for metric in metrics_in(folds):
             diff = (other[metric] - base[metric]).dropna()
             rows.append({"reference": reference, "model": model, "metric": metric,
                          "mean_difference": diff.mean(), "std": diff.std(),
@@ -102,7 +110,7 @@ def format_summary(summary: pd.DataFrame) -> pd.DataFrame:
                                  for m, s in zip(summary["mean"], summary["std"], strict=True)])
     wide = cells.pivot(index="model", columns="metric", values="cell")
     order = list(dict.fromkeys(summary["model"]))
-    return wide.loc[order, [m for m in METRICS if m in wide.columns]].reset_index()
+    return wide.loc[order, [m for m in (*METRICS, *BINARY_METRICS) if m in wide.columns]].reset_index()
 
 
 def _trained_seconds(folds: pd.DataFrame) -> dict[str, float]:
@@ -127,7 +135,7 @@ def write_cv_report(out: Path, config: RunConfig, cv: CVConfig, summary: pd.Data
                             zip(t["mean_difference"], t["std"], t["folds_ahead"], t["folds"], strict=True)])
         if cells.empty:
             continue
-        table = cells.pivot(index="model", columns="metric", values="cell")[list(METRICS)].reset_index()
+        table = cells.pivot(index="model", columns="metric", values="cell")[metrics_in(folds)].reset_index()
         paired_lines += [f"Paired with `{reference}` on the same held-out images (model minus reference, "
                          "mean ± sd over folds; `cv_paired.csv`):", "", markdown_table(table), ""]
     lines = [

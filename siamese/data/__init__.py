@@ -31,14 +31,18 @@ def __getattr__(name: str) -> Any:
 def load_dataset(name: str, data_dir: str | Path | None = None, metadata: str | Path | None = None,
                  require_images: bool = True, binary: bool = False, seed: int = 0,
                  lesions_per_class: int = 24, only_present: bool = False) -> DatasetTable:
-    """Any supported dataset by name; ``binary`` gives a two-class view (HAM: malignant vs benign, PH2:
-    melanoma vs nevus); ``only_present`` uses the images of a partial download and counts the rest."""
+    """Any supported dataset by name; ``binary`` gives a two-class view (HAM: malignant vs benign, ISIC 2019:
+    mel, bcc, ak and scc malignant, PH2: melanoma vs nevus); ``only_present`` uses the images of a partial
+    download and counts the rest."""
     from siamese.data.embedded import make_synthetic, read_digits
     from siamese.data.readers import (
+        ISIC2019_MALIGNANT,
         PH2_MALIGNANT,
         read_ham10000,
         read_image_csv,
+        read_isic2019,
         read_isic2020,
+        read_isic2024,
         read_npz,
         read_ph2,
         to_binary,
@@ -46,8 +50,14 @@ def load_dataset(name: str, data_dir: str | Path | None = None, metadata: str | 
 
     if name == "ham10000":
         table = read_ham10000(data_dir, metadata, require_images=require_images, only_present=only_present)
+    elif name == "isic2019":
+        table = read_isic2019(data_dir, metadata, require_images=require_images, only_present=only_present)
+        if binary:
+            return to_binary(table, ISIC2019_MALIGNANT)
     elif name == "isic2020":
         table = read_isic2020(data_dir, metadata, require_images=require_images, only_present=only_present)
+    elif name == "isic2024":
+        table = read_isic2024(data_dir, metadata, require_images=require_images, only_present=only_present)
     elif name == "ph2":
         table = read_ph2(data_dir, require_images=require_images)
         if binary:

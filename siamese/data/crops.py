@@ -7,13 +7,14 @@ the same scale. Without a usable mask an image stays whole, and the count of suc
 
 from __future__ import annotations
 
+import glob
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from siamese.data.decode import decode
-from siamese.data.files import IMAGE_SUFFIXES
+from siamese.data.decode import decode, is_image
+from siamese.data.files import image_suffixes, the_image
 from siamese.data.table import DataError
 
 Box = tuple[int, int, int, int]
@@ -63,7 +64,6 @@ def mask_boxes(mask_paths: list[str], margin: float = 0.15) -> list[Box | None]:
 
 
 MASK_PATTERNS = ("{stem}_lesion", "{stem}_segmentation", "{stem}_Segmentation", "{stem}")
-MASK_SUFFIXES = (*IMAGE_SUFFIXES, ".gif")
 
 
 def mask_folder(masks_dir: str | Path) -> Path:
@@ -76,7 +76,7 @@ def mask_folder(masks_dir: str | Path) -> Path:
 
 def find_mask(image: str | Path, masks_dir: str | Path | None = None) -> Path | None:
     """The lesion mask of an image: in ``masks_dir`` as ``STEM_lesion.*`` (PH2), ``STEM_segmentation.*``
-    (HAM10000 and ISIC 2018 Task 1) or ``STEM.*``; without a folder, beside it in the PH2 layout
+    (HAM10000 and ISIC 2018 Task 1) or ``STEM.*``, any image format; without a folder, beside it in the PH2 layout
     (``IMDxxx/IMDxxx_lesion/IMDxxx_lesion.*``)."""
     image = Path(image)
     stem = image.stem
@@ -84,9 +84,12 @@ def find_mask(image: str | Path, masks_dir: str | Path | None = None) -> Path | 
     if not folder.is_dir():
         return None
     for pattern in MASK_PATTERNS:
-        for candidate in sorted(folder.glob(pattern.format(stem=stem) + ".*")):
-            if candidate != image and candidate.suffix.lower() in MASK_SUFFIXES:
-                return candidate
+        # any image by contents, or by name (a corrupt mask is then refused with its reason, not skipped)
+        candidates = [path for path in folder.glob(glob.escape(pattern.format(stem=stem)) + ".*")
+                      if path != image and path.is_file()
+                      and (path.suffix.lower() in image_suffixes() or is_image(path))]
+        if candidates:
+            return the_image(sorted(candidates))
     return None
 
 

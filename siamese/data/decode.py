@@ -3,16 +3,20 @@
 Every image, lesion mask and artefact template the package reads is decoded by :func:`decode`, so each is
 read as a viewer displays it, the same way in training, prediction, duplicate search, segmentation and the
 robustness audit: EXIF orientation applied before any crop or resize, samples of more than 8 bits scaled
-to 8, and every failure named by file as an :class:`ImageError`.
+to 8, transparency composited on :data:`BACKGROUND`, and every failure named by file as an
+:class:`ImageError` that says why (no decoder for the format, truncated data, not an image).
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
+from siamese.data.formats import unidentified_reason
+from siamese.data.hdf5 import read_member, split_member
 from siamese.data.table import DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -25,6 +29,14 @@ SIDEWAYS = (5, 6, 7, 8)
 """EXIF orientations that swap width and height when applied."""
 DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError)
 """What Pillow raises for a file it cannot decode: unknown or truncated data, a mode it cannot convert."""
+JPEG_SCALES = (8, 4, 2, 1)
+"""The denominators of libjpeg's reduced-scale decode that Pillow's ``draft`` chooses among, largest first: the
+largest not above the ratio of the stored size to the size asked for."""
+ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa")
+BACKGROUND = {"RGB": (255, 255, 255), "L": (0, 0, 0)}
+"""What transparent pixels are shown on, by output mode: an image on white, as a browser or document shows a
+cut-out (never the colour stored under alpha 0, often black, which viewers hide); a mask on black, so what
+a tool left transparent is outside the lesion."""
 
 
 class ImageError(DataError):
@@ -53,9 +65,31 @@ def decode(path: str | Path, mode: str = "RGB", size: int | None = None, kind: s
             if size is not None:
                 image.draft(mode, (size, size))
             ImageOps.exif_transpose(image, in_place=True)  # loads the pixels, then turns them upright
-            return (image if labels else eight_bit(image)).convert(mode)
+            return flatten(image if labels else eight_bit(image), BACKGROUND[mode]).convert(mode)
     except DECODE_ERRORS as exc:
-        raise ImageError(f"{path}: unreadable or corrupt {kind} ({exc})") from exc
+        raise ImageError(f"{path}: unreadable {kind}: {_load_failure(image, exc)}") from exc
+
+
+def flatten(image: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+    """An image with an alpha channel, or a palette or colour marked transparent (PNG ``tRNS``, GIF), as a
+    viewer shows it on ``background``: alpha-composited (partial alpha blends). Images without transparency
+    are returned as they are; Pillow's plain conversion would drop the alpha and show the hidden colours."""
+    if image.mode not in ALPHA_MODES and "transparency" not in image.info:
+        return image
+    canvas = Image.new("RGBA", image.size, (*background, 255))
+    return Image.alpha_composite(canvas, image.convert("RGBA")).convert("RGB")
+
+
+def is_image(path: str | Path) -> bool:
+    """Whether an installed Pillow plugin identifies the file as an image, from its header (the pixels are
+    not decoded: a truncated image is still an image, refused with its reason when read)."""
+    try:
+        with Image.open(path):
+            return True
+    except Image.DecompressionBombError:
+        return True  # identified; refused or read at reduced scale when decoded
+    except DECODE_ERRORS:
+        return False
 
 
 def eight_bit(image: Image.Image) -> Image.Image:
@@ -103,7 +137,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
             width, height = image.size
             sideways = image.getexif().get(ExifTags.Base.Orientation, 1) in SIDEWAYS
     except DECODE_ERRORS as exc:
-        raise ImageError(f"{path}: unreadable or corrupt image ({exc})") from exc
+        raise ImageError(f"{path}: unreadable image: {_load_failure(image, exc)}") from exc
     return (height, width) if sideways else (width, height)
 
 
@@ -113,8 +147,11 @@ def to_batch(images: list[np.ndarray]) -> np.ndarray:
 
 
 def _existing(path: str | Path, kind: str) -> Path:
+    inside = split_member(path)
+    if inside is not None and not inside[0].is_file():
+        raise ImageError(f"{inside[0]}: HDF5 file not found")
     path = Path(path)
-    if not path.is_file():
+    if inside is None and not path.is_file():
         raise ImageError(f"{path}: {kind} file not found")
     return path
 
@@ -123,6 +160,9 @@ def _open(path: Path, size: int | None, kind: str) -> Image.Image:
     """``Image.open`` with its failures named by file. A file above Pillow's decompression-bomb limit is
     refused, except a JPEG that libjpeg can decode at a scale within the limit (Pillow checks the full
     size before any reduction could apply)."""
+    inside = split_member(path)
+    if inside is not None:
+        return _open_member(path, *inside, kind)
     try:
         return Image.open(path)
     except Image.DecompressionBombError as exc:
@@ -138,5 +178,33 @@ def _open(path: Path, size: int | None, kind: str) -> Image.Image:
             image.close()
             raise refusal from exc
         return image
+    except UnidentifiedImageError as exc:
+        raise ImageError(f"{path}: unreadable {kind}: {unidentified_reason(path)}") from exc
     except DECODE_ERRORS as exc:
-        raise ImageError(f"{path}: unreadable or corrupt {kind} ({exc})") from exc
+        raise ImageError(f"{path}: unreadable {kind}: truncated or corrupt header ({exc})") from exc
+
+
+def _open_member(path: Path, file: Path, key: str, kind: str) -> Image.Image:
+    """An image stored in an HDF5 file (:mod:`siamese.data.hdf5`), with the same refusals as a file's."""
+    try:
+        data = read_member(file, key)
+    except KeyError as exc:
+        raise ImageError(f"{path}: no {key!r} in {file}") from exc
+    except OSError as exc:
+        raise ImageError(f"{file}: not a readable HDF5 file ({exc})") from exc
+    try:
+        return Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{path}: {kind} too large to decode ({str(exc).rstrip('.')})") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError(f"{path}: unreadable {kind}: {unidentified_reason(data)}") from exc
+    except DECODE_ERRORS as exc:
+        raise ImageError(f"{path}: unreadable {kind}: truncated or corrupt header ({exc})") from exc
+
+
+def _load_failure(image: Image.Image, exc: Exception) -> str:
+    """Why an identified image's pixels could not be had: no decoder for its format (Pillow built without
+    it), or truncated or corrupt data."""
+    if isinstance(exc, OSError) and "decoder" in str(exc) and "not available" in str(exc):
+        return f"no decoder for this format ({image.format}: {exc})"
+    return f"truncated or corrupt {image.format} data ({exc})"

@@ -10,13 +10,19 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Iterable
+from functools import cache
 from pathlib import Path, PurePosixPath
 
 import pandas as pd
+from PIL import Image
 
+from siamese.data.decode import is_image
+from siamese.data.formats import unidentified_reason
 from siamese.data.table import DataError, require_columns, require_values
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+PLUGIN_SUFFIXES = (".heic", ".heif", ".avif", ".jxl")
+"""Image extensions whose plugin may be absent: still recognised in table ids, so such an image is named
+and refused with the package to install rather than reported missing."""
 
 DELIMITERS = ",\t;|"
 """Delimiters a table may use: CSV, tab-separated (HAM10000's ``.tab`` as Dataverse serves it), semicolons
@@ -61,10 +67,18 @@ def sniff_delimiter(path: Path) -> str:
         return ","
 
 
+@cache
+def image_suffixes() -> frozenset[str]:
+    """Every extension an installed Pillow plugin registers (``.jpg`` ... ``.webp``, ``.heic`` with
+    pillow-heif), and :data:`PLUGIN_SUFFIXES`. Only names in tables are judged by it: files are judged by
+    their contents."""
+    return frozenset(Image.registered_extensions()) | frozenset(PLUGIN_SUFFIXES)
+
+
 def strip_suffix(image_id: str) -> str:
     """An image id without its image extension (``ISIC_0024306.jpg`` -> ``ISIC_0024306``)."""
     stem, suffix = os.path.splitext(str(image_id))
-    return stem if suffix.lower() in IMAGE_SUFFIXES else str(image_id)
+    return stem if suffix.lower() in image_suffixes() else str(image_id)
 
 
 def find_entries(root: Path, relative: str, folders: bool = True) -> list[Path]:
@@ -86,11 +100,15 @@ def find_entries(root: Path, relative: str, folders: bool = True) -> list[Path]:
     return matches
 
 
-def index_images(root: Path, subdirs: Iterable[str]) -> tuple[dict[str, Path], list[str]]:
-    """Image id (file stem) to path over the folders a dataset is known to ship in, and what was searched
-    (each folder with its image count, or marked absent), for messages about missing images."""
+def index_images(root: Path, subdirs: Iterable[str]) -> tuple[dict[str, Path], list[str], list[Path]]:
+    """Image id (file stem) to path over the folders a dataset is known to ship in, whatever the files'
+    extensions (a ``.webp``, ``.heic`` or extension-less image is found like a ``.jpg``); of several files
+    sharing a stem (an image and its ``.json`` sidecar) the one Pillow identifies is taken. Also what was
+    searched (each folder with its file count, or marked absent), for messages about missing images, and
+    every file seen, so the caller can count those no row uses."""
     found: dict[str, Path] = {}
     searched: list[str] = []
+    files: list[Path] = []
     seen: set[Path] = set()
     for sub in subdirs:
         folders = find_entries(root, sub)
@@ -100,12 +118,39 @@ def index_images(root: Path, subdirs: Iterable[str]) -> tuple[dict[str, Path], l
             if folder.resolve() in seen:
                 continue
             seen.add(folder.resolve())
-            count = 0
+            by_stem: dict[str, list[Path]] = {}
             with os.scandir(folder) as entries:
                 for entry in entries:
-                    stem, suffix = os.path.splitext(entry.name)
-                    if suffix.lower() in IMAGE_SUFFIXES and entry.is_file():
-                        found.setdefault(stem, Path(entry.path))
-                        count += 1
-            searched.append(f"{folder.relative_to(root)}/ ({count} images)")
-    return found, searched
+                    if entry.is_file():
+                        path = Path(entry.path)
+                        files.append(path)
+                        by_stem.setdefault(os.path.splitext(entry.name)[0], []).append(path)
+            for stem, paths in by_stem.items():
+                if stem not in found:
+                    found[stem] = the_image(paths)
+            searched.append(f"{folder.relative_to(root)}/ ({sum(map(len, by_stem.values()))} file(s))")
+    return found, searched, files
+
+
+def the_image(paths: list[Path]) -> Path:
+    """Of files sharing a stem, the first (by name, image extensions first) that Pillow identifies; the first
+    of them all when none is (it is then refused with its reason when read)."""
+    if len(paths) == 1:
+        return paths[0]
+    ordered = sorted(paths, key=lambda path: (path.suffix.lower() not in image_suffixes(), path.name))
+    return next((path for path in ordered if is_image(path)), ordered[0])
+
+
+def image_files(folder: Path) -> tuple[list[Path], dict[str, str]]:
+    """The files directly in ``folder`` that an installed Pillow plugin identifies (sorted), and every other
+    entry (sub-folders included) with why it is not used, so a caller can account for the whole folder."""
+    images: list[Path] = []
+    unused: dict[str, str] = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_dir():
+            unused[f"{path.name}/"] = "a folder (not searched)"
+        elif is_image(path):
+            images.append(path)
+        else:
+            unused[path.name] = unidentified_reason(path)
+    return images, unused

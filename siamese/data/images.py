@@ -8,7 +8,6 @@ drop-in that saves decoding a 600x450 JPEG every epoch.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -24,6 +23,7 @@ from siamese.config import AUGMENTATIONS, CROPS
 from siamese.data.crops import Box, mask_boxes
 from siamese.data.decode import load_image
 from siamese.data.table import DataError, DatasetTable
+from siamese.runtime.atomic import written_whole
 
 
 class PixelSource(Protocol):
@@ -138,22 +138,21 @@ def cache_path(table: DatasetTable, size: int, cache_dir: str | Path, boxes: Seq
 def cached_pixels(source: PixelSource, path: Path) -> MemmapPixels:
     """Decode every image once into an ``N x S x S x 3`` uint8 ``.npy``; later runs memory-map it.
 
-    The file is written under a temporary name and renamed when complete, so an interrupted build
-    is rebuilt rather than read half-empty.
+    The file is written under a temporary name of this process's own and renamed when complete
+    (:func:`written_whole`), so an interrupted build is rebuilt rather than read half-empty, and runs
+    sharing a cache folder that build the same file at once each finish with a whole one.
     """
     if path.is_file():
         return MemmapPixels(np.load(path, mmap_mode="r"))
-    path.parent.mkdir(parents=True, exist_ok=True)
     first = source[0]
-    partial = path.with_suffix(".partial.npy")
-    out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(source), *first.shape))
-    out[0] = first
-    for i in tqdm(range(1, len(source)), desc=f"caching {path.name}", leave=False, initial=1,
-                  total=len(source)):
-        out[i] = source[i]
-    out.flush()
-    del out
-    os.replace(partial, path)
+    with written_whole(path) as partial:
+        out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(source), *first.shape))
+        out[0] = first
+        for i in tqdm(range(1, len(source)), desc=f"caching {path.name}", leave=False, initial=1,
+                      total=len(source)):
+            out[i] = source[i]
+        out.flush()
+        del out
     return MemmapPixels(np.load(path, mmap_mode="r"))
 
 

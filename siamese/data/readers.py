@@ -18,7 +18,9 @@ import numpy as np
 import pandas as pd
 
 from siamese.data.decode import load_image
-from siamese.data.files import IMAGE_SUFFIXES, find_entries, index_images, read_csv, strip_suffix
+from siamese.data.files import find_entries, image_suffixes, index_images, read_csv, strip_suffix, the_image
+from siamese.data.formats import warn_unused
+from siamese.data.hdf5 import member, member_keys
 from siamese.data.table import DataError, DatasetTable, first_offenders, require_columns, require_values
 
 HAM_CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
@@ -38,12 +40,14 @@ def attach_paths(frame: pd.DataFrame, data_dir: str | Path, subdirs: Iterable[st
     """Paths for the listed images, and how many were absent.
 
     Absent images are an error unless ``only_present`` says the user holds part of the download on
-    purpose (HAM10000's ``part_1`` alone, say); then they are dropped and counted, never silently.
+    purpose (HAM10000's ``part_1`` alone, say); then they are dropped and counted, never silently. Files
+    in the image folders that no row uses (``source`` itself aside) are counted in a warning naming the
+    first few.
     """
     root = Path(data_dir)
     if not root.is_dir():
         raise DataError(f"{root}: image folder not found")
-    index, searched = index_images(root, subdirs)
+    index, searched, files = index_images(root, subdirs)
     paths = frame["image_id"].map(index)
     missing = frame.loc[paths.isna(), "image_id"]
     if len(missing) == len(frame) or (len(missing) and not only_present):
@@ -54,6 +58,10 @@ def attach_paths(frame: pd.DataFrame, data_dir: str | Path, subdirs: Iterable[st
             f"{first_offenders(missing)} (looked in {', '.join(searched)}){hint}"
         )
     present = paths.notna()
+    used = set(paths[present])
+    unused = [path for path in files
+              if path not in used and (path.parent != root or path.suffix.lower() in image_suffixes())]
+    warn_unused(root, [str(path.relative_to(root)) for path in unused], f"not listed in {Path(source).name}")
     return frame[present].assign(path=paths[present].map(str)), len(missing)
 
 
@@ -120,6 +128,9 @@ def read_ham10000(data_dir: str | Path | None = None, metadata: str | Path | Non
         require_values(head, ("lesion_id", "image_id"), str(table_path))
         frame = head.rename(columns={"dx": "label"}).assign(group=head["lesion_id"])
         subdirs = HAM_IMAGE_DIRS
+    elif {"AK", "SCC", "UNK"} <= set(head.columns):
+        raise DataError(f"{table_path}: an ISIC 2019 ground truth (AK, SCC, UNK columns), not HAM10000's; "
+                        f"read it with --dataset isic2019")
     elif "image" in head.columns:
         frame = _ham_from_one_hot(head, table_path)
         subdirs = ISIC2018_IMAGE_DIRS
@@ -190,6 +201,121 @@ def read_isic2020(data_dir: str | Path | None = None, metadata: str | Path | Non
                      group=frame["patient_id"].to_numpy())
     images = data_dir if require_images else None
     return _finish(out, "isic2020", images, ISIC2020_IMAGE_DIRS, str(table_path), only_present)
+
+
+ISIC2019_CLASSES = ("mel", "nv", "bcc", "ak", "bkl", "df", "vasc", "scc", "unk")
+"""The ground truth's one-hot columns (``MEL`` ... ``UNK``), lower-cased as HAM10000's codes are; the training
+set has no ``UNK`` image, so a run trained on it has the first eight."""
+ISIC2019_MALIGNANT = frozenset({"mel", "bcc", "ak", "scc"})
+ISIC2019_TABLES = ("ISIC_2019_Training_GroundTruth.csv",)
+ISIC2019_METADATA = "ISIC_2019_Training_Metadata.csv"
+ISIC2019_IMAGE_DIRS = ("ISIC_2019_Training_Input", "ISIC_2019_Training_Input/ISIC_2019_Training_Input", "images",
+                       ".")
+NO_ISIC2019_LESION = ("{metadata}: {count} of {total} images have no lesion_id (ISIC 2019 groups only some of its "
+                      "sources' images by lesion); each of them is its own group")
+
+
+def read_isic2019(data_dir: str | Path | None = None, metadata: str | Path | None = None,
+                  require_images: bool = True, only_present: bool = False) -> DatasetTable:
+    """ISIC 2019 as distributed: ``ISIC_2019_Training_GroundTruth.csv`` (one-hot ``MEL, NV, BCC, AK, BKL, DF,
+    VASC, SCC, UNK``) and images in ``ISIC_2019_Training_Input/``; ``metadata`` names the ground truth.
+
+    Groups are the ``lesion_id`` of ``ISIC_2019_Training_Metadata.csv`` (beside the ground truth or one folder
+    up). An image without one (blank there, or not listed) is its own group, and how many are is said in a
+    warning; without the metadata file every image is its own group, with a warning that lesions may leak.
+
+    Raises :class:`DataError` naming the file for a missing column or a row without exactly one class.
+    """
+    table_path = _locate(data_dir, metadata, ISIC2019_TABLES, "isic2019")
+    columns = [c.upper() for c in ISIC2019_CLASSES]
+    frame = read_csv(table_path, ("image", *columns))
+    values = frame[columns].to_numpy()
+    bad = frame.loc[values.sum(axis=1) != 1, "image"]
+    if len(bad):
+        raise DataError(f"{table_path}: rows without exactly one class set: {first_offenders(bad)}")
+    out = pd.DataFrame({"image_id": frame["image"].astype(str).map(strip_suffix),
+                        "label": np.array(ISIC2019_CLASSES)[values.argmax(axis=1)]})
+    lesions = _isic2019_lesions(table_path)
+    if lesions is None:
+        warnings.warn(NO_LESION_IDS.format(table=table_path, groupings=ISIC2019_METADATA), stacklevel=2)
+        out["group"] = out["image_id"]
+    else:
+        metadata_path, lesion_ids = lesions
+        group = out["image_id"].map(lesion_ids)
+        alone = group.isna()
+        if alone.any():
+            warnings.warn(NO_ISIC2019_LESION.format(metadata=metadata_path, count=int(alone.sum()), total=len(out)),
+                          stacklevel=2)
+        out["group"] = group.where(~alone, out["image_id"])
+    images = data_dir if require_images else None
+    return _finish(out, "isic2019", images, ISIC2019_IMAGE_DIRS, str(table_path), only_present)
+
+
+def _isic2019_lesions(table_path: Path) -> tuple[Path, pd.Series] | None:
+    """The metadata file beside the ground truth (or one folder up) and its image -> lesion_id map, blanks
+    dropped; None when there is no such file."""
+    for folder in (table_path.parent, table_path.parent.parent):
+        found = find_entries(folder, ISIC2019_METADATA, folders=False)
+        if found:
+            table = read_csv(found[0], ("image",))
+            require_columns(table, ("lesion_id",), str(found[0]))
+            ids = table.assign(image=table["image"].astype(str).map(strip_suffix)).dropna(subset=["lesion_id"])
+            return found[0], ids.set_index("image")["lesion_id"].astype(str)
+    return None
+
+
+ISIC2024_TABLES = ("train-metadata.csv",)
+ISIC2024_IMAGES = "train-image.hdf5"
+ISIC2024_COLUMNS = ("isic_id", "patient_id", "target")
+
+
+def read_isic2024(data_dir: str | Path | None = None, metadata: str | Path | None = None,
+                  require_images: bool = True, only_present: bool = False) -> DatasetTable:
+    """ISIC 2024 (SLICE-3D) as Kaggle serves it: ``train-metadata.csv`` (``isic_id``, ``patient_id``,
+    ``target`` and many lesion measurements, kept as columns) and ``train-image.hdf5``, one JPEG's bytes per
+    ``isic_id``, read image by image from the archive (never unpacked, never all in memory). Group =
+    ``patient_id``; labels benign/malignant from ``target``.
+
+    Raises :class:`DataError` naming the file for a missing column, a target other than 0/1, a row without a
+    patient, or images listed but absent from the archive (unless ``only_present``).
+    """
+    table_path = _locate(data_dir, metadata, ISIC2024_TABLES, "isic2024")
+    frame = read_csv(table_path, ISIC2024_COLUMNS)
+    bad = frame.loc[~frame["target"].isin([0, 1]), "isic_id"]
+    if len(bad):
+        raise DataError(f"{table_path}: target must be 0 or 1; offenders: {first_offenders(bad)}")
+    out = frame.drop(columns="target").rename(columns={"isic_id": "image_id"})
+    out = out.assign(image_id=out["image_id"].astype(str), label=np.where(frame["target"] == 1, "malignant", "benign"),
+                     group=frame["patient_id"].astype(str), dataset="isic2024")
+    missing = 0
+    if data_dir is None or not require_images:
+        out = out.assign(path="")
+    else:
+        out, missing = _attach_members(out, Path(data_dir), table_path, only_present)
+    return _table(out, {MISSING_IMAGES: missing} if missing else {})
+
+
+def _attach_members(frame: pd.DataFrame, root: Path, table_path: Path, only_present: bool
+                    ) -> tuple[pd.DataFrame, int]:
+    """``path`` = the image's name inside ``train-image.hdf5`` (:func:`siamese.data.hdf5.member`)."""
+    archive = next(iter(find_entries(root, ISIC2024_IMAGES, folders=False)), None)
+    if archive is None:
+        raise DataError(f"{root}: no {ISIC2024_IMAGES} (the images of ISIC 2024, one JPEG per isic_id)")
+    try:
+        stored = member_keys(archive)
+    except OSError as exc:
+        raise DataError(f"{archive}: not a readable HDF5 file ({exc})") from exc
+    present = frame["image_id"].isin(stored)
+    missing = frame.loc[~present, "image_id"]
+    if len(missing) == len(frame) or (len(missing) and not only_present):
+        hint = "; pass --only-present to use the images that are there" if len(missing) < len(frame) else ""
+        raise DataError(f"{table_path}: {len(missing)} of {len(frame)} images listed there are not in "
+                        f"{archive}: {first_offenders(missing)}{hint}")
+    unused = len(stored) - int(present.sum())
+    if unused:
+        warnings.warn(f"{archive}: {unused} stored image(s) not listed in {table_path.name}", stacklevel=3)
+    frame = frame[present]
+    return frame.assign(path=[member(archive, key) for key in frame["image_id"]]), len(missing)
 
 
 PH2_DIAGNOSES = {"Common Nevus": "common_nevus", "Atypical Nevus": "atypical_nevus", "Melanoma": "melanoma"}
@@ -264,13 +390,13 @@ def _ph2_cases(workbook: Path) -> pd.DataFrame:
 
 
 def _case_file(root: Path, folder: str, stem: str) -> Path | None:
-    """``root/folder/stem.<any image extension>``, names matched ignoring case."""
+    """``root/folder/stem.*`` (any extension, or none), names matched ignoring case; of several, the image."""
     for base in find_entries(root, folder):
         with os.scandir(base) as entries:
-            files = {entry.name.lower(): base / entry.name for entry in entries if entry.is_file()}
-        for suffix in IMAGE_SUFFIXES:
-            if f"{stem}{suffix}".lower() in files:
-                return files[f"{stem}{suffix}".lower()]
+            files = [base / entry.name for entry in entries
+                     if entry.is_file() and os.path.splitext(entry.name)[0].lower() == stem.lower()]
+        if files:
+            return the_image(files)
     return None
 
 

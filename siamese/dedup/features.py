@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from siamese.data.images import ImageDataset, PixelSource, build_transform
 from siamese.models import EmbeddingNet, InputNormalization, build_backbone
 from siamese.models.backbones import imagenet_statistics
+from siamese.runtime.atomic import written_whole
 from siamese.runtime.device import Compute, autocast, prepare_model, resolve_compute, to_device
 
 
@@ -94,14 +95,13 @@ def phash_codes(pixels: PixelSource, desc: str = "phash") -> np.ndarray:
 
 
 def cached(path: Path, compute: Callable[[], np.ndarray]) -> np.ndarray:
-    """Load ``path`` if present, else compute, save (atomically) and return."""
+    """Load ``path`` if present, else compute, save (atomically, also beside another process saving it) and
+    return."""
     if path.is_file():
         return np.load(path)
     values = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.stem + ".partial.npy")
-    np.save(partial, values)
-    partial.replace(path)
+    with written_whole(path) as partial:
+        np.save(partial, values)
     return values
 
 

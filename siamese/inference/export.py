@@ -10,12 +10,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from siamese.inference.contract import ONNX_INPUT, ONNX_OUTPUTS
 from siamese.inference.engines import ONNX_FILE, ONNX_INFO, OnnxEngine, checkpoint_digests
 from siamese.inference.graph import InferenceGraph
 from siamese.inference.preprocess import Preprocessing
 from siamese.runtime.errors import ExportError
 
-OUTPUTS = ("embedding", "probabilities")
+OUTPUTS = ONNX_OUTPUTS  # a classification run's, as preprocess.json names them to clients
 
 
 def export_onnx(run_dir: str | Path, tolerance: float = 1e-3) -> Path:
@@ -38,9 +39,9 @@ def export_checked(run_dir: Path, graph: torch.nn.Module, size: int, outputs: tu
     sample = torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     partial = run_dir / f"{ONNX_FILE}.partial"
     try:
-        program = torch.onnx.export(graph, (sample,), dynamo=True, verbose=False, input_names=["pixels"],
+        program = torch.onnx.export(graph, (sample,), dynamo=True, verbose=False, input_names=[ONNX_INPUT],
                                     output_names=list(outputs),
-                                    dynamic_shapes={"pixels": {0: torch.export.Dim("batch", min=1)}})
+                                    dynamic_shapes={ONNX_INPUT: {0: torch.export.Dim("batch", min=1)}})
         program.save(partial)
     except Exception as exc:  # the exporter raises many types; any of them means "no export"
         partial.unlink(missing_ok=True)

@@ -17,7 +17,10 @@ import pandas as pd
 
 from siamese.config import RunConfig
 from siamese.data.decode import to_batch
-from siamese.data.files import IMAGE_SUFFIXES
+from siamese.data.files import image_files
+from siamese.data.formats import unused_summary, warn_unused
+from siamese.data.hdf5 import SUFFIXES as HDF5_SUFFIXES
+from siamese.data.hdf5 import member, member_keys
 from siamese.data.table import DataError
 from siamese.inference.engines import open_engine
 from siamese.inference.preprocess import Preprocessing
@@ -29,21 +32,32 @@ in a Task 1 submission, which the official scorer refuses ("Multiple matching su
 
 
 def expand_inputs(items: list[str]) -> list[Path]:
-    """Files as given, folders expanded to the images inside them (sorted, ISIC superpixel maps left out and
-    counted in a warning); unknown paths are an error."""
+    """Files as given, folders expanded to every file in them that an installed Pillow plugin identifies,
+    whatever its extension (sorted). The rest of a folder is accounted for in a warning: files that are not
+    images (each with why: no decoder for its format, naming the package, or not an image), sub-folders and
+    ISIC superpixel maps. An HDF5 archive of encoded images (ISIC 2024's ``test-image.hdf5``) gives every
+    image it stores (sorted by key). A folder with no image, or an unknown path, is an error."""
     paths: list[Path] = []
     for item in items:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            found, unused = image_files(path)
             superpixels = [p for p in found if p.name.endswith(SUPERPIXELS)]
             if superpixels:
                 warnings.warn(f"{path}: left out {len(superpixels)} ISIC superpixel map(s) (*{SUPERPIXELS})",
                               stacklevel=2)
                 found = [p for p in found if not p.name.endswith(SUPERPIXELS)]
             if not found:
-                raise DataError(f"{path}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
+                empty = f"{unused_summary(path, unused)}; no image to read" if unused else f"{path}: empty folder"
+                raise DataError(empty)
+            warn_unused(path, unused)
             paths += found
+        elif path.is_file() and path.suffix.lower() in HDF5_SUFFIXES:
+            try:
+                keys = sorted(member_keys(path))
+            except OSError as exc:
+                raise DataError(f"{path}: not a readable HDF5 file ({exc})") from exc
+            paths += [Path(member(path, key)) for key in keys]
         elif path.exists():
             paths.append(path)
         else:

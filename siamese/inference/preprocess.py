@@ -12,6 +12,7 @@ import numpy as np
 from siamese.data.crops import Box, box_for_image, mask_folder
 from siamese.data.decode import load_image
 from siamese.data.table import DataError
+from siamese.inference.contract import pipeline
 from siamese.segmentation.predict import predicted_box
 
 
@@ -44,7 +45,10 @@ class Preprocessing:
         return box
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.__dict__, indent=2) + "\n")
+        """The settings, and under ``pipeline`` every step from an image file to ``model.onnx``'s input (for
+        clients that do not run this package; :func:`load` reads only the settings)."""
+        contract = pipeline(self.image_size, self.mean, self.std, self.crop, self.crop_margin)
+        path.write_text(json.dumps({**self.__dict__, "pipeline": contract}, indent=2) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> Preprocessing:

@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from siamese.runtime.atomic import written_whole
 from siamese.runtime.device import autocast, to_device
 
 
@@ -48,9 +49,8 @@ def cached_embeddings(path: Path, image_ids: np.ndarray, compute: Callable[[], n
     if stored is not None:
         return stored
     embedding = compute()
-    partial = path.with_name(path.stem + ".partial.npz")
-    np.savez(partial, embedding=embedding, image_id=np.asarray(image_ids, dtype=str))
-    partial.replace(path)
+    with written_whole(path) as partial:
+        np.savez(partial, embedding=embedding, image_id=np.asarray(image_ids, dtype=str))
     return embedding
 
 
@@ -61,5 +61,6 @@ def cached_arrays(path: Path, ids: np.ndarray, compute: Callable[[], dict[str, n
         if np.array_equal(saved.pop("image_id"), ids):
             return saved
     values = compute()
-    np.savez(path, image_id=ids, **values)
+    with written_whole(path) as partial:
+        np.savez(partial, image_id=ids, **values)
     return values

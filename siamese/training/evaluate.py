@@ -12,7 +12,8 @@ from sklearn import metrics
 def classification_metrics(y_true: np.ndarray, proba: np.ndarray, classes: list[str]) -> tuple[dict[str, Any],
                                                                                              pd.DataFrame]:
     """Accuracy, balanced accuracy, macro P/R/F1, ROC-AUC, the confusion matrix; top-3 accuracy (multiclass);
-    sensitivity at 80 % and 90 % specificity (binary, of the :func:`positive_index` class).
+    sensitivity at 80 % and 90 % specificity and ISIC 2024's partial AUC above 80 % sensitivity (binary, of the
+    :func:`positive_index` class).
 
     ``y_true`` is ``(N,)`` class indices into ``classes``, ``proba`` ``(N, C)`` probabilities."""
     labels = np.arange(len(classes))
@@ -35,6 +36,7 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, classes: list[
         for specificity in SPECIFICITIES:
             summary[f"sensitivity_at_{round(specificity * 100)}_specificity"] = sensitivity_at_specificity(
                 y_true == positive, proba[:, positive], specificity)
+        summary[PARTIAL_AUC] = partial_auc(y_true == positive, proba[:, positive])
     if len(classes) > 2:
         k = min(3, len(classes) - 1)
         summary[f"top{k}_accuracy"] = float(metrics.top_k_accuracy_score(y_true, proba, k=k, labels=labels))
@@ -57,6 +59,24 @@ def sensitivity_at_specificity(positive: np.ndarray, score: np.ndarray, specific
     80 % and 90 %). ``positive`` is ``(N,)`` bool, ``score`` ``(N,)`` higher for positive."""
     fpr, tpr, _ = metrics.roc_curve(positive, score)
     return float(tpr[fpr <= 1 - specificity + 1e-12].max())
+
+
+PARTIAL_AUC = "partial_auc_above_80_tpr"
+MIN_TPR = 0.8
+
+
+def partial_auc(positive: np.ndarray, score: np.ndarray, min_tpr: float = MIN_TPR) -> float:
+    """ISIC 2024's metric: the area of the ROC curve above ``min_tpr`` true-positive rate, between 0 and
+    ``1 - min_tpr`` (0.2 for a perfect ranking at 80 %). Computed as the challenge's scorer does: labels and
+    scores flipped, the flipped curve's area up to false-positive rate ``1 - min_tpr``, its last segment
+    interpolated linearly. ``positive`` is ``(N,)`` bool, ``score`` ``(N,)`` higher for positive."""
+    max_fpr = 1 - min_tpr
+    fpr, tpr, _ = metrics.roc_curve(~np.asarray(positive, dtype=bool), -np.asarray(score, dtype=np.float64))
+    stop = int(np.searchsorted(fpr, max_fpr, "right"))
+    if stop < len(fpr):
+        tpr = np.append(tpr[:stop], np.interp(max_fpr, fpr[stop - 1:stop + 1], tpr[stop - 1:stop + 1]))
+        fpr = np.append(fpr[:stop], max_fpr)
+    return float(metrics.auc(fpr, tpr))
 
 
 def roc_auc(y_true: np.ndarray, proba: np.ndarray) -> float | None:

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from siamese.data.images import PixelRows, PixelSource
+from siamese.runtime.atomic import written_whole
 from siamese.training.baselines import colour_feature_matrix, imagenet_feature_matrix
 from siamese.training.embeddings import cached_arrays
 from siamese.training.reference_models import check_references, probe_scores
@@ -52,10 +53,8 @@ class FeatureStore:
             merged = {"key": np.concatenate([known.to_numpy(dtype=str), keys[missing]]),
                       "features": (np.vstack([stored["features"], new["features"]]) if stored
                                    else new["features"]), **extra}
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            partial = self.path.with_name(self.path.stem + ".partial.npz")
-            np.savez(partial, **merged)
-            partial.replace(self.path)
+            with written_whole(self.path) as partial:
+                np.savez(partial, **merged)
             stored, known = merged, pd.Index(merged["key"])
         rows = known.get_indexer(keys)
         return {"features": stored["features"][rows], **{k: v for k, v in stored.items()
