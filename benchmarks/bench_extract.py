@@ -23,8 +23,9 @@ import torch
 
 from benchmarks.bench_train_step import bare_choices, compute_of, dataset
 from benchmarks.harness import isolated, machine_facts, print_table
-from siamese.config import COMPUTE_CHOICES, ClassifierConfig
+from siamese.config import ClassifierConfig
 from siamese.models import DenseClassifier, EmbeddingNet
+from siamese.runtime.compute_choices import COMPUTE_CHOICES
 from siamese.runtime.device import autocast, prepare_model, resolve_device, to_device
 from siamese.training.classify import ClassifierTrainer
 from siamese.training.embeddings import compute_embeddings

@@ -39,11 +39,12 @@ import pandas as pd
 import torch
 
 from benchmarks.harness import describe_images, isolated, machine_facts, print_table, real_images
-from siamese.config import COMPUTE_CHOICES, EmbedTrainConfig, preset
+from siamese.config import EmbedTrainConfig, preset
 from siamese.data import ImageDataset, build_transform
 from siamese.data.images import ArrayPixels, FilePixels
 from siamese.models import EmbeddingNet
 from siamese.models.backbones import imagenet_statistics
+from siamese.runtime.compute_choices import COMPUTE_CHOICES
 from siamese.runtime.device import (
     Compute,
     autocast,

@@ -16,7 +16,6 @@ from siamese.config import (
     ARTEFACT_TYPES,
     AUGMENTATIONS,
     BACKBONES,
-    COMPUTE_CHOICES,
     CROPS,
     DATASETS,
     DEFAULT_ARTEFACTS,
@@ -37,6 +36,7 @@ from siamese.config import (
 from siamese.data import DataError, load_dataset
 from siamese.inference.engines import ENGINES
 from siamese.inference.submission import SUBMISSION_FORMATS
+from siamese.runtime.compute_choices import COMPUTE_CHOICES
 from siamese.runtime.errors import (
     CheckpointError,
     EngineError,

@@ -14,8 +14,6 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from siamese.training.reference_models import REFERENCE_MODELS
-
 DATASETS = ("ham10000", "isic2019", "isic2020", "isic2024", "ph2", "dermamnist", "csv", "digits", "synthetic")
 BACKBONES = ("inception_v3", "resnet50", "resnet18", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 AUGMENTATIONS = ("lesion", "dermoscopy", "light", "none")
@@ -24,6 +22,9 @@ REFERENCES = ("colour_baseline", "imagenet_probe", "colour_embedding", "finetune
 images (:data:`siamese.training.reference_models.REFERENCE_MODELS` has them all; ``majority`` is the cross-
 validation's too); a final model's (no test split) are fitted on its training images and scored on its
 validation split."""
+CV_REFERENCES = ("colour_baseline", "imagenet_probe", "majority", "colour_embedding", "finetune")
+"""What ``cv`` scores by default: every reference model, in the registry's order (a test checks the two agree;
+the registry lives above the configuration, which must not import it)."""
 CROPS = ("none", "lesion-mask", "lesion")
 """``lesion-mask``: the dataset's own lesion masks; ``lesion``: masks predicted by a ``segment train`` run."""
 SEG_ENCODERS = ("resnet18", "resnet34", "resnet50", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
@@ -32,11 +33,6 @@ DEFAULT_ARTEFACTS = "../shared/data/artefacts"
 """Where this workplace keeps Katsch et al.'s templates; elsewhere pass --artefacts DIR."""
 POOLINGS = ("last", "stages")
 MONITORS = ("precision_at_1", "map_at_r", "knn_accuracy")
-COMPUTE_CHOICES = ("auto", "fp32", "channels_last", "bf16")
-"""Memory format and precision of every forward pass (:func:`siamese.runtime.device.resolve_compute`):
-``fp32``: contiguous (NCHW) float32, PyTorch's default; ``channels_last``: float32 in NHWC, the layout
-oneDNN's and cuDNN's convolutions prefer; ``bf16``: channels_last with bfloat16 autocast (no loss scaling
-needed); ``auto``: what ``resolve_compute`` picks for the device."""
 PAIR_LOSSES = ("triplet", "contrastive", "multi_similarity")
 """Stage-1 losses on pairs or triplets of the batch, which a miner chooses for them (``siamese.training.losses``)."""
 ALL_PAIRS_LOSSES = ("supcon", "ntxent")
@@ -137,7 +133,7 @@ class CVConfig:
 
     folds: int = 5
     seeds: tuple[int, ...] = (0, 1, 2)
-    references: tuple[str, ...] = tuple(REFERENCE_MODELS)
+    references: tuple[str, ...] = CV_REFERENCES
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")

@@ -235,3 +235,10 @@ def test_one_registry_serves_train_and_cv_alike(tmp_path, monkeypatch):
     assert build_parser().parse_args(["train", "--references", "uniform", "none"]).references == ["uniform", "none"]
     with pytest.raises(ValueError, match="unknown reference model"):
         run_cv(config, CVConfig(folds=2, seeds=(0,), references=("colour_histogram",)), tmp_path / "cv2")
+
+
+def test_cv_scores_every_registered_reference_model_by_default():
+    from siamese.config import CV_REFERENCES, CVConfig
+    from siamese.training.reference_models import REFERENCE_MODELS
+
+    assert CVConfig().references == CV_REFERENCES == tuple(REFERENCE_MODELS)

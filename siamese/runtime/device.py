@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from siamese.config import COMPUTE_CHOICES
+from siamese.runtime.compute_choices import COMPUTE_CHOICES
 
 
 def resolve_device(name: str = "auto") -> torch.device:
