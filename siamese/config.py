@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import functools
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -199,6 +200,31 @@ def differing_settings(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -
 
 def get_setting(config: Any, name: str) -> Any:
     return functools.reduce(getattr, name.split("."), config)
+
+
+NUMBER_RULES = (
+    ("embed.epochs", "--epochs-embed", "at least 1", lambda v: v >= 1),
+    ("classifier.epochs", "--epochs-classifier", "at least 1", lambda v: v >= 1),
+    ("embed.lr", "--lr", "positive", lambda v: v > 0),
+    ("classifier.lr", "classifier.lr", "positive", lambda v: v > 0),
+    ("embed.ce_weight", "--ce-weight", "0 (none) or positive", lambda v: v >= 0),
+    ("embed.backbone_lr_scale", "--backbone-lr-scale", "0 (a frozen backbone) or positive", lambda v: v >= 0),
+    ("embed.frozen_epochs", "--frozen-epochs", "0 or more", lambda v: v >= 0),
+    ("embed.ssl_epochs", "--ssl-epochs", "0 or more", lambda v: v >= 0),
+    ("embed.patience", "--patience", "at least 1", lambda v: v >= 1),
+    ("embed.margin", "embed.margin", "0 or positive", lambda v: v >= 0),
+)
+"""Each numeric training setting, the option that sets it, and the range it must lie in (finite, too)."""
+
+
+def check_numbers(config: RunConfig) -> None:
+    """Raises ValueError naming the option of the first numeric setting that is not finite or lies outside its
+    range (:data:`NUMBER_RULES`), so a run refuses it before a folder is claimed instead of failing later with
+    another library's message."""
+    for name, flag, wanted, ok in NUMBER_RULES:
+        value = get_setting(config, name)
+        if not (math.isfinite(value) and ok(value)):
+            raise ValueError(f"{flag} must be {wanted}; got {value}")
 
 
 RESUMABLE = frozenset({"device", "num_workers", "wandb", "compile", "compute", "export_onnx", "data_dir", "metadata",

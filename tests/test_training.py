@@ -331,3 +331,28 @@ def test_wandbs_own_disabled_switch_is_honoured(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert Tracker(tmp_path, {}, "offline").run is None
     assert not (tmp_path / "wandb").exists() and not (tmp_path / "wandb_id.txt").exists()
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--epochs-embed", "0"], "--epochs-embed must be at least 1; got 0"),
+    (["--epochs-classifier", "-1"], "--epochs-classifier must be at least 1; got -1"),
+    (["--lr", "-1"], "--lr must be positive; got -1.0"),
+    (["--ce-weight", "nan"], "--ce-weight must be 0 (none) or positive; got nan"),
+    (["--ce-weight", "inf"], "--ce-weight must be 0 (none) or positive; got inf"),
+    (["--patience", "0"], "--patience must be at least 1; got 0"),
+    (["--backbone-lr-scale", "-0.5"], "--backbone-lr-scale must be 0 (a frozen backbone) or positive; got -0.5"),
+])
+def test_numbers_out_of_range_are_refused_by_option_before_a_folder_is_claimed(tmp_path, capsys, flags, message):
+    out = tmp_path / "run"
+    code = main(["train", "--dataset", "synthetic", "--preset", "tiny", "--image-size", "32", "--wandb", "disabled",
+                 "--out", str(out), *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and f"error: {message}" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("top_k", ["0", "-1"])
+def test_predict_refuses_a_top_k_below_one(run_dir, capsys, top_k):
+    code = main(["predict", "--run", str(run_dir), str(REPO / "assets" / "samples"), "--top-k", top_k])
+    err = capsys.readouterr().err
+    assert code == 2 and "--top-k and the neighbour count must be at least 1" in err and "Traceback" not in err

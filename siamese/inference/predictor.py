@@ -106,6 +106,10 @@ class Predictor:
         return np.take_along_axis(distance, rows, axis=1), rows
 
     def predict(self, paths: list[Path], top_k: int = 3, neighbours: int = 3) -> list[Prediction]:
+        """Each image's class, its ``top_k`` classes and ``neighbours`` nearest training images; raises
+        ValueError when either count is below 1."""
+        if top_k < 1 or neighbours < 1:
+            raise ValueError(f"--top-k and the neighbour count must be at least 1; got {top_k} and {neighbours}")
         results = []
         for path in paths:
             start = time.perf_counter()
