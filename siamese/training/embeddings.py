@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from siamese.runtime.atomic import written_whole
-from siamese.runtime.device import autocast, to_device
+from siamese.runtime.device import Compute, autocast, prepare_model, to_device
 
 
 @torch.no_grad()
@@ -21,9 +21,7 @@ def compute_embeddings(model: torch.nn.Module, dataset: Dataset, device: torch.d
     """``(N, D)`` float32 outputs of ``model`` over ``dataset`` in order, in eval mode (restored after);
     ``amp``: bf16 autocast, ``channels_last``: NHWC inputs and weights (see :mod:`siamese.runtime.device`)."""
     was_training = model.training
-    model.eval()
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
+    prepare_model(model, device, Compute(channels_last, amp)).eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=device.type == "cuda")
     chunks = []

@@ -23,7 +23,7 @@ from siamese.data.balance import DistributedClassBalancedSampler, class_balanced
 from siamese.data.images import ImageDataset
 from siamese.models.checkpoint import load_training_state, save_checkpoint, save_training_state
 from siamese.models.embedder import EmbeddingNet
-from siamese.runtime.device import autocast, to_device
+from siamese.runtime.device import Compute, autocast, prepare_model, to_device
 from siamese.runtime.distributed import DistContext, parameter_digest
 from siamese.training.embeddings import compute_embeddings
 from siamese.training.losses import StageOneObjective
@@ -93,12 +93,11 @@ class MetricTrainer:
                  run_dir: Path, tracker: Tracker, amp: bool = True, channels_last: bool = False,
                  num_workers: int = 0, seed: int = 0, dist: DistContext | None = None,
                  compile_model: bool = False) -> None:
-        self.model, self.data, self.cfg, self.device = model.to(device), data, cfg, device
+        self.model = prepare_model(model, device, Compute(channels_last, amp))
+        self.data, self.cfg, self.device = data, cfg, device
         self.run_dir, self.tracker = run_dir, tracker
         self.amp, self.channels_last, self.num_workers, self.seed = amp, channels_last, num_workers, seed
         self.dist = dist or DistContext()
-        if channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
         n_classes = int(max(data.train.targets.max(), data.val.targets.max())) + 1
         self.objective = StageOneObjective(cfg, n_classes, model.arch["embedding_dim"], self.dist.enabled).to(device)
         self.optimizer = torch.optim.Adam(parameter_groups(self.model, cfg)

@@ -22,7 +22,7 @@ from siamese.config import EmbedTrainConfig
 from siamese.data.images import ImageDataset
 from siamese.models.checkpoint import load_training_state, save_training_state
 from siamese.models.embedder import EmbeddingNet
-from siamese.runtime.device import autocast, to_device
+from siamese.runtime.device import Compute, autocast, prepare_model, to_device
 from siamese.training.tracking import Tracker
 
 LAST = "selfsup_last.pt"
@@ -47,10 +47,9 @@ class SelfSupervisedTrainer:
     def __init__(self, model: EmbeddingNet, images: ImageDataset, cfg: EmbedTrainConfig, device: torch.device,
                  run_dir: Path, tracker: Tracker, amp: bool = True, channels_last: bool = False,
                  num_workers: int = 0, seed: int = 0) -> None:
-        self.model, self.images, self.cfg, self.device = model.to(device), images, cfg, device
+        self.model = prepare_model(model, device, Compute(channels_last, amp))
+        self.images, self.cfg, self.device = images, cfg, device
         self.tracker, self.amp, self.channels_last = tracker, amp, channels_last
-        if channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
         self.num_workers, self.seed = num_workers, seed
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.loss = losses.SelfSupervisedLoss(losses.NTXentLoss(temperature=cfg.ssl_temperature))
