@@ -27,9 +27,9 @@ from siamese.config import ClassifierConfig
 from siamese.models import DenseClassifier, EmbeddingNet
 from siamese.runtime.compute_choices import COMPUTE_CHOICES
 from siamese.runtime.device import autocast, prepare_model, resolve_device, to_device
+from siamese.runtime.tracking import Tracker
 from siamese.training.classify import ClassifierTrainer
 from siamese.training.embeddings import compute_embeddings
-from siamese.training.tracking import Tracker
 
 EPOCHS = 20
 

@@ -54,8 +54,8 @@ from siamese.runtime.device import (
     resolve_device,
     to_device,
 )
-from siamese.training.metric import MetricData, MetricTrainer
-from siamese.training.tracking import Tracker
+from siamese.runtime.tracking import Tracker
+from siamese.training.metric_learning import MetricData, MetricTrainer
 
 CLASSES = 8
 

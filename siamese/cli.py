@@ -222,7 +222,7 @@ def print_scores(metrics: dict[str, Any]) -> None:
 
 
 def cmd_summarize(args: argparse.Namespace) -> int:
-    from siamese.diagnostics.seeds import write_seed_summary
+    from siamese.evaluation.seeds import write_seed_summary
 
     paths = write_seed_summary(args.runs, args.out)
     print(paths[-1].read_text())
@@ -805,7 +805,7 @@ def add_train_arguments(parser: argparse.ArgumentParser, reference_help: str | N
 def add_reference_argument(parser: argparse.ArgumentParser, help_text: str | None = None) -> None:
     """``--references`` (``--baselines``, the cross-validation's older name, is an alias): names from the one
     registry of reference models, or ``none``."""
-    from siamese.training.reference_models import REFERENCE_MODELS
+    from siamese.evaluation.reference_models import REFERENCE_MODELS
 
     described = "; ".join(f"{m.name}: {m.fits}" for m in REFERENCE_MODELS.values())
     parser.add_argument("--references", "--baselines", nargs="+", choices=(*REFERENCE_MODELS, "none"),

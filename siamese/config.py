@@ -20,7 +20,7 @@ BACKBONES = ("inception_v3", "resnet50", "resnet18", "efficientnet_lite0", "effi
 AUGMENTATIONS = ("lesion", "dermoscopy", "light", "none")
 REFERENCES = ("colour_baseline", "imagenet_probe", "colour_embedding", "finetune")
 """The reference models a run scores beside the two stages by default, fitted on its training and validation
-images (:data:`siamese.training.reference_models.REFERENCE_MODELS` has them all; ``majority`` is the cross-
+images (:data:`siamese.evaluation.reference_models.REFERENCE_MODELS` has them all; ``majority`` is the cross-
 validation's too); a final model's (no test split) are fitted on its training images and scored on its
 validation split."""
 CV_REFERENCES = ("colour_baseline", "imagenet_probe", "majority", "colour_embedding", "finetune")

@@ -13,9 +13,9 @@ from siamese.data import ImageDataset, build_transform
 from siamese.data.images import ArrayPixels
 from siamese.runtime import device as runtime
 from siamese.runtime.device import Compute, autocast, configure_threads, resolve_compute, to_device, usable_cores
+from siamese.runtime.tracking import Tracker
 from siamese.training.embeddings import compute_embeddings
-from siamese.training.metric import MetricData, MetricTrainer
-from siamese.training.tracking import Tracker
+from siamese.training.metric_learning import MetricData, MetricTrainer
 
 from .conftest import tiny_config
 

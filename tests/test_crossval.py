@@ -11,7 +11,7 @@ from siamese.crossval import colour_features, run_cv
 from siamese.crossval.runner import fold_embeddings
 from siamese.data import DataError, load_dataset
 from siamese.data.splits import fold_manifest, kfold_table
-from siamese.training.baselines import colour_embedding_proba, logistic_probe_proba, majority_proba
+from siamese.evaluation.reference_features import colour_embedding_proba, logistic_probe_proba, majority_proba
 
 from .conftest import tiny_config
 

@@ -8,9 +8,9 @@ import pytest
 
 from siamese.cli import build_parser, config_from_args, main
 from siamese.data import load_dataset, split_table, write_manifest
-from siamese.diagnostics.seeds import seed_table
+from siamese.evaluation.reference_features import logistic_probe_proba
+from siamese.evaluation.seeds import seed_table
 from siamese.inference.predictor import Predictor, expand_inputs
-from siamese.training.baselines import logistic_probe_proba
 from siamese.training.pipeline import run_training
 
 from .conftest import REPO, tiny_config

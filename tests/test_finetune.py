@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from siamese.diagnostics.seeds import write_seed_summary
+from siamese.evaluation.seeds import write_seed_summary
 from siamese.training import finetune
 from siamese.training.finetune import balanced_sampler
 from siamese.training.pipeline import rescore_run, run_training

@@ -9,9 +9,9 @@ from siamese.data import ImageError, load_dataset, load_image, pixel_source
 from siamese.data.hdf5 import member, read_member
 from siamese.data.splits import split_table
 from siamese.data.table import DataError
+from siamese.evaluation.metrics import PARTIAL_AUC, classification_metrics, partial_auc
 from siamese.inference.submission import Submission
 from siamese.runtime.errors import SubmissionError
-from siamese.training.evaluate import PARTIAL_AUC, classification_metrics, partial_auc
 
 
 def write_isic2024(root, shared_isic2020, patients: int = 12, as_array: bool = False) -> pd.DataFrame:

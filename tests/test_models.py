@@ -13,8 +13,8 @@ from siamese.models import (
     save_checkpoint,
 )
 from siamese.models.backbones import FEATURE_DIMS, MIN_INPUT_SIZE, build_backbone
+from siamese.runtime.tracking import Tracker
 from siamese.training.classify import ClassifierTrainer
-from siamese.training.tracking import Tracker
 
 
 def test_embeddings_are_unit_length():

@@ -9,13 +9,13 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from siamese.cli import main
-from siamese.training.baselines import colour_embedding_proba, logistic_probe_proba
-from siamese.training.evaluate import positive_index, sensitivity_at_specificity
-from siamese.training.patient_context import (
+from siamese.evaluation.metrics import positive_index, sensitivity_at_specificity
+from siamese.evaluation.patient_context import (
     check_patient_context,
     patient_context_proba,
     ugly_duckling_features,
 )
+from siamese.evaluation.reference_features import colour_embedding_proba, logistic_probe_proba
 from siamese.training.pipeline import run_training
 
 from .conftest import tiny_config
@@ -155,7 +155,7 @@ def test_rescore_refits_other_references_without_touching_the_models(run_dir, tm
 
 
 def test_runs_with_a_cache_dir_share_reference_features_across_splits(tmp_path, monkeypatch):
-    from siamese.training import references
+    from siamese.evaluation import reference_scores as references
 
     computed = []
     real = references.colour_feature_matrix
@@ -190,7 +190,7 @@ def _test_source(run_dir):
 
 
 def test_summarize_refuses_runs_that_differ_in_more_than_the_seed(run_dir, tmp_path):
-    from siamese.diagnostics.seeds import write_seed_summary
+    from siamese.evaluation.seeds import write_seed_summary
 
     other = tmp_path / "other"
     shutil.copytree(run_dir, other)
@@ -214,7 +214,7 @@ def test_one_registry_serves_train_and_cv_alike(tmp_path, monkeypatch):
     from siamese.cli import build_parser
     from siamese.config import CVConfig
     from siamese.crossval import run_cv
-    from siamese.training import reference_models
+    from siamese.evaluation import reference_models
 
     fitted = []
 
@@ -239,6 +239,6 @@ def test_one_registry_serves_train_and_cv_alike(tmp_path, monkeypatch):
 
 def test_cv_scores_every_registered_reference_model_by_default():
     from siamese.config import CV_REFERENCES, CVConfig
-    from siamese.training.reference_models import REFERENCE_MODELS
+    from siamese.evaluation.reference_models import REFERENCE_MODELS
 
     assert CVConfig().references == CV_REFERENCES == tuple(REFERENCE_MODELS)

@@ -10,7 +10,7 @@ from siamese.config import RunConfig
 from siamese.data import DataError
 from siamese.inference.predictor import Predictor, expand_inputs
 from siamese.models import CheckpointError, EmbeddingNet, load_checkpoint
-from siamese.training import metric
+from siamese.training import metric_learning as metric
 from siamese.training.pipeline import run_training
 
 from .conftest import REPO, tiny_config, upright_and_rotated
@@ -290,7 +290,7 @@ def test_colour_settings_that_would_do_nothing_are_refused_before_a_folder_is_le
 def test_transfer_learning_options_freeze_scale_and_keep_batch_statistics():
     from siamese.config import EmbedTrainConfig
     from siamese.models import EmbeddingNet
-    from siamese.training.metric import parameter_groups, set_training_mode
+    from siamese.training.metric_learning import parameter_groups, set_training_mode
 
     torch.manual_seed(0)
     net = EmbeddingNet("resnet18", "none", embedding_dim=8, head_hidden=16)
@@ -326,7 +326,7 @@ def test_a_warm_up_as_long_as_stage_1_is_flagged(tmp_path):
 
 
 def test_wandbs_own_disabled_switch_is_honoured(tmp_path, monkeypatch):
-    from siamese.training.tracking import Tracker
+    from siamese.runtime.tracking import Tracker
 
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert Tracker(tmp_path, {}, "offline").run is None

@@ -2,7 +2,7 @@
 
 Every recipe trains on the same folds (``cv``, :func:`~siamese.crossval.runner.run_cv`) or the same seeded
 train/val/test splits (``train`` runs, read back as ``summarize`` reads them,
-:func:`~siamese.diagnostics.seeds.seed_table`), under ``OUT/RECIPE/``; a finished fold or run is reused when
+:func:`~siamese.evaluation.seeds.seed_table`), under ``OUT/RECIPE/``; a finished fold or run is reused when
 the command is run again. The references are scored on the very same held-out images: the probes (such as
 ``colour_baseline``) in every recipe's runs, a trained reference (``finetune``, which does not depend on the
 recipe) in the first recipe's only. Each recipe's model is paired with each reference run by run (the same
@@ -24,11 +24,11 @@ import pandas as pd
 from siamese.config import CVConfig, RunConfig, differing_settings
 from siamese.crossval.runner import FREE_SETTINGS, run_cv
 from siamese.data.table import DataError
-from siamese.diagnostics.report import markdown_table
-from siamese.diagnostics.seeds import paired_interval, seed_table
+from siamese.evaluation.reference_models import REFERENCE_MODELS, check_references
+from siamese.evaluation.seeds import paired_interval, seed_table
+from siamese.evaluation.tables import markdown_table
 from siamese.training.losses import check_objective, default_miner
 from siamese.training.pipeline import run_training
-from siamese.training.reference_models import REFERENCE_MODELS, check_references
 
 METRICS = ("balanced_accuracy", "roc_auc")
 MODELS = ("classifier", "knn")

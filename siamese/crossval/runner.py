@@ -4,7 +4,7 @@ Each (seed, fold) is an ordinary run folder under ``OUT/seed{s}/fold{k}`` traine
 test split is the held-out fold, so an interrupted CV resumes fold by fold (finished folds are read
 back, a half-trained one continues from its last epoch) and any fold can be opened with ``predict``,
 ``visualize`` or ``saliency`` like any other run. The reference models are the single run's
-(:mod:`siamese.training.reference_models`): the probes are fitted on the same training folds (train and val),
+(:mod:`siamese.evaluation.reference_models`): the probes are fitted on the same training folds (train and val),
 from features computed once per CV folder, and scored on the same held-out images; a trained reference
 (``finetune``) is trained by each fold's run and read from its predictions, like the two stages.
 """
@@ -26,13 +26,13 @@ from siamese.data.duplicates import read_pairs_for
 from siamese.data.images import PixelSource, crop_boxes, pixel_source
 from siamese.data.splits import fold_manifest, kfold_table, write_manifest
 from siamese.data.table import DataError, DatasetTable
+from siamese.evaluation.reference_features import colour_feature_matrix, imagenet_feature_matrix
+from siamese.evaluation.reference_models import REFERENCE_MODELS, check_references, probe_scores
 from siamese.models import check_input_size
 from siamese.runtime.device import machine_description
-from siamese.training.baselines import colour_feature_matrix, imagenet_feature_matrix
 from siamese.training.embeddings import cached_arrays
 from siamese.training.losses import resolve_objective
 from siamese.training.pipeline import load_run_table, run_training
-from siamese.training.reference_models import REFERENCE_MODELS, check_references, probe_scores
 
 DEEP_MODELS = ("classifier", "knn")
 FREE_SETTINGS = {"cv.seeds", "cv.references", "cv.baselines", "run.references", "run.data.cache_dir",

@@ -15,8 +15,8 @@ import pandas as pd
 
 from siamese.config import CVConfig, RunConfig
 from siamese.diagnostics.plots import confusion_matrix_panels, model_roc_curves
-from siamese.diagnostics.report import markdown_table
-from siamese.training.evaluate import PARTIAL_AUC, classification_metrics
+from siamese.evaluation.metrics import PARTIAL_AUC, classification_metrics
+from siamese.evaluation.tables import markdown_table
 
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc")
 BINARY_METRICS = (PARTIAL_AUC,)

@@ -166,7 +166,7 @@ def visualize_run(run_dir: str | Path, methods: tuple[str, ...] = METHODS, split
 
 
 def _log_to_wandb(run_dir: Path, written: dict[str, Any], mode: str) -> None:
-    from siamese.training.tracking import Tracker
+    from siamese.runtime.tracking import Tracker
 
     tracker = Tracker(run_dir, RunConfig.load(run_dir / "config.json").to_dict(), mode)
     try:

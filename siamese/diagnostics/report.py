@@ -10,6 +10,7 @@ import pandas as pd
 
 from siamese.data.images import PixelSource
 from siamese.diagnostics.plots import confusion_matrices, image_grid, per_class_bars, roc_curves
+from siamese.evaluation.tables import markdown_table
 
 EVALUATION_PLOTS = ("confusion_matrix.png", "roc.png", "per_class.png", "confident_errors.png")
 FINAL_MODEL_NOTE = ("no test split (a final model): the figures are on the validation split, which picked both "
@@ -55,14 +56,6 @@ def write_evaluation_plots(run_dir: Path, pixels: PixelSource, split: str = "tes
     out["confident_errors"] = image_grid([pixels[int(i)] for i in worst], captions,
                                          run_dir / "confident_errors.png", f"most confident {split} errors")
     return out
-
-
-def markdown_table(frame: pd.DataFrame) -> str:
-    """A DataFrame as a Markdown table (floats to 3 decimals, missing values as n/a)."""
-    cells = frame.map(lambda v: "n/a" if v is None or v != v else (f"{v:.3f}" if isinstance(v, float) else str(v)))
-    lines = ["| " + " | ".join(frame.columns) + " |", "|---" * len(frame.columns) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in cells.to_numpy()]
-    return "\n".join(lines)
 
 
 def _metrics_table(metrics: dict) -> str:

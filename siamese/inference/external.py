@@ -21,8 +21,8 @@ from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
 from siamese.data.table import DataError, DatasetTable
+from siamese.evaluation.metrics import classification_metrics
 from siamese.inference.predictor import Predictor
-from siamese.training.evaluate import classification_metrics
 
 BATCH = 32
 

@@ -38,12 +38,12 @@ from siamese.runtime.device import (
     to_device,
 )
 from siamese.runtime.errors import ExportError
+from siamese.runtime.tracking import Tracker
 from siamese.segmentation.data import SegmentationDataset, joint_transform, load_pairs, with_masks
 from siamese.segmentation.evaluate import evaluate_masks
 from siamese.segmentation.export import export_segmenter
 from siamese.segmentation.metrics import mask_scores, summarize_scores
 from siamese.segmentation.predict import CHECKPOINT, CONFIG_FILE, MaskPredictor
-from siamese.training.tracking import Tracker
 
 LAST_STATE = "last.pt"
 FOLD_METRICS = ("dice_mean", "iou_mean", "sensitivity_mean", "specificity_mean", "isic2018_score")

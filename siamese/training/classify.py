@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from siamese.config import ClassifierConfig
 from siamese.models.checkpoint import load_checkpoint, load_training_state, save_checkpoint, save_training_state
 from siamese.models.classifier import DenseClassifier
-from siamese.training.tracking import Tracker
+from siamese.runtime.tracking import Tracker
 
 LAST = "classifier_last.pt"
 BEST = "classifier.pt"

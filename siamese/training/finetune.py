@@ -31,7 +31,7 @@ from siamese.models.backbones import build_backbone
 from siamese.models.embedder import InputNormalization
 from siamese.runtime.device import Compute, autocast, prepare_model, resolve_compute, to_device
 from siamese.training.embeddings import cached_arrays
-from siamese.training.metric import set_training_mode
+from siamese.training.metric_learning import set_training_mode
 
 if TYPE_CHECKING:
     from pathlib import Path

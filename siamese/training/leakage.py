@@ -18,8 +18,8 @@ from siamese.config import RunConfig
 from siamese.data import audit_manifest, planted_pairs, split_table, write_manifest
 from siamese.data.duplicates import read_pairs_for
 from siamese.diagnostics.plots import confusion_matrix_panels
-from siamese.diagnostics.report import markdown_table
-from siamese.diagnostics.seeds import paired_interval
+from siamese.evaluation.seeds import paired_interval
+from siamese.evaluation.tables import markdown_table
 from siamese.training.pipeline import load_run_table, run_training
 
 STRATEGIES = {"naive": "random", "grouped": "grouped"}

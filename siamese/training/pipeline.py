@@ -39,6 +39,10 @@ from siamese.data.splits import SPLITS, apply_manifest, read_manifest, split_tab
 from siamese.data.table import DataError
 from siamese.diagnostics.plots import training_curves
 from siamese.diagnostics.report import FINAL_MODEL_NOTE, predictions_path, write_evaluation_plots, write_report
+from siamese.evaluation.metrics import classification_metrics, positive_index
+from siamese.evaluation.patient_context import check_patient_context, patient_context_proba, ugly_duckling_features
+from siamese.evaluation.reference_models import check_references
+from siamese.evaluation.reference_scores import reference_probabilities
 from siamese.inference.export import export_onnx
 from siamese.inference.preprocess import Preprocessing
 from siamese.models import DenseClassifier, EmbeddingNet, check_input_size, load_checkpoint
@@ -54,17 +58,13 @@ from siamese.runtime.device import (
 )
 from siamese.runtime.distributed import DistContext, init_distributed
 from siamese.runtime.errors import ExportError
+from siamese.runtime.tracking import Tracker
 from siamese.training.classify import ClassifierTrainer, knn_proba, predict_proba
 from siamese.training.embeddings import cached_embeddings, compute_embeddings
-from siamese.training.evaluate import classification_metrics, positive_index
 from siamese.training.finetune import finetune_reference
 from siamese.training.losses import resolve_objective
-from siamese.training.metric import MetricData, MetricTrainer
-from siamese.training.patient_context import check_patient_context, patient_context_proba, ugly_duckling_features
-from siamese.training.reference_models import check_references
-from siamese.training.references import reference_probabilities
+from siamese.training.metric_learning import MetricData, MetricTrainer
 from siamese.training.selfsup import SelfSupervisedTrainer
-from siamese.training.tracking import Tracker
 
 
 def load_run_table(config: RunConfig) -> DatasetTable:

@@ -23,7 +23,7 @@ from siamese.data.images import ImageDataset
 from siamese.models.checkpoint import load_training_state, save_training_state
 from siamese.models.embedder import EmbeddingNet
 from siamese.runtime.device import Compute, autocast, prepare_model, to_device
-from siamese.training.tracking import Tracker
+from siamese.runtime.tracking import Tracker
 
 LAST = "selfsup_last.pt"
 

@@ -2,7 +2,7 @@
 cross-validated fold (``cv --references``, alias ``--baselines``) alike.
 
 A reference model is a small object: its name, what it is fitted on, the per-image features it needs, and how
-it scores. The probes (:mod:`siamese.training.baselines`) are fitted on the images the two stages learnt from
+it scores. The probes (:mod:`siamese.evaluation.reference_features`) are fitted on the images the two stages learnt from
 and score the held-out ones from features the caller computes and caches its own way (a run per split, a CV
 once over the whole table). ``finetune`` is a network trained by the run itself
 (:mod:`siamese.training.finetune`); a CV reads it from each fold's predictions, like the two stages.
@@ -49,7 +49,7 @@ class ReferenceModel:
 
 def _logistic(kinds: tuple[str, ...]) -> Callable[[Probe], np.ndarray]:
     def score(probe: Probe) -> np.ndarray:
-        from siamese.training.baselines import logistic_probe_proba
+        from siamese.evaluation.reference_features import logistic_probe_proba
 
         return logistic_probe_proba(np.hstack([probe.fit[k] for k in kinds]), probe.y_fit,
                                     np.hstack([probe.scored[k] for k in kinds]), probe.n_classes, probe.seed)
@@ -57,7 +57,7 @@ def _logistic(kinds: tuple[str, ...]) -> Callable[[Probe], np.ndarray]:
 
 
 def _majority(probe: Probe) -> np.ndarray:
-    from siamese.training.baselines import majority_proba
+    from siamese.evaluation.reference_features import majority_proba
 
     return majority_proba(probe.y_fit, probe.n_scored, probe.n_classes)
 

@@ -1,6 +1,6 @@
 """The reference models a single run is scored beside, on its own test split.
 
-They are the cross-validation's (one registry: :mod:`siamese.training.reference_models`): the probes
+They are the cross-validation's (one registry: :mod:`siamese.evaluation.reference_models`): the probes
 (``colour_baseline``, ``imagenet_probe``, ``majority``, ``colour_embedding``) are fitted on the images the run's
 two stages learnt from (its training and validation splits) on the pixels its embedder sees; ``finetune`` trains
 on the same images (:mod:`siamese.training.finetune`). A train/val/test run thus
@@ -24,10 +24,10 @@ import numpy as np
 import pandas as pd
 
 from siamese.data.images import PixelRows, PixelSource
+from siamese.evaluation.reference_features import colour_feature_matrix, imagenet_feature_matrix
+from siamese.evaluation.reference_models import check_references, probe_scores
 from siamese.runtime.atomic import written_whole
-from siamese.training.baselines import colour_feature_matrix, imagenet_feature_matrix
 from siamese.training.embeddings import cached_arrays
-from siamese.training.reference_models import check_references, probe_scores
 
 FIT_SPLITS = ("train", "val")
 
@@ -67,7 +67,7 @@ def reference_probabilities(run_dir: Path, sources: dict[str, Any], ids: dict[st
                             shared: tuple[str | Path, str, dict[str, np.ndarray]] | None = None
                             ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Probabilities ``(N_scored, n_classes)`` on the ``scored`` split of each probe in ``names``
-    (:func:`~siamese.training.reference_models.probe_scores`; a trained reference such as ``finetune`` is the
+    (:func:`~siamese.evaluation.reference_models.probe_scores`; a trained reference such as ``finetune`` is the
     caller's), fitted on the :data:`FIT_SPLITS` other than ``scored`` (``val``: a final model's, see the module),
     and notes (the backbone ``imagenet_probe`` used: the run's own, or the packaged EfficientNet-Lite0 when its
     ImageNet weights cannot be had offline).

@@ -25,9 +25,9 @@ from siamese.models.checkpoint import load_training_state, save_checkpoint, save
 from siamese.models.embedder import EmbeddingNet
 from siamese.runtime.device import Compute, autocast, prepare_model, to_device
 from siamese.runtime.distributed import DistContext, parameter_digest
+from siamese.runtime.tracking import Tracker
 from siamese.training.embeddings import compute_embeddings
 from siamese.training.losses import StageOneObjective
-from siamese.training.tracking import Tracker
 
 LAST = "embed_last.pt"
 BEST = "embedder.pt"

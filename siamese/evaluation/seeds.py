@@ -17,7 +17,7 @@ import pandas as pd
 from scipy import stats
 
 from siamese.config import RunConfig
-from siamese.diagnostics.report import markdown_table
+from siamese.evaluation.tables import markdown_table
 
 PAIRED_METRICS = ("balanced_accuracy", "roc_auc", "accuracy", "macro_f1")
 
