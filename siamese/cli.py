@@ -34,6 +34,7 @@ from siamese.config import (
     set_setting,
 )
 from siamese.data import DataError, load_dataset
+from siamese.data.registry import dataset_entry
 from siamese.inference.engines import ENGINES
 from siamese.inference.submission import SUBMISSION_FORMATS
 from siamese.runtime.compute_choices import COMPUTE_CHOICES
@@ -49,10 +50,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 # Each command imports what it needs when it runs: `predict` starts without loading the training stack.
-
-PRESET_FOR_DATASET = {"digits": "tiny", "synthetic": "tiny", "ham10000": "ham", "isic2019": "ham", "isic2020": "isic",
-                      "isic2024": "isic", "ph2": "ph2"}
-
 
 def read_pair_files(paths: Sequence[str] | None, image_ids: pd.Series | None = None) -> pd.DataFrame | None:
     """Every pair list; with ``image_ids``, each refused when it matches none of them, and its coverage said."""
@@ -184,7 +181,7 @@ def reference_names(names: Sequence[str]) -> tuple[str, ...]:
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """Preset first (tiny for the embedded sets, full for --full-model), then explicit overrides."""
     dataset = args.dataset or "digits"
-    name = args.preset or ("full" if args.full_model else PRESET_FOR_DATASET.get(dataset, "lightweight"))
+    name = args.preset or ("full" if args.full_model else dataset_entry(dataset).preset)
     config = preset(name)
     config.data.dataset = dataset
     for setting, value in train_settings(args).items():

@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-DATASETS = ("ham10000", "isic2019", "isic2020", "isic2024", "ph2", "dermamnist", "csv", "digits", "synthetic")
-BACKBONES = ("inception_v3", "resnet50", "resnet18", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
-AUGMENTATIONS = ("lesion", "dermoscopy", "light", "none")
+from siamese.data.registry import AUGMENTATIONS, CROPS, DATASETS  # noqa: F401  (the choices, named here too)
+from siamese.models.registry import BACKBONES, POOLINGS, SEG_ENCODERS  # noqa: F401
+
 REFERENCES = ("colour_baseline", "imagenet_probe", "colour_embedding", "finetune")
 """The reference models a run scores beside the two stages by default, fitted on its training and validation
 images (:data:`siamese.evaluation.reference_models.REFERENCE_MODELS` has them all; ``majority`` is the cross-
@@ -26,13 +26,9 @@ validation split."""
 CV_REFERENCES = ("colour_baseline", "imagenet_probe", "majority", "colour_embedding", "finetune")
 """What ``cv`` scores by default: every reference model, in the registry's order (a test checks the two agree;
 the registry lives above the configuration, which must not import it)."""
-CROPS = ("none", "lesion-mask", "lesion")
-"""``lesion-mask``: the dataset's own lesion masks; ``lesion``: masks predicted by a ``segment train`` run."""
-SEG_ENCODERS = ("resnet18", "resnet34", "resnet50", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 ARTEFACT_TYPES = ("bubble", "marking", "ruler")
 DEFAULT_ARTEFACTS = "../shared/data/artefacts"
 """Where this workplace keeps Katsch et al.'s templates; elsewhere pass --artefacts DIR."""
-POOLINGS = ("last", "stages")
 MONITORS = ("precision_at_1", "map_at_r", "knn_accuracy")
 PAIR_LOSSES = ("triplet", "contrastive", "multi_similarity")
 """Stage-1 losses on pairs or triplets of the batch, which a miner chooses for them (``siamese.training.losses``)."""

