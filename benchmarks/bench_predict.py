@@ -25,7 +25,7 @@ from benchmarks.harness import isolated, print_table
 from siamese.config import preset
 from siamese.data import make_synthetic
 from siamese.inference.predictor import Predictor
-from siamese.training.pipeline import run_training
+from siamese.workflows.training_run import run_training
 
 REPO = Path(__file__).resolve().parents[1]
 

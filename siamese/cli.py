@@ -197,7 +197,7 @@ def resume_changes(args: argparse.Namespace, settings: dict[str, Any]) -> dict[s
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from siamese.training.pipeline import run_training
+    from siamese.workflows.training_run import run_training
 
     changes = resume_changes(args, train_settings(args)) if args.resume else None
     run_dir = run_training(config_from_args(args), resume=args.resume, changes=changes)
@@ -247,7 +247,7 @@ def cmd_external(args: argparse.Namespace) -> int:
 
 
 def cmd_rescore(args: argparse.Namespace) -> int:
-    from siamese.training.pipeline import rescore_run
+    from siamese.workflows.training_run import rescore_run
 
     references = None if args.references is None else reference_names(args.references)
     results = rescore_run(args.run, references, args.device)
@@ -356,7 +356,7 @@ def cmd_compare_pairs(args: argparse.Namespace) -> int:
 def cmd_leakage(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from siamese.training.leakage import run_leakage_experiment
+    from siamese.workflows.leakage import run_leakage_experiment
 
     config = config_from_args(args)
     config.data.duplicates = None
@@ -370,8 +370,8 @@ def cmd_leakage(args: argparse.Namespace) -> int:
 
 def cmd_cv(args: argparse.Namespace) -> int:
     from siamese.config import CVConfig
-    from siamese.crossval import run_cv
-    from siamese.crossval.summary import format_summary
+    from siamese.workflows.crossval import run_cv
+    from siamese.workflows.crossval.summary import format_summary
 
     if args.test_fraction is not None:
         raise ValueError("cv holds out each fold in turn as the test split; --test-fraction is for train")
@@ -390,7 +390,7 @@ def cmd_cv(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from siamese.crossval.compare import compare_recipes, parse_recipe
+    from siamese.workflows.crossval.compare import compare_recipes, parse_recipe
 
     if args.test_fraction is not None and args.folds:
         raise ValueError("compare --folds K holds out each fold in turn; --test-fraction is for --folds 0 (seeds)")

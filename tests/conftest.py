@@ -12,7 +12,7 @@ from PIL import Image
 
 from siamese.config import RunConfig, preset
 from siamese.data.embedded import make_synthetic
-from siamese.training.pipeline import run_training
+from siamese.workflows.training_run import run_training
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_HAM = REPO.parent / "shared" / "data" / "ham10000"

@@ -8,8 +8,8 @@ import pytest
 from scipy import stats
 
 from siamese.cli import main
-from siamese.crossval.compare import Recipe, compare_recipes, comparison_table, parse_recipe
 from siamese.data import DataError
+from siamese.workflows.crossval.compare import Recipe, compare_recipes, comparison_table, parse_recipe
 
 from .conftest import tiny_config
 
@@ -75,7 +75,7 @@ def test_compare_trains_recipes_on_the_same_seeds_and_writes_one_table(tmp_path)
 
 
 def test_the_compare_command_passes_recipes_references_and_design(monkeypatch, tmp_path, capsys):
-    from siamese.crossval import compare
+    from siamese.workflows.crossval import compare
 
     asked = {}
 

@@ -7,11 +7,11 @@ import torch
 
 from siamese.cli import main
 from siamese.config import CVConfig
-from siamese.crossval import colour_features, run_cv
-from siamese.crossval.runner import fold_embeddings
 from siamese.data import DataError, load_dataset
 from siamese.data.splits import fold_manifest, kfold_table
 from siamese.evaluation.reference_features import colour_embedding_proba, logistic_probe_proba, majority_proba
+from siamese.workflows.crossval import colour_features, run_cv
+from siamese.workflows.crossval.runner import fold_embeddings
 
 from .conftest import tiny_config
 

@@ -11,7 +11,7 @@ from siamese.data import load_dataset, split_table, write_manifest
 from siamese.evaluation.reference_features import logistic_probe_proba
 from siamese.evaluation.seeds import seed_table
 from siamese.inference.predictor import Predictor, expand_inputs
-from siamese.training.pipeline import run_training
+from siamese.workflows.training_run import run_training
 
 from .conftest import REPO, tiny_config
 

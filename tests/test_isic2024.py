@@ -128,7 +128,7 @@ def test_predict_reads_every_image_of_an_hdf5_archive(run_dir, tmp_path, shared_
 
 
 def test_cv_tables_carry_the_partial_auc_of_a_binary_task_only():
-    from siamese.crossval.summary import fold_rows, format_summary, paired_differences, summarize
+    from siamese.workflows.crossval.summary import fold_rows, format_summary, paired_differences, summarize
 
     rng = np.random.default_rng(0)
     for classes in (["benign", "malignant"], ["a", "b", "c"]):

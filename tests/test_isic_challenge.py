@@ -21,7 +21,7 @@ from siamese.data.embedded import make_synthetic
 from siamese.data.readers import HAM_CLASSES, HAM_MALIGNANT
 from siamese.inference.submission import Submission
 from siamese.runtime.errors import SubmissionError
-from siamese.training.pipeline import run_training
+from siamese.workflows.training_run import run_training
 
 from .conftest import tiny_config, write_ham_layout
 

@@ -3,7 +3,7 @@ import json
 import pandas as pd
 
 from siamese.cli import main
-from siamese.training.leakage import run_leakage_experiment
+from siamese.workflows.leakage import run_leakage_experiment
 
 from .conftest import tiny_config
 

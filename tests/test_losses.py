@@ -9,7 +9,7 @@ from siamese.cli import main
 from siamese.config import LOSSES, EmbedTrainConfig, RunConfig
 from siamese.models import EmbeddingNet
 from siamese.training.losses import StageOneObjective, check_objective, resolve_objective
-from siamese.training.pipeline import run_training
+from siamese.workflows.training_run import run_training
 
 from .conftest import tiny_config
 

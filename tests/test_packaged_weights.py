@@ -19,7 +19,7 @@ from siamese.models.packaged_weights import create_efficientnet_lite, load_packa
 from siamese.models.segmenter import LesionSegmenter
 from siamese.runtime.errors import WeightsUnavailableError
 from siamese.segmentation.training import train_segmentation
-from siamese.training.pipeline import run_training
+from siamese.workflows.training_run import run_training
 
 from .conftest import tiny_config
 from .test_segmentation import discs  # noqa: F401  (the disc images fixture)

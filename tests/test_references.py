@@ -16,7 +16,7 @@ from siamese.evaluation.patient_context import (
     ugly_duckling_features,
 )
 from siamese.evaluation.reference_features import colour_embedding_proba, logistic_probe_proba
-from siamese.training.pipeline import run_training
+from siamese.workflows.training_run import run_training
 
 from .conftest import tiny_config
 
@@ -184,7 +184,7 @@ def test_runs_with_a_cache_dir_share_reference_features_across_splits(tmp_path, 
 
 def _test_source(run_dir):
     from siamese.config import RunConfig
-    from siamese.training.pipeline import build_run_data
+    from siamese.workflows.training_run import build_run_data
 
     return build_run_data(RunConfig.load(run_dir / "config.json"), run_dir).sources["test"]
 
@@ -213,8 +213,8 @@ def test_summarize_refuses_runs_that_differ_in_more_than_the_seed(run_dir, tmp_p
 def test_one_registry_serves_train_and_cv_alike(tmp_path, monkeypatch):
     from siamese.cli import build_parser
     from siamese.config import CVConfig
-    from siamese.crossval import run_cv
     from siamese.evaluation import reference_models
+    from siamese.workflows.crossval import run_cv
 
     fitted = []
 

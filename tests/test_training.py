@@ -11,7 +11,7 @@ from siamese.data import DataError
 from siamese.inference.predictor import Predictor, expand_inputs
 from siamese.models import CheckpointError, EmbeddingNet, load_checkpoint
 from siamese.training import metric_learning as metric
-from siamese.training.pipeline import run_training
+from siamese.workflows.training_run import run_training
 
 from .conftest import REPO, tiny_config, upright_and_rotated
 
@@ -113,7 +113,7 @@ def test_settings_that_cannot_train_leave_no_folder_and_resume_refuses_a_change_
 
 def test_resume_honours_settings_that_change_how_a_run_runs_and_saves_them(tmp_path):
     from siamese.config import resumed
-    from siamese.training.pipeline import prepare_run_dir
+    from siamese.workflows.training_run import prepare_run_dir
 
     saved = tiny_config(tmp_path / "run")
     config = resumed(saved, {"device": "cpu", "data.num_workers": 2, "data.data_dir": "/moved", "embed.epochs": 3},

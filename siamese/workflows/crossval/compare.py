@@ -1,6 +1,6 @@
 """``python -m siamese compare``: stage-1 recipes (loss, miner, cross-entropy weight) side by side.
 
-Every recipe trains on the same folds (``cv``, :func:`~siamese.crossval.runner.run_cv`) or the same seeded
+Every recipe trains on the same folds (``cv``, :func:`~siamese.workflows.crossval.runner.run_cv`) or the same seeded
 train/val/test splits (``train`` runs, read back as ``summarize`` reads them,
 :func:`~siamese.evaluation.seeds.seed_table`), under ``OUT/RECIPE/``; a finished fold or run is reused when
 the command is run again. The references are scored on the very same held-out images: the probes (such as
@@ -22,13 +22,13 @@ import numpy as np
 import pandas as pd
 
 from siamese.config import CVConfig, RunConfig, differing_settings
-from siamese.crossval.runner import FREE_SETTINGS, run_cv
 from siamese.data.table import DataError
 from siamese.evaluation.reference_models import REFERENCE_MODELS, check_references
 from siamese.evaluation.seeds import paired_interval, seed_table
 from siamese.evaluation.tables import markdown_table
 from siamese.training.losses import check_objective, default_miner
-from siamese.training.pipeline import run_training
+from siamese.workflows.crossval.runner import FREE_SETTINGS, run_cv
+from siamese.workflows.training_run import run_training
 
 METRICS = ("balanced_accuracy", "roc_auc")
 MODELS = ("classifier", "knn")

@@ -21,7 +21,6 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from siamese.config import CVConfig, RunConfig, check_numbers, differing_settings
-from siamese.crossval.summary import fold_rows, summarize, write_cv_figures, write_cv_report
 from siamese.data.duplicates import read_pairs_for
 from siamese.data.images import PixelSource, crop_boxes, pixel_source
 from siamese.data.splits import fold_manifest, kfold_table, write_manifest
@@ -32,7 +31,8 @@ from siamese.models import check_input_size
 from siamese.runtime.device import machine_description
 from siamese.training.embeddings import cached_arrays
 from siamese.training.losses import resolve_objective
-from siamese.training.pipeline import load_run_table, run_training
+from siamese.workflows.crossval.summary import fold_rows, summarize, write_cv_figures, write_cv_report
+from siamese.workflows.training_run import load_run_table, run_training
 
 DEEP_MODELS = ("classifier", "knn")
 FREE_SETTINGS = {"cv.seeds", "cv.references", "cv.baselines", "run.references", "run.data.cache_dir",
