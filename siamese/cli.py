@@ -247,7 +247,7 @@ def cmd_external(args: argparse.Namespace) -> int:
 
 
 def cmd_rescore(args: argparse.Namespace) -> int:
-    from siamese.workflows.training_run import rescore_run
+    from siamese.workflows.scoring import rescore_run
 
     references = None if args.references is None else reference_names(args.references)
     results = rescore_run(args.run, references, args.device)

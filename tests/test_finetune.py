@@ -10,7 +10,8 @@ import pytest
 from siamese.evaluation.seeds import write_seed_summary
 from siamese.training import finetune
 from siamese.training.finetune import balanced_sampler
-from siamese.workflows.training_run import rescore_run, run_training
+from siamese.workflows.scoring import rescore_run
+from siamese.workflows.training_run import run_training
 
 from .conftest import tiny_config
 

@@ -184,7 +184,7 @@ def test_runs_with_a_cache_dir_share_reference_features_across_splits(tmp_path, 
 
 def _test_source(run_dir):
     from siamese.config import RunConfig
-    from siamese.workflows.training_run import build_run_data
+    from siamese.workflows.run_data import build_run_data
 
     return build_run_data(RunConfig.load(run_dir / "config.json"), run_dir).sources["test"]
 

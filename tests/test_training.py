@@ -113,7 +113,7 @@ def test_settings_that_cannot_train_leave_no_folder_and_resume_refuses_a_change_
 
 def test_resume_honours_settings_that_change_how_a_run_runs_and_saves_them(tmp_path):
     from siamese.config import resumed
-    from siamese.workflows.training_run import prepare_run_dir
+    from siamese.workflows.run_folder import prepare_run_dir
 
     saved = tiny_config(tmp_path / "run")
     config = resumed(saved, {"device": "cpu", "data.num_workers": 2, "data.data_dir": "/moved", "embed.epochs": 3},

@@ -150,7 +150,7 @@ def write_run_explorer(run_dir: Path, points: pd.DataFrame, coords: dict[str, np
                        data: Any, train_embeddings: np.ndarray, total: int, thumbnail_px: int = THUMBNAIL_PX) -> Path:
     """``RUN_DIR/projections/explorer.html`` for the ``N`` drawn ``points`` (``split``, ``row``) of a run's
     ``total`` images, with their ``N x 2`` coordinates per projection and ``N x D`` embeddings (see
-    :func:`explorer_payload`; ``data``: the run's :class:`~siamese.workflows.training_run.RunData`, for the pixels,
+    :func:`explorer_payload`; ``data``: the run's :class:`~siamese.workflows.run_data.RunData`, for the pixels,
     the lesion groups and the metadata). Predictions are the stage-2 classifier's (``classifier.pt``) on
     every split, so training errors show too; a run without one gets a page without them. Near-duplicate
     partners come from the run's ``--duplicates`` list when it has one."""

@@ -25,7 +25,7 @@ from siamese.diagnostics.plots import save_figure  # noqa: E402
 from siamese.models import EmbeddingNet  # noqa: E402
 from siamese.runtime.device import resolve_device  # noqa: E402
 from siamese.training.embeddings import stored_embeddings  # noqa: E402
-from siamese.workflows.training_run import build_run_data, split_embeddings  # noqa: E402
+from siamese.workflows.run_data import build_run_data, split_embeddings  # noqa: E402
 
 METHODS = ("tsne", "umap")
 MIN_POINTS = 3

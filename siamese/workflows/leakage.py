@@ -20,7 +20,8 @@ from siamese.data.duplicates import read_pairs_for
 from siamese.diagnostics.plots import confusion_matrix_panels
 from siamese.evaluation.seeds import paired_interval
 from siamese.evaluation.tables import markdown_table
-from siamese.workflows.training_run import load_run_table, run_training
+from siamese.workflows.run_data import load_run_table
+from siamese.workflows.training_run import run_training
 
 STRATEGIES = {"naive": "random", "grouped": "grouped"}
 COLUMNS = ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc")

@@ -32,7 +32,8 @@ from siamese.runtime.device import machine_description
 from siamese.training.embeddings import cached_arrays
 from siamese.training.losses import resolve_objective
 from siamese.workflows.crossval.summary import fold_rows, summarize, write_cv_figures, write_cv_report
-from siamese.workflows.training_run import load_run_table, run_training
+from siamese.workflows.run_data import load_run_table
+from siamese.workflows.training_run import run_training
 
 DEEP_MODELS = ("classifier", "knn")
 FREE_SETTINGS = {"cv.seeds", "cv.references", "cv.baselines", "run.references", "run.data.cache_dir",
