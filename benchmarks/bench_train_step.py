@@ -92,9 +92,9 @@ def stage1_trainer(backbone: str, size: int, batch: int, steps: int, workers: in
     chosen = compute_of(compute)
     with tempfile.TemporaryDirectory() as tmp:
         yield MetricTrainer(embedding_net(backbone, weights, colour_stats), MetricData(data, data, data),
-                            EmbedTrainConfig(batch_size=batch, epochs=1), resolve_device("auto"), Path(tmp),
-                            Tracker(Path(tmp), {}, "disabled"), amp=chosen.bf16, channels_last=chosen.channels_last,
-                            num_workers=workers)
+                            EmbedTrainConfig(batch_size=batch, epochs=1), device=resolve_device("auto"),
+                            run_dir=Path(tmp), tracker=Tracker(Path(tmp), {}, "disabled"), amp=chosen.bf16,
+                            channels_last=chosen.channels_last, num_workers=workers)
 
 
 def project(backbone: str, size: int, batch: int, steps: int, workers: int = 0, weights: str = "none",

@@ -73,8 +73,8 @@ def test_the_stage_1_trainer_holds_its_weights_in_the_format_it_was_given(synthe
         torch.manual_seed(0)
         model = EmbeddingNet("resnet18", "none", embedding_dim=16, head_hidden=32)
         trainer = MetricTrainer(model, MetricData(synthetic_dataset, synthetic_dataset, synthetic_dataset),
-                                EmbedTrainConfig(batch_size=16, epochs=1), CPU, tmp_path,
-                                Tracker(tmp_path, {}, "disabled"), amp=False, channels_last=channels_last)
+                                EmbedTrainConfig(batch_size=16, epochs=1), device=CPU, run_dir=tmp_path,
+                                tracker=Tracker(tmp_path, {}, "disabled"), amp=False, channels_last=channels_last)
         stem = trainer.model.backbone.conv1.weight
         assert stem.is_contiguous(memory_format=torch.channels_last) == channels_last
 

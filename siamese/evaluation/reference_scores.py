@@ -61,7 +61,7 @@ class FeatureStore:
                                                           if k not in ("key", "features")}}
 
 
-def reference_probabilities(run_dir: Path, sources: dict[str, Any], ids: dict[str, np.ndarray],
+def reference_probabilities(run_dir: Path, *, sources: dict[str, Any], ids: dict[str, np.ndarray],
                             targets: dict[str, np.ndarray], embeddings: dict[str, np.ndarray], n_classes: int,
                             names: Sequence[str], backbone: str, seed: int = 0, scored: str = "test",
                             shared: tuple[str | Path, str, dict[str, np.ndarray]] | None = None

@@ -54,7 +54,7 @@ TTA_VIEWS = (1, 2, 4, 8)
 class EmbeddingNet(nn.Module):
     """Maps an image to a unit vector, so distances are comparable across the whole space."""
 
-    def __init__(self, backbone: str = "inception_v3", weights: str = "imagenet", embedding_dim: int = 128,
+    def __init__(self, backbone: str = "inception_v3", weights: str = "imagenet", *, embedding_dim: int = 128,
                  head_hidden: int = 512, dropout: float = 0.2, mean: tuple[float, ...] = IMAGENET_MEAN,
                  std: tuple[float, ...] = IMAGENET_STD, input_noise: float = 0.0, pooling: str = "last",
                  tta: int = 1, colour_stats: bool = False, colour_noise: float = 0.0) -> None:
@@ -105,7 +105,7 @@ class EmbeddingNet(nn.Module):
     def from_arch(cls, arch: dict[str, Any]) -> EmbeddingNet:
         """An untrained net with a checkpoint's architecture (weights, statistics included, come from the
         checkpoint)."""
-        return cls(arch["backbone"], "none", arch["embedding_dim"], arch["head_hidden"],
+        return cls(arch["backbone"], "none", embedding_dim=arch["embedding_dim"], head_hidden=arch["head_hidden"],
                    pooling=arch.get("pooling", "last"), tta=arch.get("tta", 1),
                    colour_stats=arch.get("colour_stats", False))
 

@@ -89,7 +89,7 @@ class MetricTrainer:
     others receive its progress so they stop together.
     """
 
-    def __init__(self, model: EmbeddingNet, data: MetricData, cfg: EmbedTrainConfig, device: torch.device,
+    def __init__(self, model: EmbeddingNet, data: MetricData, cfg: EmbedTrainConfig, *, device: torch.device,
                  run_dir: Path, tracker: Tracker, amp: bool = True, channels_last: bool = False,
                  num_workers: int = 0, seed: int = 0, dist: DistContext | None = None,
                  compile_model: bool = False) -> None:

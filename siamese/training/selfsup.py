@@ -44,7 +44,7 @@ class TwoViews(Dataset):
 class SelfSupervisedTrainer:
     """NT-Xent on pairs of views, epoch by epoch, checkpointed so an interruption loses nothing."""
 
-    def __init__(self, model: EmbeddingNet, images: ImageDataset, cfg: EmbedTrainConfig, device: torch.device,
+    def __init__(self, model: EmbeddingNet, images: ImageDataset, cfg: EmbedTrainConfig, *, device: torch.device,
                  run_dir: Path, tracker: Tracker, amp: bool = True, channels_last: bool = False,
                  num_workers: int = 0, seed: int = 0) -> None:
         self.model = prepare_model(model, device, Compute(channels_last, amp))

@@ -87,9 +87,11 @@ def evaluate_run(run_dir: Path, data: RunData, embeddings: dict[str, np.ndarray]
         proba["patient_context"], extra["patient_context_signal"] = _patient_context(data, embeddings, classifier,
                                                                               proba["classifier"], device, config)
     ids = {s: data.parts[s]["image_id"].to_numpy() for s in data.splits}
-    references, notes = reference_probabilities(run_dir, data.sources, ids, targets, embeddings, len(classes),
-                                                config.references, config.model.backbone, config.seed, scored,
-                                                _shared_features(config, data))
+    references, notes = reference_probabilities(run_dir, sources=data.sources, ids=ids, targets=targets,
+                                                embeddings=embeddings, n_classes=len(classes),
+                                                names=config.references, backbone=config.model.backbone,
+                                                seed=config.seed, scored=scored,
+                                                shared=_shared_features(config, data))
     reference_seconds = {}
     if "finetune" in config.references:
         datasets = {"train": data.dataset("train", config.data.augment), "val": data.dataset("val"),

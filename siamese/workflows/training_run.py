@@ -107,10 +107,12 @@ def _train(config: RunConfig, resume: str | Path | None, changes: dict[str, Any]
         check_batches(data.targets["train"], config.embed.batch_size, config.embed.m_per_class, dist.world_size)
         if dist.is_main:
             dist.barrier()
-        model = EmbeddingNet(config.model.backbone, config.model.weights, config.model.embedding_dim,
-                             config.model.head_hidden, config.model.dropout, data.prep.mean, data.prep.std,
-                             LESION_NOISE if config.data.augment == "lesion" else 0.0, config.model.pooling,
-                             config.model.tta, config.model.colour_stats, config.model.colour_noise)
+        model = EmbeddingNet(config.model.backbone, config.model.weights, embedding_dim=config.model.embedding_dim,
+                             head_hidden=config.model.head_hidden, dropout=config.model.dropout,
+                             mean=data.prep.mean, std=data.prep.std,
+                             input_noise=LESION_NOISE if config.data.augment == "lesion" else 0.0,
+                             pooling=config.model.pooling, tta=config.model.tta,
+                             colour_stats=config.model.colour_stats, colour_noise=config.model.colour_noise)
     except Exception:
         if prepared is not None:
             discard_setup(prepared[2])
@@ -125,8 +127,9 @@ def _train(config: RunConfig, resume: str | Path | None, changes: dict[str, Any]
         ssl_history = _self_supervised(model, data, config, device, run_dir, tracker, dist)
         stage1 = MetricTrainer(model, MetricData(data.dataset("stage1", config.data.augment, artefacts),
                                                  datasets["val"], reference),
-                               config.embed, device, run_dir, tracker, compute.bf16, compute.channels_last,
-                               config.data.num_workers, config.seed, dist, config.compile)
+                               config.embed, device=device, run_dir=run_dir, tracker=tracker, amp=compute.bf16,
+                               channels_last=compute.channels_last, num_workers=config.data.num_workers,
+                               seed=config.seed, dist=dist, compile_model=config.compile)
         stage1.resume()
         embed_history = stage1.fit()
         if not dist.is_main:
@@ -177,9 +180,10 @@ def _self_supervised(model: EmbeddingNet, data: RunData, config: RunConfig, devi
         raise ValueError("self-supervised pre-training (--ssl-epochs) runs in a single process, not under torchrun")
     if config.data.augment == "none":
         raise ValueError("--ssl-epochs needs an augmentation (--augment): two identical views teach nothing")
-    trainer = SelfSupervisedTrainer(model, data.dataset("train", config.data.augment), config.embed, device,
-                                    run_dir, tracker, compute.bf16, compute.channels_last, config.data.num_workers,
-                                    config.seed)
+    trainer = SelfSupervisedTrainer(model, data.dataset("train", config.data.augment), config.embed, device=device,
+                                    run_dir=run_dir, tracker=tracker, amp=compute.bf16,
+                                    channels_last=compute.channels_last, num_workers=config.data.num_workers,
+                                    seed=config.seed)
     trainer.resume()
     return trainer.fit()
 
