@@ -298,7 +298,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_visualize(args: argparse.Namespace) -> int:
     from siamese.diagnostics.projection import METHODS, visualize_run
-    from siamese.diagnostics.report import write_report
+    from siamese.workflows.run_report import write_report
 
     methods = METHODS if args.method == "both" else (args.method,)
     written = visualize_run(args.run, methods, args.split, args.max_points, args.seed,
@@ -311,9 +311,9 @@ def cmd_visualize(args: argparse.Namespace) -> int:
 
 
 def cmd_saliency(args: argparse.Namespace) -> int:
-    from siamese.diagnostics.report import write_report
     from siamese.diagnostics.saliency import saliency_maps
     from siamese.inference.predictor import expand_inputs
+    from siamese.workflows.run_report import write_report
 
     print_written(saliency_maps(args.run, expand_inputs(args.images), args.out, args.masks))
     write_report(Path(args.run))
@@ -441,8 +441,8 @@ def cmd_segment_train(args: argparse.Namespace) -> int:
 
 
 def cmd_segment_predict(args: argparse.Namespace) -> int:
+    from siamese.inference.lesion_masks import OVERLAYS, MaskPredictor, write_masks
     from siamese.inference.predictor import expand_inputs
-    from siamese.segmentation.predict import OVERLAYS, MaskPredictor, write_masks
 
     predictor = MaskPredictor(args.run, args.engine, args.device)
     written = write_masks(predictor, expand_inputs(args.images), args.out)
@@ -478,9 +478,9 @@ def cmd_segment_export(args: argparse.Namespace) -> int:
 
 
 def cmd_robustness(args: argparse.Namespace) -> int:
-    from siamese.diagnostics.report import write_report
     from siamese.robustness.artefacts import ArtefactLibrary
     from siamese.robustness.audit import run_audit
+    from siamese.workflows.run_report import write_report
 
     run = Path(args.run)
     config = RunConfig.load(run / "config.json")

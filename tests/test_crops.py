@@ -4,8 +4,9 @@ from PIL import Image
 
 from siamese.data import DataError, load_dataset, load_image
 from siamese.data.crops import find_mask, lesion_box, read_mask
-from siamese.data.images import crop_boxes, pixel_source
+from siamese.data.images import pixel_source
 from siamese.data.table import DatasetTable
+from siamese.inference.lesion_masks import crop_boxes
 
 
 def test_lesion_box_is_a_square_with_margin_inside_the_image():

@@ -18,10 +18,10 @@ from siamese.config import SegmentConfig
 from siamese.data import DataError, load_dataset
 from siamese.data.crops import read_mask
 from siamese.inference.engines import onnx_problem
+from siamese.inference.lesion_masks import MaskPredictor, predicted_box
 from siamese.segmentation.data import SegmentationDataset, joint_transform, with_masks
 from siamese.segmentation.evaluate import evaluate_folders
 from siamese.segmentation.metrics import isic_score, lesion_extent, mask_scores, summarize_scores
-from siamese.segmentation.predict import MaskPredictor, predicted_box
 from siamese.segmentation.training import segmentation_table, train_segmentation
 
 from .conftest import write_ph2_layout

@@ -19,10 +19,10 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
-from siamese.data.crops import Box, mask_boxes
+from siamese.data.crops import Box
 from siamese.data.decode import load_image
-from siamese.data.registry import AUGMENTATIONS, CROPS
-from siamese.data.table import DataError, DatasetTable
+from siamese.data.registry import AUGMENTATIONS
+from siamese.data.table import DatasetTable
 from siamese.runtime.atomic import written_whole
 
 
@@ -74,8 +74,9 @@ class MemmapPixels:
 
 def pixel_source(table: DatasetTable, size: int, cache_dir: str | Path | None = None,
                  boxes: Sequence[Box | None] | None = None) -> PixelSource:
-    """Pixels for the rows of ``table``, each cropped to its box when ``boxes`` (from :func:`crop_boxes`)
-    are given; with ``cache_dir`` they come from (and build) a memmap cache."""
+    """Pixels for the rows of ``table``, each cropped to its box when ``boxes`` (from
+    :func:`siamese.inference.lesion_masks.crop_boxes`) are given; with ``cache_dir`` they come from (and build) a
+    memmap cache."""
     frame = table.frame
     if "index" in frame.columns and table.images is not None:
         source: PixelSource = ArrayPixels(table.images, frame["index"].to_numpy(), size)
@@ -84,29 +85,6 @@ def pixel_source(table: DatasetTable, size: int, cache_dir: str | Path | None = 
     if cache_dir is None:
         return source
     return cached_pixels(source, cache_path(table, size, cache_dir, boxes))
-
-
-def crop_boxes(table: DatasetTable, crop: str = "none", margin: float = 0.15, seg_run: str | Path | None = None
-               ) -> list[Box | None] | None:
-    """The lesion box of every row (None where its mask is missing or empty), or None when not cropping:
-    from the dataset's own masks (``lesion-mask``) or from the masks a segmentation run predicts
-    (``lesion``)."""
-    if crop not in CROPS:
-        raise ValueError(f"crop must be one of {CROPS}; got {crop!r}")
-    if crop == "none":
-        return None
-    if "path" not in table.frame.columns:
-        raise DataError(f"--crop {crop} needs image files; dataset {table.name} is held in memory")
-    if crop == "lesion":
-        if seg_run is None:
-            raise DataError("--crop lesion needs --seg-run RUN (a `segment train` run folder)")
-        from siamese.segmentation.predict import predicted_box
-
-        paths = tqdm(table.frame["path"], desc="lesion boxes from the segmenter", leave=False)
-        return [predicted_box(path, seg_run, margin) for path in paths]
-    if "mask" not in table.frame.columns:
-        raise DataError(f"--crop {crop} needs lesion masks, and dataset {table.name} lists none (PH2 does)")
-    return mask_boxes(table.frame["mask"].fillna("").astype(str).tolist(), margin)
 
 
 class PixelRows:

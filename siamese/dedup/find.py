@@ -23,7 +23,7 @@ from siamese.dedup.features import (
 )
 from siamese.dedup.page import write_dedup_page
 from siamese.dedup.search import cosine_pairs, dbscan_clusters, hamming_pairs
-from siamese.diagnostics.plots import image_grid
+from siamese.evaluation.figures import image_grid
 
 METHODS = ("embedding", "phash")
 # embedding: cosine distance 0.1, i.e. fastdup's customary 0.9 similarity for ImageNet features. With the

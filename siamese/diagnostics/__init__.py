@@ -1,2 +1,3 @@
-"""Figures and reports a person opens: training curves, confusion matrices, ROC, image grids, the run
-report, t-SNE/UMAP projections and Grad-CAM saliency."""
+"""Figures and pages a person opens about a finished run: t-SNE/UMAP projections, Grad-CAM saliency and the
+explorer page (a run's own plots and report are written by :mod:`siamese.workflows.run_report`, with the
+figures of :mod:`siamese.evaluation.figures`)."""

@@ -21,7 +21,7 @@ from sklearn.manifold import TSNE  # noqa: E402
 from siamese.config import RunConfig  # noqa: E402
 from siamese.data.table import DataError  # noqa: E402
 from siamese.diagnostics.explorer import write_run_explorer  # noqa: E402
-from siamese.diagnostics.plots import save_figure  # noqa: E402
+from siamese.evaluation.figures import save_figure  # noqa: E402
 from siamese.models import EmbeddingNet  # noqa: E402
 from siamese.runtime.device import resolve_device  # noqa: E402
 from siamese.training.embeddings import stored_embeddings  # noqa: E402

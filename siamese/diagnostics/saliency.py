@@ -19,7 +19,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa:
 from torch import nn  # noqa: E402
 
 from siamese.data.decode import to_batch  # noqa: E402
-from siamese.diagnostics.plots import save_figure  # noqa: E402
+from siamese.evaluation.figures import save_figure  # noqa: E402
 from siamese.inference.graph import InferenceGraph  # noqa: E402
 from siamese.inference.preprocess import Preprocessing  # noqa: E402
 from siamese.models import DenseClassifier, EmbeddingNet  # noqa: E402

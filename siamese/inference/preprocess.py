@@ -13,7 +13,7 @@ from siamese.data.crops import Box, box_for_image, mask_folder
 from siamese.data.decode import load_image
 from siamese.data.table import DataError
 from siamese.inference.contract import pipeline
-from siamese.segmentation.predict import predicted_box
+from siamese.inference.lesion_masks import predicted_box
 
 
 @dataclass

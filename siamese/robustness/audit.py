@@ -194,7 +194,7 @@ def robustness_section(summary: pd.DataFrame, info: dict, figures: tuple[str, ..
 
 
 def _pairs_grid(examples: list, path: Path) -> Path:
-    from siamese.diagnostics.plots import image_grid
+    from siamese.evaluation.figures import image_grid
 
     images, captions = [], []
     for _, clean, altered, record in examples:
@@ -208,7 +208,7 @@ def _pairs_grid(examples: list, path: Path) -> Path:
 def _bars(summary: pd.DataFrame, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    from siamese.diagnostics.plots import save_figure
+    from siamese.evaluation.figures import save_figure
 
     measures = (("flip_rate", "flip rate"), ("mean_abs_prob_change", "mean |prob. change|"),
                 ("embedding_shift", "embedding shift"), ("nn_change_rate", "nearest neighbour changed"))

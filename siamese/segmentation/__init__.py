@@ -1,1 +1,2 @@
-"""Lesion segmentation: U-Net training on real masks, Dice/IoU evaluation, masks for lesion-centred crops."""
+"""Lesion segmentation: U-Net training on real masks, Dice/IoU evaluation and the segmenter's ONNX export (the
+masks a trained run predicts for new images are inference: :mod:`siamese.inference.lesion_masks`)."""

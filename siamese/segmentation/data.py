@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from siamese.data.crops import find_mask, mask_folder, read_mask
 from siamese.data.decode import image_size, load_image
 from siamese.data.table import DataError, DatasetTable
-from siamese.segmentation.predict import resize_to
+from siamese.inference.lesion_masks import resize_to
 
 NO_MASK = "no lesion mask (left out of segmentation)"
 

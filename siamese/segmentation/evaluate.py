@@ -16,8 +16,8 @@ from tqdm.auto import tqdm
 from siamese.data.crops import find_mask, read_mask
 from siamese.data.decode import image_size, load_image
 from siamese.data.table import DataError, DatasetTable
+from siamese.inference.lesion_masks import MaskPredictor, outline, resize_to
 from siamese.segmentation.metrics import lesion_extent, mask_scores, summarize_scores
-from siamese.segmentation.predict import MaskPredictor, outline, resize_to
 
 WORST_SHOWN = 8
 FIGURE_SIDE = 256
@@ -93,7 +93,7 @@ def worst_cases(cases: list[tuple[str, str, np.ndarray, np.ndarray, float]], pat
     mask file is shown as its own grey picture)."""
     import matplotlib.pyplot as plt
 
-    from siamese.diagnostics.plots import save_figure
+    from siamese.evaluation.figures import save_figure
 
     columns = min(4, len(cases))
     rows = -(-len(cases) // columns)

@@ -7,7 +7,7 @@ from pathlib import Path
 from siamese.config import SegmentConfig
 from siamese.inference.engines import checkpoint_digests
 from siamese.inference.export import export_checked
-from siamese.segmentation.predict import CHECKPOINT, CONFIG_FILE, segmenter_graph
+from siamese.inference.lesion_masks import CHECKPOINT, CONFIG_FILE, segmenter_graph
 
 
 def export_segmenter(run_dir: str | Path, tolerance: float = 1e-3) -> Path:

@@ -25,6 +25,7 @@ from siamese.config import SegmentConfig, differing_settings, resumed
 from siamese.data import load_dataset
 from siamese.data.splits import apply_manifest, fold_manifest, kfold_table, read_manifest, split_table, write_manifest
 from siamese.data.table import DataError, DatasetTable
+from siamese.inference.lesion_masks import CHECKPOINT, CONFIG_FILE, MaskPredictor
 from siamese.models.checkpoint import load_checkpoint, load_training_state, save_checkpoint, save_training_state
 from siamese.models.segmenter import LesionSegmenter, check_segment_size
 from siamese.runtime.device import (
@@ -43,7 +44,6 @@ from siamese.segmentation.data import SegmentationDataset, joint_transform, load
 from siamese.segmentation.evaluate import evaluate_masks
 from siamese.segmentation.export import export_segmenter
 from siamese.segmentation.metrics import mask_scores, summarize_scores
-from siamese.segmentation.predict import CHECKPOINT, CONFIG_FILE, MaskPredictor
 
 LAST_STATE = "last.pt"
 FOLD_METRICS = ("dice_mean", "iou_mean", "sensitivity_mean", "specificity_mean", "isic2018_score")
@@ -250,7 +250,7 @@ def validation_dice(model: LesionSegmenter, images: np.ndarray, masks: np.ndarra
 def _curves(history: pd.DataFrame, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    from siamese.diagnostics.plots import save_figure
+    from siamese.evaluation.figures import save_figure
 
     fig, loss_axis = plt.subplots(figsize=(6, 3.5))
     loss_axis.plot(history["epoch"], history["train_loss"], label="train loss (Dice + BCE)")

@@ -17,7 +17,7 @@ import pandas as pd
 from siamese.config import RunConfig
 from siamese.data import audit_manifest, planted_pairs, split_table, write_manifest
 from siamese.data.duplicates import read_pairs_for
-from siamese.diagnostics.plots import confusion_matrix_panels
+from siamese.evaluation.figures import confusion_matrix_panels
 from siamese.evaluation.seeds import paired_interval
 from siamese.evaluation.tables import markdown_table
 from siamese.workflows.run_data import load_run_table

@@ -27,11 +27,11 @@ from siamese.data.images import (
     PixelRows,
     build_transform,
     channel_stats,
-    crop_boxes,
     pixel_source,
 )
 from siamese.data.splits import SPLITS, apply_manifest, read_manifest, split_table, write_manifest
 from siamese.data.table import DataError
+from siamese.inference.lesion_masks import crop_boxes
 from siamese.inference.preprocess import Preprocessing
 from siamese.models import EmbeddingNet
 from siamese.models.backbones import imagenet_statistics

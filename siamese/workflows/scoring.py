@@ -15,7 +15,6 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from siamese.config import RunConfig
-from siamese.diagnostics.report import FINAL_MODEL_NOTE, predictions_path, write_evaluation_plots, write_report
 from siamese.evaluation.metrics import classification_metrics, positive_index
 from siamese.evaluation.patient_context import patient_context_proba, ugly_duckling_features
 from siamese.evaluation.reference_models import check_references
@@ -28,6 +27,7 @@ from siamese.runtime.device import (
 from siamese.training.classify import knn_proba, predict_proba
 from siamese.training.finetune import finetune_reference
 from siamese.workflows.run_data import RunData, build_run_data, split_embeddings
+from siamese.workflows.run_report import FINAL_MODEL_NOTE, predictions_path, write_evaluation_plots, write_report
 
 
 def rescore_run(run_dir: str | Path, references: tuple[str, ...] | None = None, device: str = "auto") -> dict[str, Any]:
@@ -69,7 +69,7 @@ def evaluate_run(run_dir: Path, data: RunData, embeddings: dict[str, np.ndarray]
     probes, and ``finetune``, trained here unless cached, its wall time in ``reference_seconds``) and, with
     ``classifier.patient_context``, the classifier with each lesion's patient context, on the run's test
     split: ``metrics.json`` (``scored_on``: the split scored), ``per_class.csv``, ``test_predictions.csv``
-    (:func:`~siamese.diagnostics.report.predictions_path`).
+    (:func:`~siamese.workflows.run_report.predictions_path`).
 
     A final model (no test split) is scored on its validation split instead, with a warning
     (:data:`FINAL_MODEL_NOTE`): the two stages' figures are optimistic there, since that split picked their

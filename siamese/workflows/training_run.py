@@ -22,8 +22,7 @@ from siamese.data.images import (
     ImageDataset,
     PixelRows,
 )
-from siamese.diagnostics.plots import training_curves
-from siamese.diagnostics.report import write_evaluation_plots, write_report
+from siamese.evaluation.figures import training_curves
 from siamese.evaluation.patient_context import check_patient_context
 from siamese.evaluation.reference_models import check_references
 from siamese.inference.export import export_onnx
@@ -45,6 +44,7 @@ from siamese.training.metric_learning import MetricData, MetricTrainer
 from siamese.training.selfsup import SelfSupervisedTrainer
 from siamese.workflows.run_data import RunData, build_run_data, split_embeddings
 from siamese.workflows.run_folder import discard_setup, prepare_run_dir
+from siamese.workflows.run_report import write_evaluation_plots, write_report
 from siamese.workflows.scoring import evaluate_run
 
 

@@ -22,11 +22,12 @@ from tqdm.auto import tqdm
 
 from siamese.config import CVConfig, RunConfig, check_numbers, differing_settings
 from siamese.data.duplicates import read_pairs_for
-from siamese.data.images import PixelSource, crop_boxes, pixel_source
+from siamese.data.images import PixelSource, pixel_source
 from siamese.data.splits import fold_manifest, kfold_table, write_manifest
 from siamese.data.table import DataError, DatasetTable
 from siamese.evaluation.reference_features import colour_feature_matrix, imagenet_feature_matrix
 from siamese.evaluation.reference_models import REFERENCE_MODELS, check_references, probe_scores
+from siamese.inference.lesion_masks import crop_boxes
 from siamese.models import check_input_size
 from siamese.runtime.device import machine_description
 from siamese.training.embeddings import cached_arrays

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from siamese.config import CVConfig, RunConfig
-from siamese.diagnostics.plots import confusion_matrix_panels, model_roc_curves
+from siamese.evaluation.figures import confusion_matrix_panels, model_roc_curves
 from siamese.evaluation.metrics import PARTIAL_AUC, classification_metrics
 from siamese.evaluation.tables import markdown_table
 

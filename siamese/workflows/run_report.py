@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from siamese.data.images import PixelSource
-from siamese.diagnostics.plots import confusion_matrices, image_grid, per_class_bars, roc_curves
+from siamese.evaluation.figures import confusion_matrices, image_grid, per_class_bars, roc_curves
 from siamese.evaluation.tables import markdown_table
 
 EVALUATION_PLOTS = ("confusion_matrix.png", "roc.png", "per_class.png", "confident_errors.png")

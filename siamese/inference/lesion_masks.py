@@ -1,5 +1,6 @@
 """Lesion masks for new images from a ``segment train`` run: at each image's own size, as PNG files, and
-as the boxes that ``--crop lesion`` cuts the embedder's input to.
+as the boxes that ``--crop lesion`` cuts the embedder's input to; and the crop box of every row of a table,
+from those masks or the dataset's own (``--crop lesion-mask``).
 
 Like ``predict.py`` this answers through the run's ``model.onnx`` with ONNX Runtime when the export is
 current (no torch import, so ``predict --crop lesion`` keeps its fast start) and falls back to torch.
@@ -16,9 +17,10 @@ import numpy as np
 from PIL import Image
 
 from siamese.config import SegmentConfig
-from siamese.data.crops import Box, lesion_box
+from siamese.data.crops import Box, lesion_box, mask_boxes
 from siamese.data.decode import image_size, load_image, to_batch
-from siamese.data.table import DataError, first_offenders
+from siamese.data.registry import CROPS
+from siamese.data.table import DataError, DatasetTable, first_offenders
 from siamese.inference.engines import open_engine
 
 CHECKPOINT = "segmenter.pt"
@@ -72,6 +74,29 @@ def mask_predictor(run_dir: str) -> MaskPredictor:
 def predicted_box(image: str | Path, seg_run: str | Path, margin: float = 0.15) -> Box | None:
     """The lesion-centred crop box of ``image`` from the mask ``seg_run`` predicts; None for an empty mask."""
     return lesion_box(mask_predictor(str(seg_run)).mask(image), margin)
+
+
+def crop_boxes(table: DatasetTable, crop: str = "none", margin: float = 0.15, seg_run: str | Path | None = None
+               ) -> list[Box | None] | None:
+    """The lesion box of every row (None where its mask is missing or empty), or None when not cropping:
+    from the dataset's own masks (``lesion-mask``) or from the masks a segmentation run predicts
+    (``lesion``)."""
+    if crop not in CROPS:
+        raise ValueError(f"crop must be one of {CROPS}; got {crop!r}")
+    if crop == "none":
+        return None
+    if "path" not in table.frame.columns:
+        raise DataError(f"--crop {crop} needs image files; dataset {table.name} is held in memory")
+    if crop == "lesion":
+        if seg_run is None:
+            raise DataError("--crop lesion needs --seg-run RUN (a `segment train` run folder)")
+        from tqdm.auto import tqdm
+
+        paths = tqdm(table.frame["path"], desc="lesion boxes from the segmenter", leave=False)
+        return [predicted_box(path, seg_run, margin) for path in paths]
+    if "mask" not in table.frame.columns:
+        raise DataError(f"--crop {crop} needs lesion masks, and dataset {table.name} lists none (PH2 does)")
+    return mask_boxes(table.frame["mask"].fillna("").astype(str).tolist(), margin)
 
 
 def outline(mask: np.ndarray, width: int) -> np.ndarray:
