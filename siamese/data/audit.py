@@ -23,7 +23,17 @@ def audit_manifest(manifest: pd.DataFrame, pairs: pd.DataFrame | None = None) ->
     """Leakage facts as plain JSON-able values; ``leaks`` is true when any group or pair straddles.
 
     ``unchecked`` lists what the audit could not see, so that ``leaks: false`` is never read as more than it
-    is: groups that are only the images themselves, and duplicate pairs naming images the manifest lacks."""
+    is: groups that are only the images themselves, and duplicate pairs naming images the manifest lacks.
+
+    Args:
+        manifest: a split (``image_id``, ``label``, ``group``, ``split``), as :func:`~siamese.data.splits.split_table`
+            makes or ``split.csv`` holds.
+        pairs: near-duplicate pairs to check as well.
+
+    Returns:
+        Counts, examples and shares: ``leaks``, ``leaking_groups``, the duplicate pairs that straddle, label
+        conflicts, class counts per split, ``unchecked``.
+    """
     splits_per_group = manifest.groupby("group")["split"].nunique()
     leaking = splits_per_group[splits_per_group > 1]
     counts = pd.crosstab(manifest["split"], manifest["label"])

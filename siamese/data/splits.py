@@ -71,7 +71,20 @@ def split_table(frame: pd.DataFrame, pairs: pd.DataFrame | None = None, val_frac
     ``grouped`` (the default) keeps components whole: first ``test_fraction`` of the data is held out,
     then ``val_fraction`` of the whole is taken from the rest (the original 80/20 then 70/10).
     ``random`` is the naive image-level stratified split, kept only to show what leakage looks like.
-    Raises ValueError for a fraction outside [0, 1), one that is not 1/n (grouped), or an unknown strategy.
+
+    Args:
+        frame: a dataset table's frame (``image_id``, ``label``, ``group``).
+        pairs: near-duplicate pairs (``image_id_1``, ``image_id_2``), kept in one split with their groups.
+        val_fraction: the validation share of the whole.
+        test_fraction: the test share; 0 for no test split.
+        seed: the draw of the folds.
+        strategy: ``grouped`` or ``random``.
+
+    Returns:
+        The manifest: ``image_id``, ``label``, ``group`` and ``split`` per image.
+
+    Raises:
+        ValueError: a fraction outside [0, 1), one that is not 1/n (grouped), or an unknown strategy.
     """
     if not 0 <= test_fraction < 1:
         raise ValueError(f"test_fraction must be at least 0 (0: no test split) and below 1; got {test_fraction}")

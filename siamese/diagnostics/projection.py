@@ -10,22 +10,19 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.offsetbox import AnnotationBbox, OffsetImage
+from sklearn.manifold import TSNE
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.offsetbox import AnnotationBbox, OffsetImage  # noqa: E402
-from sklearn.manifold import TSNE  # noqa: E402
-
-from siamese.config import RunConfig  # noqa: E402
-from siamese.data.table import DataError  # noqa: E402
-from siamese.diagnostics.explorer import write_run_explorer  # noqa: E402
-from siamese.evaluation.figures import save_figure  # noqa: E402
-from siamese.models import EmbeddingNet  # noqa: E402
-from siamese.runtime.device import resolve_device  # noqa: E402
-from siamese.training.embeddings import stored_embeddings  # noqa: E402
-from siamese.workflows.run_data import build_run_data, split_embeddings  # noqa: E402
+from siamese.config import RunConfig
+from siamese.data.table import DataError
+from siamese.diagnostics.explorer import write_run_explorer
+from siamese.evaluation.figures import new_figure, save_figure
+from siamese.models import EmbeddingNet
+from siamese.runtime.device import resolve_device
+from siamese.training.embeddings import stored_embeddings
+from siamese.workflows.run_data import build_run_data, split_embeddings
 
 METHODS = ("tsne", "umap")
 MIN_POINTS = 3
@@ -92,9 +89,9 @@ def project(embeddings: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
 
 
 def scatter(coords: pd.DataFrame, colour_by: str, path: Path, title: str, thumbnails: list | None = None) -> Path:
-    fig, ax = plt.subplots(figsize=(8, 7))
+    fig, ax = new_figure(figsize=(8, 7))
     groups = sorted(coords[colour_by].unique())
-    cmap = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20")
+    cmap = matplotlib.colormaps.get_cmap("tab10" if len(groups) <= 10 else "tab20")
     for i, group in enumerate(groups):
         part = coords[coords[colour_by] == group]
         ax.scatter(part["x"], part["y"], s=8, color=cmap(i % cmap.N), label=str(group), alpha=0.75, linewidths=0)

@@ -7,19 +7,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from pytorch_grad_cam import GradCAM  # noqa: E402
-from pytorch_grad_cam.utils.image import show_cam_on_image  # noqa: E402
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
-from torch import nn  # noqa: E402
+import numpy as np
+import torch
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.image import show_cam_on_image
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from torch import nn
 
 from siamese.data.decode import to_batch  # noqa: E402
-from siamese.evaluation.figures import save_figure  # noqa: E402
+from siamese.evaluation.figures import new_figure, save_figure  # noqa: E402
 from siamese.inference.graph import InferenceGraph  # noqa: E402
 from siamese.inference.preprocess import Preprocessing  # noqa: E402
 from siamese.models import DenseClassifier, EmbeddingNet  # noqa: E402
@@ -66,7 +62,7 @@ def saliency_maps(run_dir: str | Path, images: list[Path], out_dir: str | Path |
             index = int(probabilities.argmax())
             mask = cam(input_tensor=batch, targets=[ClassifierOutputTarget(index)])[0]
             overlay = show_cam_on_image(pixels.astype(np.float32) / 255.0, mask, use_rgb=True)
-            fig, axes = plt.subplots(1, 2, figsize=(6, 3.2))
+            fig, axes = new_figure(1, 2, figsize=(6, 3.2))
             for ax, picture, title in ((axes[0], pixels, Path(path).name),
                                        (axes[1], overlay, f"Grad-CAM: {prep.classes[index]} "
                                                           f"({probabilities[index]:.2f})")):

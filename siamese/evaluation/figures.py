@@ -1,16 +1,19 @@
-"""Figures written into every run folder (PNG, readable without any dashboard)."""
+"""Figures written into every run folder (PNG, readable without any dashboard).
+
+Drawn with matplotlib's object API (:class:`~matplotlib.figure.Figure`, no pyplot state): importing or
+calling this module leaves the caller's backend alone (a notebook's inline plots keep working) and
+registers no figure with pyplot, so nothing has to be closed.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay  # noqa: E402
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
 
 CURVES = {
     "selfsup": (("loss", "NT-Xent loss (two views)"),),
@@ -30,7 +33,7 @@ def training_curves(history: pd.DataFrame, stage: str, path: Path) -> Path | Non
         return None
     ncols = min(3, len(panels))
     nrows = -(-len(panels) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.9 * nrows), squeeze=False)
+    fig, axes = new_figure(nrows, ncols, figsize=(3.6 * ncols, 2.9 * nrows), squeeze=False)
     for ax in axes.flat[len(panels):]:
         ax.axis("off")
     for ax, (column, title) in zip(axes.flat, panels, strict=False):
@@ -42,13 +45,29 @@ def training_curves(history: pd.DataFrame, stage: str, path: Path) -> Path | Non
     return save_figure(fig, path)
 
 
-def save_figure(fig: plt.Figure, path: Path) -> Path:
-    """Tight layout (unless the figure lays itself out), 110 dpi, and the figure closed so long runs do not
-    pile up open figures."""
+def new_figure(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float], layout: str | None = None,
+               **subplots: Any) -> tuple[Figure, Any]:
+    """A figure of its own and its axes (``Figure.subplots``: one Axes, or an array of them).
+
+    Args:
+        nrows: rows of panels.
+        ncols: columns of panels.
+        figsize: width and height in inches.
+        layout: matplotlib's layout engine (``"constrained"``), or None to lay it out on saving.
+        **subplots: passed to :meth:`matplotlib.figure.Figure.subplots` (``squeeze``, ``sharey``).
+
+    Returns:
+        The figure and its axes.
+    """
+    fig = Figure(figsize=figsize, layout=layout)
+    return fig, fig.subplots(nrows, ncols, **subplots)
+
+
+def save_figure(fig: Figure, path: Path) -> Path:
+    """Tight layout (unless the figure lays itself out), 110 dpi."""
     if fig.get_layout_engine() is None:
         fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
@@ -56,7 +75,7 @@ def confusion_matrices(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str
     """Counts and row-normalised side by side: the second shows per-class recall at a glance."""
     labels = np.arange(len(classes))
     size = max(4.0, 0.6 * len(classes) + 2)
-    fig, axes = plt.subplots(1, 2, figsize=(2 * size, size))
+    fig, axes = new_figure(1, 2, figsize=(2 * size, size))
     for ax, normalize, title in ((axes[0], None, "counts"), (axes[1], "true", "row-normalised (recall)")):
         ConfusionMatrixDisplay.from_predictions(y_true, y_pred, labels=labels, display_labels=classes,
                                                 normalize=normalize, ax=ax, colorbar=False,
@@ -78,7 +97,7 @@ def positive_class(classes: list[str]) -> int:
 def roc_curves(y_true: np.ndarray, proba: np.ndarray, classes: list[str], path: Path,
                split: str = "test") -> Path | None:
     """Binary ROC, or one-vs-rest for every class present in the scored split (named in the title)."""
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig, ax = new_figure(figsize=(5, 5))
     if len(classes) == 2:
         c = positive_class(classes)
         RocCurveDisplay.from_predictions(y_true == c, proba[:, c], name=f"{classes[c]} vs {classes[1 - c]}", ax=ax)
@@ -98,7 +117,7 @@ def model_roc_curves(y_true: np.ndarray, probas: dict[str, np.ndarray], classes:
         panels = [(positive, f"{classes[positive]} vs {classes[1 - positive]}")]
     else:
         panels = [(c, f"{name} vs rest") for c, name in enumerate(classes)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.6), squeeze=False)
+    fig, axes = new_figure(1, len(panels), figsize=(4.6 * len(panels), 4.6), squeeze=False)
     for ax, (c, title) in zip(axes[0], panels, strict=True):
         for model, proba in probas.items():
             RocCurveDisplay.from_predictions(y_true == c, proba[:, c], name=model, ax=ax)
@@ -111,7 +130,7 @@ def model_roc_curves(y_true: np.ndarray, probas: dict[str, np.ndarray], classes:
 def per_class_bars(per_class: pd.DataFrame, path: Path, split: str = "test") -> Path:
     """Precision, recall and F1 per class on the scored split, one group of bars per class."""
     frame = per_class.set_index("class")[["precision", "recall", "f1"]]
-    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(frame) + 2), 3.5))
+    fig, ax = new_figure(figsize=(max(5, 0.9 * len(frame) + 2), 3.5))
     frame.plot.bar(ax=ax, rot=0, ylim=(0, 1.05))
     ax.set_title(f"per-class precision / recall / F1 ({split})")
     ax.grid(axis="y", alpha=0.3)
@@ -124,8 +143,8 @@ def image_grid(images: list[np.ndarray], captions: list[str], path: Path, title:
     lines = max((caption.count("\n") + 1 for caption in captions), default=1)
     # constrained layout reserves each row's titles: with tight_layout a second row's two-line captions
     # covered the bottom of the images above them
-    fig, axes = plt.subplots(rows, columns, figsize=(3.1 * columns, (2.8 + 0.16 * lines) * rows + 0.4),
-                             squeeze=False, layout="constrained")
+    fig, axes = new_figure(rows, columns, figsize=(3.1 * columns, (2.8 + 0.16 * lines) * rows + 0.4),
+                           squeeze=False, layout="constrained")
     for ax in axes.flat:
         ax.axis("off")
     for ax, image, caption in zip(axes.flat, images, captions, strict=False):
@@ -140,7 +159,7 @@ def image_grid(images: list[np.ndarray], captions: list[str], path: Path, title:
 def confusion_matrix_panels(matrices: dict[str, list[list[int]]], classes: list[str], path: Path) -> Path:
     """Row-normalised confusion matrices side by side, one per named model or split."""
     size = max(4.0, 0.6 * len(classes) + 2)
-    fig, axes = plt.subplots(1, len(matrices), figsize=(size * len(matrices), size), squeeze=False)
+    fig, axes = new_figure(1, len(matrices), figsize=(size * len(matrices), size), squeeze=False)
     for ax, (title, counts) in zip(axes[0], matrices.items(), strict=True):
         counts = np.asarray(counts, dtype=float)
         shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)

@@ -79,7 +79,19 @@ class Prediction:
 
 
 class Predictor:
-    """Loads a run once; ``predict`` then costs one forward pass per image."""
+    """Loads a run once; ``predict`` then costs one forward pass per image.
+
+    Args:
+        run_dir: a finished run folder.
+        device: where the torch engine runs; ONNX Runtime runs on the CPU.
+        engine: ``auto`` (ONNX Runtime when the run's export is current, else torch), ``onnx`` or ``torch``.
+        masks: a folder of lesion masks, for a run trained with ``--crop lesion-mask``.
+        seg_run: a segmentation run whose masks crop the images, for a run trained with ``--crop lesion``.
+
+    Raises:
+        FileNotFoundError: the run has not finished (no config, preprocessing or embeddings).
+        EngineError: the chosen engine cannot run the model.
+    """
 
     def __init__(self, run_dir: str | Path, device: str = "cpu", engine: str = "auto",
                  masks: str | Path | None = None, seg_run: str | Path | None = None) -> None:
@@ -106,8 +118,20 @@ class Predictor:
         return np.take_along_axis(distance, rows, axis=1), rows
 
     def predict(self, paths: list[Path], top_k: int = 3, neighbours: int = 3) -> list[Prediction]:
-        """Each image's class, its ``top_k`` classes and ``neighbours`` nearest training images; raises
-        ValueError when either count is below 1."""
+        """Each image's class, its ``top_k`` classes and ``neighbours`` nearest training images.
+
+        Args:
+            paths: image files (any format an installed Pillow plugin reads).
+            top_k: how many classes to name, highest first.
+            neighbours: how many nearest training images to name.
+
+        Returns:
+            One :class:`Prediction` per image, in order.
+
+        Raises:
+            ValueError: ``top_k`` or ``neighbours`` below 1.
+            ImageError: a file that is not a readable image.
+        """
         if top_k < 1 or neighbours < 1:
             raise ValueError(f"--top-k and the neighbour count must be at least 1; got {top_k} and {neighbours}")
         results = []

@@ -206,13 +206,11 @@ def _pairs_grid(examples: list, path: Path) -> Path:
 
 
 def _bars(summary: pd.DataFrame, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    from siamese.evaluation.figures import save_figure
+    from siamese.evaluation.figures import new_figure, save_figure
 
     measures = (("flip_rate", "flip rate"), ("mean_abs_prob_change", "mean |prob. change|"),
                 ("embedding_shift", "embedding shift"), ("nn_change_rate", "nearest neighbour changed"))
-    fig, axes = plt.subplots(1, len(measures), figsize=(3.2 * len(measures), 3.2))
+    fig, axes = new_figure(1, len(measures), figsize=(3.2 * len(measures), 3.2))
     for axis, (name, title) in zip(axes, measures, strict=True):
         low = summary[name] - summary[f"{name}_ci_low"]
         high = summary[f"{name}_ci_high"] - summary[name]

@@ -91,13 +91,11 @@ def _write_summary(out: Path, summary: dict[str, Any]) -> None:
 def worst_cases(cases: list[tuple[str, str, np.ndarray, np.ndarray, float]], path: Path) -> Path:
     """The lowest-Dice images with the true outline in green and the predicted one in red (a predicted
     mask file is shown as its own grey picture)."""
-    import matplotlib.pyplot as plt
-
-    from siamese.evaluation.figures import save_figure
+    from siamese.evaluation.figures import new_figure, save_figure
 
     columns = min(4, len(cases))
     rows = -(-len(cases) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3.3 * rows), squeeze=False, layout="constrained")
+    fig, axes = new_figure(rows, columns, figsize=(3 * columns, 3.3 * rows), squeeze=False, layout="constrained")
     for axis in axes.flat:
         axis.axis("off")
     for axis, (image_id, image, predicted, truth, dice) in zip(axes.flat, cases, strict=False):

@@ -248,11 +248,9 @@ def validation_dice(model: LesionSegmenter, images: np.ndarray, masks: np.ndarra
 
 
 def _curves(history: pd.DataFrame, path: Path) -> None:
-    import matplotlib.pyplot as plt
+    from siamese.evaluation.figures import new_figure, save_figure
 
-    from siamese.evaluation.figures import save_figure
-
-    fig, loss_axis = plt.subplots(figsize=(6, 3.5))
+    fig, loss_axis = new_figure(figsize=(6, 3.5))
     loss_axis.plot(history["epoch"], history["train_loss"], label="train loss (Dice + BCE)")
     loss_axis.set_xlabel("epoch")
     loss_axis.set_ylabel("loss")

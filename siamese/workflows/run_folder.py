@@ -1,5 +1,5 @@
-"""A run's folder: where a new run writes, how a resumed one is found and checked, and what a failed
-setup removes again.
+"""A run's folder: where a new run writes, how a resumed one is found and checked, what a failed setup
+removes again, and a finished one read back (:func:`load_run`).
 
 The run folder is the unit of work: config, split, checkpoints, history, metrics and plots all live
 there, and ``resume`` needs nothing else.
@@ -7,13 +7,20 @@ there, and ``resume`` needs nothing else.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from siamese.config import RunConfig, resumed
 from siamese.data.table import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from siamese.inference.predictor import Predictor
 
 
 def default_run_dir(config: RunConfig) -> Path:
@@ -57,3 +64,55 @@ def discard_setup(created: list[Path]) -> None:
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run folder read back for a notebook: what it was told (``config``), what it scored (``metrics``, the
+    contents of ``metrics.json``: empty until the run has been scored) and its split (``split``: one row per
+    image with ``image_id``, ``label``, ``group`` and ``split``)."""
+
+    path: Path
+    config: RunConfig
+    metrics: dict[str, Any]
+    split: pd.DataFrame
+
+    def predictor(self, device: str = "cpu", engine: str = "auto") -> Predictor:
+        """The run's trained model, ready for :meth:`~siamese.inference.predictor.Predictor.predict`.
+
+        Args:
+            device: where the torch engine runs (``cpu``, ``cuda``, ``auto``); ONNX Runtime runs on the CPU.
+            engine: ``auto`` (ONNX Runtime when the run's export is current, else torch), ``onnx`` or ``torch``.
+
+        Returns:
+            A predictor loaded once for many images.
+
+        Raises:
+            FileNotFoundError: the run has not finished (no checkpoints or embeddings).
+        """
+        from siamese.inference.predictor import Predictor
+
+        return Predictor(self.path, device=device, engine=engine)
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """A run folder written by ``train`` (or :func:`~siamese.workflows.training_run.run_training`).
+
+    Args:
+        run_dir: the folder holding the run's ``config.json``.
+
+    Returns:
+        Its config, metrics and split.
+
+    Raises:
+        FileNotFoundError: ``run_dir`` holds no ``config.json`` or no ``split.csv``.
+    """
+    from siamese.data.splits import read_manifest
+
+    run_dir = Path(run_dir)
+    config = RunConfig.load(run_dir / "config.json")
+    if not (run_dir / "split.csv").is_file():
+        raise FileNotFoundError(f"{run_dir / 'split.csv'}: not found; the run stopped before its split was made")
+    metrics_path = run_dir / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    return Run(run_dir, config, metrics, read_manifest(run_dir / "split.csv"))

@@ -33,10 +33,20 @@ from siamese.workflows.run_report import FINAL_MODEL_NOTE, predictions_path, wri
 def rescore_run(run_dir: str | Path, references: tuple[str, ...] | None = None, device: str = "auto") -> dict[str, Any]:
     """Score a finished run again from its cached embeddings and best checkpoints, without training:
     the metrics (of the test split, or the validation split of a final model), predictions, plots and
-    report are rewritten, with ``references`` (default: the run's own ``config.references``) fitted anew.
-    Returns the new ``metrics.json`` contents.
+    report are rewritten, with the reference models fitted anew.
 
-    Raises FileNotFoundError when the run has not finished stage 2 (no ``classifier.pt``).
+    Args:
+        run_dir: the run folder.
+        references: the reference models to score beside it (default: the run's own ``config.references``);
+            saved into its ``config.json``.
+        device: where the networks run (``auto``, ``cpu``, ``cuda``).
+
+    Returns:
+        The new ``metrics.json`` contents.
+
+    Raises:
+        FileNotFoundError: the run has not finished stage 2 (no ``classifier.pt``).
+        ValueError: an unknown reference model.
     """
     run_dir = Path(run_dir)
     config = RunConfig.load(run_dir / "config.json")

@@ -50,13 +50,25 @@ from siamese.workflows.scoring import evaluate_run
 
 def run_training(config: RunConfig, resume: str | Path | None = None,
                  changes: dict[str, Any] | None = None) -> Path:
-    """Train both stages and evaluate; returns the run folder. Safe to interrupt and resume: ``resume`` names
-    the folder (its saved config is used, not ``config``), ``changes`` the settings asked to differ from it
-    (see :func:`prepare_run_dir`).
+    """Train both stages and evaluate. Safe to interrupt and resume.
 
     Under torchrun every rank trains stage 1; rank 0 alone prepares the folder, writes, and runs
     stage 2 and the evaluation (cheap, on cached embeddings). A new run that fails before stage 1 starts
     (bad data, settings that cannot train, weights that cannot be had) removes what it wrote.
+
+    Args:
+        config: the run's settings (``config.out`` names the folder; None: ``runs/DATASET-TIME``).
+        resume: a run folder to continue; its saved config is used, not ``config``.
+        changes: dotted settings asked to differ from the resumed run's, made where safe
+            (:func:`~siamese.workflows.run_folder.prepare_run_dir`).
+
+    Returns:
+        The run folder (config, split, checkpoints, metrics, plots, report).
+
+    Raises:
+        DataError: the dataset or split cannot serve the run, or the folder already holds a run.
+        ValueError: a setting out of range or a combination that cannot train.
+        WeightsUnavailableError: the backbone's weights cannot be had.
     """
     device = resolve_device(config.device)
     configure_threads()

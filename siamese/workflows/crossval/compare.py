@@ -174,14 +174,11 @@ def markdown(table: pd.DataFrame, references: Sequence[str]) -> str:
 
 def plot(table: pd.DataFrame, references: Sequence[str], path: Path) -> Path:
     """Each recipe's classifier minus each reference (one panel per reference), per metric, with 95 % intervals."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from siamese.evaluation.figures import new_figure
 
     rows = table[table["model"] == "classifier"].reset_index(drop=True)
-    fig, axes = plt.subplots(1, len(references), figsize=(5 * len(references), 1.2 + 0.5 * len(rows)), squeeze=False,
-                             sharey=True)
+    fig, axes = new_figure(1, len(references), figsize=(5 * len(references), 1.2 + 0.5 * len(rows)), squeeze=False,
+                           sharey=True)
     y = np.arange(len(rows))
     for ax, reference in zip(axes[0], references, strict=True):
         for k, metric in enumerate(METRICS):
@@ -198,7 +195,6 @@ def plot(table: pd.DataFrame, references: Sequence[str], path: Path) -> Path:
     axes[0][-1].legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 

@@ -55,8 +55,21 @@ class CVResult:
 
 
 def run_cv(config: RunConfig, cv: CVConfig, out: str | Path) -> CVResult:
-    """Train and score every (seed, fold); write ``cv_folds.csv``, ``cv_summary.csv``,
-    ``oof_predictions.csv``, pooled figures and ``cv_report.md`` into ``out``."""
+    """Train and score every (seed, fold) beside the reference models fitted on the same training folds.
+
+    Args:
+        config: the settings of each fold's run (its split settings are replaced by the folds).
+        cv: folds, seeds and reference models.
+        out: the folder to write ``cv_folds.csv``, ``cv_summary.csv``, ``oof_predictions.csv``, pooled figures
+            and ``cv_report.md`` into; a folder of an unfinished CV with the same settings is continued.
+
+    Returns:
+        The per-fold rows, the summary and the out-of-fold predictions.
+
+    Raises:
+        ValueError: a setting out of range or an unknown reference model.
+        DataError: ``out`` holds a CV with other settings, or the dataset cannot be read or split into folds.
+    """
     out = Path(out)
     check_input_size(config.model.backbone, config.data.image_size)  # before the folder is claimed
     check_references(cv.references)
