@@ -10,8 +10,7 @@ from scipy import stats
 from siamese.cli import main
 from siamese.data import DataError
 from siamese.workflows.crossval.compare import Recipe, compare_recipes, comparison_table, parse_recipe
-
-from .conftest import tiny_config
+from tests.conftest import tiny_config
 
 
 def test_recipes_parse_with_the_losss_own_miner_and_bad_ones_fail_by_name():

@@ -16,8 +16,7 @@ from siamese.runtime.device import Compute, autocast, configure_threads, resolve
 from siamese.runtime.tracking import Tracker
 from siamese.training.embeddings import compute_embeddings
 from siamese.training.metric_learning import MetricData, MetricTrainer
-
-from .conftest import tiny_config
+from tests.conftest import tiny_config
 
 CPU = torch.device("cpu")
 

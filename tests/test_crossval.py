@@ -12,8 +12,7 @@ from siamese.data.splits import fold_manifest, kfold_table
 from siamese.evaluation.reference_features import colour_embedding_proba, logistic_probe_proba, majority_proba
 from siamese.workflows.crossval import colour_features, run_cv
 from siamese.workflows.crossval.runner import fold_embeddings
-
-from .conftest import tiny_config
+from tests.conftest import tiny_config
 
 
 def test_fold_manifest_holds_out_exactly_one_fold_and_keeps_groups_whole(synthetic):

@@ -11,9 +11,8 @@ from siamese.dedup.compare import compare_pairs
 from siamese.dedup.find import DedupSettings, find_duplicates
 from siamese.dedup.search import cosine_pairs, dbscan_clusters, hamming_pairs
 from siamese.diagnostics.page import page_data
-
-from .browser import dump_dom, find_chromium, results, with_script
-from .conftest import upright_and_rotated
+from tests.browser import dump_dom, find_chromium, results, with_script
+from tests.conftest import upright_and_rotated
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,10 @@ from siamese.diagnostics.explorer import NEIGHBOURS, explorer_payload
 from siamese.diagnostics.page import page_data
 from siamese.diagnostics.projection import stratified_sample, visualize_run
 from siamese.diagnostics.saliency import saliency_maps
+from tests.browser import dump_dom, find_chromium, results, screenshot, with_script
+from tests.conftest import REPO
 
-from .browser import dump_dom, find_chromium, results, screenshot, with_script
-
-ARTEFACTS = Path(__file__).resolve().parents[1] / "runs" / "test_artefacts"  # runs/ is ignored by git
+ARTEFACTS = REPO / "runs" / "test_artefacts"  # runs/ is ignored by git
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -8,8 +8,7 @@ import numpy as np
 import pandas as pd
 
 from siamese.data.balance import DistributedClassBalancedSampler
-
-from .conftest import REPO
+from tests.conftest import REPO
 
 
 def free_port() -> int:

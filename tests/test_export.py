@@ -15,8 +15,7 @@ from siamese.inference.export import export_onnx
 from siamese.inference.predictor import Predictor, expand_inputs
 from siamese.models import load_checkpoint, save_checkpoint
 from siamese.runtime.errors import EngineError, ExportError
-
-from .conftest import REPO
+from tests.conftest import REPO
 
 SAMPLES = REPO / "assets" / "samples"
 

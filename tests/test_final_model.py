@@ -12,8 +12,7 @@ from siamese.evaluation.reference_features import logistic_probe_proba
 from siamese.evaluation.seeds import seed_table
 from siamese.inference.predictor import Predictor, expand_inputs
 from siamese.workflows.training_run import run_training
-
-from .conftest import REPO, tiny_config
+from tests.conftest import REPO, tiny_config
 
 PH2_FINAL = ["train", "--dataset", "ph2", "--binary", "--preset", "ph2", "--test-fraction", "0"]
 """The README's command for the single PH2 model, less ``--data-dir``."""

@@ -12,8 +12,7 @@ from siamese.training import finetune
 from siamese.training.finetune import balanced_sampler
 from siamese.workflows.scoring import rescore_run
 from siamese.workflows.training_run import run_training
-
-from .conftest import tiny_config
+from tests.conftest import tiny_config
 
 
 @pytest.fixture(scope="module")

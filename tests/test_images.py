@@ -1,5 +1,4 @@
 import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,8 +9,7 @@ from PIL import Image
 from siamese.data import ImageDataset, build_transform, load_dataset, load_image, pixel_source
 from siamese.data.images import cache_path, channel_stats
 from siamese.models import InputNormalization
-
-from .conftest import random_jpegs, upright_and_rotated
+from tests.conftest import REPO, random_jpegs, upright_and_rotated
 
 
 def test_transforms_keep_uint8_and_evaluation_is_exact(synthetic):
@@ -185,7 +183,7 @@ def test_a_jpeg_above_the_limit_is_decoded_at_reduced_scale(tmp_path, monkeypatc
 
 def test_only_the_decoder_opens_image_files():
     """Orientation, bit depth and size limits are handled in one place only if every read goes through it."""
-    package = Path(__file__).resolve().parents[1] / "siamese"
+    package = REPO / "siamese"
     openers = [str(path.relative_to(package)) for path in package.rglob("*.py")
                if any(call in path.read_text() for call in ("Image.open(", "ImageFile(", "imread("))]
     assert openers == ["data/decode.py"]
@@ -248,7 +246,7 @@ def test_two_processes_building_one_cache_at_once_both_finish_with_a_whole_file(
 
     target, ready = tmp_path / "cache" / "same.npy", tmp_path / "ready"
     ready.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     runs = [subprocess.Popen([sys.executable, "-c", BUILDER, str(target), kind, str(ready), str(i)], env=env,
                              stderr=subprocess.PIPE, text=True) for i in range(2)]
     errors = [run.communicate(timeout=600)[1] for run in runs]  # importing torch twice on a busy machine

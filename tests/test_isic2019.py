@@ -11,8 +11,7 @@ from siamese.data.readers import ISIC2019_CLASSES
 from siamese.data.splits import split_table
 from siamese.data.table import DataError
 from siamese.inference.submission import Submission
-
-from .conftest import random_jpegs
+from tests.conftest import random_jpegs
 
 HAM_TO_2019 = {"akiec": "ak", "bcc": "bcc", "bkl": "bkl", "df": "df", "mel": "mel", "nv": "nv", "vasc": "vasc"}
 OTHERS = pd.DataFrame({  # images of ISIC 2019's other sources: SCC, and images without a lesion id

@@ -22,8 +22,7 @@ from siamese.data.readers import HAM_CLASSES, HAM_MALIGNANT
 from siamese.inference.submission import Submission
 from siamese.runtime.errors import SubmissionError
 from siamese.workflows.training_run import run_training
-
-from .conftest import tiny_config, write_ham_layout
+from tests.conftest import tiny_config, write_ham_layout
 
 # the scorer's own warnings: pandas 3 deprecations (inplace=...), and sklearn's on the balanced accuracy it
 # also computes for a one-category (isic2020) truth

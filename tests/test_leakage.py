@@ -4,8 +4,7 @@ import pandas as pd
 
 from siamese.cli import main
 from siamese.workflows.leakage import run_leakage_experiment
-
-from .conftest import tiny_config
+from tests.conftest import tiny_config
 
 
 def test_leakage_experiment_writes_table_audits_and_matrices(tmp_path):

@@ -17,8 +17,7 @@ from siamese.data import DataError, load_dataset
 from siamese.data.registry import DATASET_REGISTRY, Dataset, register_dataset
 from siamese.data.table import DatasetTable
 from siamese.evaluation.figures import training_curves
-
-from .conftest import REPO
+from tests.conftest import REPO
 
 EVERY_MODULE = """
 import importlib, pkgutil, matplotlib, siamese

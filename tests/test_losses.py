@@ -10,8 +10,7 @@ from siamese.config import LOSSES, EmbedTrainConfig, RunConfig
 from siamese.models import EmbeddingNet
 from siamese.training.losses import StageOneObjective, check_objective, resolve_objective
 from siamese.workflows.training_run import run_training
-
-from .conftest import tiny_config
+from tests.conftest import tiny_config
 
 
 def _batch(synthetic, classes: int = 4, per_class: int = 3) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,8 +6,7 @@ import pytest
 from PIL import Image
 
 from siamese.data import DataError, load_dataset, load_image
-
-from .conftest import ph2_like, write_ph2_layout
+from tests.conftest import ph2_like, write_ph2_layout
 
 
 def test_ph2_reader_reads_the_distributed_layout_in_bmp(ph2_dir):

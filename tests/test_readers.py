@@ -6,8 +6,7 @@ import pytest
 
 from siamese.data import DataError, ImageError, load_dataset, load_image, read_npz, read_pairs, to_binary
 from siamese.data.readers import read_image_csv, read_isic2020
-
-from .conftest import random_jpegs, write_ham_layout
+from tests.conftest import random_jpegs, write_ham_layout
 
 
 def test_ham_reader_finds_images_in_both_parts(ham_dir, synthetic):

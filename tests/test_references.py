@@ -17,8 +17,7 @@ from siamese.evaluation.patient_context import (
 )
 from siamese.evaluation.reference_features import colour_embedding_proba, logistic_probe_proba
 from siamese.workflows.training_run import run_training
-
-from .conftest import tiny_config
+from tests.conftest import tiny_config
 
 
 def _cached(run_dir, kind, split):

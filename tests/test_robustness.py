@@ -16,8 +16,9 @@ from siamese.data import DataError, load_dataset
 from siamese.inference.preprocess import Preprocessing
 from siamese.robustness.artefacts import ArtefactLibrary
 from siamese.robustness.audit import run_audit, summarize
+from tests.conftest import REPO
 
-SHARED_ARTEFACTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "artefacts"
+SHARED_ARTEFACTS = REPO.parent / "shared" / "data" / "artefacts"
 
 
 def write_templates(root: Path, strength: int = 60) -> Path:
@@ -192,7 +193,7 @@ def test_summary_bootstraps_over_images():
 
 @pytest.fixture(scope="module")
 def ph2_run(tmp_path_factory, synthetic):
-    from .conftest import ph2_like, write_ph2_layout
+    from tests.conftest import ph2_like, write_ph2_layout
 
     root = write_ph2_layout(tmp_path_factory.mktemp("ph2"), SimpleNamespace(frame=ph2_like(synthetic, 6)),
                             ".png")
@@ -252,7 +253,7 @@ def test_artefact_augmentation_inserts_into_a_share_of_training_images(library):
 
 
 def test_training_with_artefact_augmentation(tmp_path, synthetic):
-    from .conftest import ph2_like, write_ph2_layout
+    from tests.conftest import ph2_like, write_ph2_layout
 
     root = write_ph2_layout(tmp_path / "ph2", SimpleNamespace(frame=ph2_like(synthetic, 6)), ".png")
     templates = write_templates(tmp_path / "t")

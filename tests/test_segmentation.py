@@ -23,8 +23,7 @@ from siamese.segmentation.data import SegmentationDataset, joint_transform, with
 from siamese.segmentation.evaluate import evaluate_folders
 from siamese.segmentation.metrics import isic_score, lesion_extent, mask_scores, summarize_scores
 from siamese.segmentation.training import segmentation_table, train_segmentation
-
-from .conftest import write_ph2_layout
+from tests.conftest import write_ph2_layout
 
 CLASSES = ("common_nevus", "atypical_nevus", "melanoma")
 

@@ -8,7 +8,9 @@ from pathlib import Path
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-PACKAGE = Path(__file__).resolve().parents[1] / "siamese"
+from tests.conftest import REPO
+
+PACKAGE = REPO / "siamese"
 
 
 def module_name(path: Path) -> str:

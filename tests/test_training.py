@@ -12,8 +12,7 @@ from siamese.inference.predictor import Predictor, expand_inputs
 from siamese.models import CheckpointError, EmbeddingNet, load_checkpoint
 from siamese.training import metric_learning as metric
 from siamese.workflows.training_run import run_training
-
-from .conftest import REPO, tiny_config, upright_and_rotated
+from tests.conftest import REPO, tiny_config, upright_and_rotated
 
 RUN_FILES = ["config.json", "split.csv", "split_audit.json", "embedder.pt", "classifier.pt", "history.csv",
              "metrics.json", "per_class.csv", "preprocess.json", "test_predictions.csv", "curves_embed.png",
