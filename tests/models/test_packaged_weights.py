@@ -21,8 +21,7 @@ from siamese.runtime.errors import WeightsUnavailableError
 from siamese.segmentation.training import train_segmentation
 from siamese.workflows.training_run import run_training
 from tests.conftest import tiny_config
-
-from .test_segmentation import discs  # noqa: F401  (the disc images fixture)
+from tests.segmentation.test_segmentation import discs  # noqa: F401  (the disc images fixture)
 
 DAISY, BELL_COTE, PALACE = 985, 442, 698
 

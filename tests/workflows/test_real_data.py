@@ -6,8 +6,7 @@ import pandas as pd
 import pytest
 
 from siamese.cli import main
-
-from .test_diagnostics import is_png
+from tests.diagnostics.test_diagnostics import is_png
 
 
 @pytest.fixture(scope="module")
