@@ -22,6 +22,22 @@ PH2_COLUMNS = ["Image Name", "Histological Diagnosis", "Common Nevus", "Atypical
                "Asymmetry\n(0/1/2)"]
 
 
+INTEGRATION_FIXTURES = frozenset({
+    "run_dir", "tuned_run", "lite_run", "seg_run", "ph2_run",  # a trained run
+    "shared_ham", "shared_ham_small", "shared_isic2020", "shared_ph2",  # the shared real data
+})
+WORKFLOWS = Path(__file__).resolve().parent / "workflows"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """``integration`` on the tests of whole workflows (``tests/workflows/``) and on those that need a trained run
+    or the shared real data (directly or through another fixture); the few that train inline carry the mark
+    themselves. ``pytest -m "not integration"`` is then the quick loop."""
+    for item in items:
+        if item.path.is_relative_to(WORKFLOWS) or INTEGRATION_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(scope="session")
 def shared_ham() -> Path:
     if not (SHARED_HAM / "HAM10000_metadata.csv").is_file():

@@ -63,6 +63,7 @@ def test_sensitivity_at_specificity_is_the_best_operating_point_that_keeps_the_s
     assert positive_index(["benign", "malignant"]) == 1 and positive_index(["melanoma", "nevus"]) == 0
 
 
+@pytest.mark.integration
 def test_binary_runs_report_sensitivity_at_80_and_90_percent_specificity(tmp_path):
     config = tiny_config(tmp_path / "bin", epochs_embed=1, binary=True)
     config.classifier.epochs = 3
@@ -153,6 +154,7 @@ def test_rescore_refits_other_references_without_touching_the_models(run_dir, tm
         main(["rescore", str(copy), "--references", "nearest_centroid"])
 
 
+@pytest.mark.integration
 def test_runs_with_a_cache_dir_share_reference_features_across_splits(tmp_path, monkeypatch):
     from siamese.evaluation import reference_scores as references
 
@@ -209,6 +211,7 @@ def test_summarize_refuses_runs_that_differ_in_more_than_the_seed(run_dir, tmp_p
     assert "2 runs (seeds [0, 7])" in paths[-1].read_text()
 
 
+@pytest.mark.integration
 def test_one_registry_serves_train_and_cv_alike(tmp_path, monkeypatch):
     from siamese.cli import build_parser
     from siamese.config import CVConfig

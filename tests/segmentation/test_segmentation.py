@@ -244,6 +244,7 @@ def test_masks_folder_for_ham_counts_images_without_a_mask(ham_dir, tmp_path):
         with_masks(table, tmp_path)
 
 
+@pytest.mark.integration
 def test_folds_cli_writes_the_cv_summary_and_resumes(ph2_dir, tmp_path, capsys):
     out = tmp_path / "cv"
     args = ["segment", "train", "--dataset", "ph2", "--data-dir", str(ph2_dir), "--preset", "cpu", "--image-size",
@@ -317,6 +318,7 @@ def test_encoder_weights_from_a_local_torchvision_file(tmp_path):
         LesionSegmenter("resnet34", (16, 16, 8, 8, 8), weights=str(tmp_path / "resnet18.pth"))
 
 
+@pytest.mark.integration
 def test_segment_resume_refuses_a_changed_setting_by_name(tmp_path, capsys):
     run = tmp_path / "seg"
     run.mkdir()

@@ -49,6 +49,7 @@ def test_each_loss_trains_a_few_steps_on_tiny_images_and_its_loss_falls(loss, sy
     assert steps and full_loss() < before
 
 
+@pytest.mark.integration
 def test_a_loss_keeps_its_default_miner_and_a_miner_it_cannot_use_is_one_clear_error(tmp_path, capsys):
     for loss, miner in (("triplet", "semihard"), ("multi_similarity", "multi_similarity"), ("arcface", "none")):
         cfg = EmbedTrainConfig(loss=loss)
@@ -68,6 +69,7 @@ def test_a_loss_keeps_its_default_miner_and_a_miner_it_cannot_use_is_one_clear_e
     assert not out.exists()
 
 
+@pytest.mark.integration
 def test_a_proxy_loss_with_a_cross_entropy_head_is_recorded_and_its_proxies_are_checkpointed(tmp_path):
     config = tiny_config(tmp_path / "run", epochs_embed=2)
     config.embed.loss, config.embed.ce_weight, config.classifier.epochs = "proxy_anchor", 0.5, 2
