@@ -22,13 +22,7 @@ from siamese.data import DatasetTable, load_dataset
 from siamese.data.audit import audit_manifest
 from siamese.data.balance import balanced_subset
 from siamese.data.duplicates import drop_conflicts, read_pairs_for
-from siamese.data.images import (
-    ImageDataset,
-    PixelRows,
-    build_transform,
-    channel_stats,
-    pixel_source,
-)
+from siamese.data.images import ImageDataset, PixelRows, build_transform, channel_stats, pixel_source
 from siamese.data.splits import SPLITS, apply_manifest, read_manifest, split_table, write_manifest
 from siamese.data.table import DataError
 from siamese.inference.lesion_masks import crop_boxes
@@ -36,9 +30,7 @@ from siamese.inference.preprocess import Preprocessing
 from siamese.models import EmbeddingNet
 from siamese.models.backbones import imagenet_statistics
 from siamese.robustness.artefacts import ArtefactPixels
-from siamese.runtime.device import (
-    resolve_compute,
-)
+from siamese.runtime.device import resolve_compute
 from siamese.training.embeddings import cached_embeddings, compute_embeddings
 
 

@@ -20,10 +20,7 @@ from siamese.evaluation.patient_context import patient_context_proba, ugly_duckl
 from siamese.evaluation.reference_models import check_references
 from siamese.evaluation.reference_scores import reference_probabilities
 from siamese.models import DenseClassifier, EmbeddingNet, load_checkpoint
-from siamese.runtime.device import (
-    machine_description,
-    resolve_device,
-)
+from siamese.runtime.device import machine_description, resolve_device
 from siamese.training.classify import knn_proba, predict_proba
 from siamese.training.finetune import finetune_reference
 from siamese.workflows.run_data import RunData, build_run_data, split_embeddings

@@ -17,11 +17,7 @@ import torch
 
 from siamese.config import RunConfig, check_numbers
 from siamese.data.balance import check_batches, oversample
-from siamese.data.images import (
-    LESION_NOISE,
-    ImageDataset,
-    PixelRows,
-)
+from siamese.data.images import LESION_NOISE, ImageDataset, PixelRows
 from siamese.evaluation.figures import training_curves
 from siamese.evaluation.patient_context import check_patient_context
 from siamese.evaluation.reference_models import check_references
@@ -29,12 +25,7 @@ from siamese.inference.export import export_onnx
 from siamese.models import EmbeddingNet, check_input_size, load_checkpoint
 from siamese.models.colour import check_colour_settings
 from siamese.robustness.artefacts import ArtefactLibrary, ArtefactPixels
-from siamese.runtime.device import (
-    configure_threads,
-    resolve_compute,
-    resolve_device,
-    seed_everything,
-)
+from siamese.runtime.device import configure_threads, resolve_compute, resolve_device, seed_everything
 from siamese.runtime.distributed import DistContext, init_distributed
 from siamese.runtime.errors import ExportError
 from siamese.runtime.tracking import Tracker
