@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from siamese.config import CVConfig, RunConfig, check_numbers, differing_settings
+from siamese.config import CVConfig, RunConfig, differing_settings
 from siamese.crossval.summary import fold_rows, summarize, write_cv_figures, write_cv_report
 from siamese.data.duplicates import read_pairs_for
 from siamese.data.images import PixelSource, crop_boxes, pixel_source
@@ -59,7 +59,7 @@ def run_cv(config: RunConfig, cv: CVConfig, out: str | Path) -> CVResult:
     check_input_size(config.model.backbone, config.data.image_size)  # before the folder is claimed
     check_references(cv.references)
     config = RunConfig.from_dict(config.to_dict())
-    check_numbers(config)
+    config.validate()
     resolve_objective(config.embed)
     config.references = tuple(n for n in cv.references if REFERENCE_MODELS[n].trained)  # the folds train these
     if config.data.synthetic_seed is None:  # every fold must see the same generated images

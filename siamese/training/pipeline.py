@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
 
-from siamese.config import RunConfig, check_numbers, resumed
+from siamese.config import RunConfig, resumed
 from siamese.data import DatasetTable, load_dataset
 from siamese.data.audit import audit_manifest
 from siamese.data.balance import balanced_subset, check_batches, oversample
@@ -283,7 +283,7 @@ def _resolved_compute(config: RunConfig, changes: dict[str, Any] | None, device:
 def _train(config: RunConfig, resume: str | Path | None, changes: dict[str, Any] | None, device: torch.device,
            dist: DistContext) -> Path:
     started = time.perf_counter()
-    check_numbers(config)
+    config.validate()
     resolve_objective(config.embed)  # before a folder is claimed, and config.json names the miner
     prepared = prepare_run_dir(config, resume, changes) if dist.is_main else None
     config_dict, run_dir = dist.broadcast(None if prepared is None else (prepared[0].to_dict(), str(prepared[1])))
