@@ -482,8 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
     rescore = commands.add_parser("rescore", help="score a finished run again without training (from its cached "
                                   "embeddings and checkpoints), e.g. with other --references")
     add_run_argument(rescore)
-    add_options(rescore, RunConfig, only=("references",), helps={"references": reference_help_text(
-        "the reference models to score (default: the run's own)")})
+    add_options(rescore, RunConfig, only=("references",), choices={"references": reference_choices()},
+                helps={"references": reference_help_text("the reference models to score (default: the run's own)")})
     add_device_argument(rescore, "auto")
     rescore.set_defaults(func=cmd_rescore)
 
@@ -600,7 +600,8 @@ def add_train_arguments(parser: argparse.ArgumentParser, reference_help: str | N
     ``--references`` (alias ``--baselines``) means for the command when it is not a single run's. Returns the
     argument groups by title, for the command's own options."""
     groups = {title: parser.add_argument_group(title) for title in (DATA, MODEL, STAGE1, STAGE2, RUN)}
-    add_options(parser, RunConfig, helps={"references": reference_help_text(reference_help)}, groups=groups)
+    add_options(parser, RunConfig, helps={"references": reference_help_text(reference_help)},
+                choices={"references": reference_choices()}, groups=groups)
     groups[RUN].add_argument("--config", "-c", metavar="FILE",
                              help="YAML or JSON settings named as in a run's config.json (nested, or dotted: "
                                   "embed.lr); a run's own config.json repeats its run; they are the defaults, the "
@@ -609,6 +610,13 @@ def add_train_arguments(parser: argparse.ArgumentParser, reference_help: str | N
                                help="the full preset's ResNet50 backbone instead of InceptionV3")
     groups[RUN].add_argument("--resume", help="continue an interrupted run folder")
     return groups
+
+
+def reference_choices() -> tuple[str, ...]:
+    """``--references``' choices: the registry's reference models (it lives above the config, and may grow)."""
+    from siamese.training.reference_models import REFERENCE_MODELS
+
+    return tuple(REFERENCE_MODELS)
 
 
 def reference_help_text(help_text: str | None = None) -> str:

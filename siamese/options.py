@@ -149,9 +149,11 @@ def check_settings(config: Any) -> None:
 
 def add_options(parser: argparse.ArgumentParser, cls: type, *, only: Sequence[str] | None = None,
                 skip: Sequence[str] = (), helps: Mapping[str, str] | None = None,
+                choices: Mapping[str, Sequence[Any]] | None = None,
                 groups: dict[str, argparse._ArgumentGroup] | None = None) -> dict[str, argparse._ArgumentGroup]:
     """Add the flag of every setting of ``cls`` that has one (or of those in ``only``, less ``skip``), under
-    its group's heading; ``helps`` replaces a setting's help for this command. Each flag's ``dest`` is the
+    its group's heading; ``helps`` replaces a setting's help for this command, ``choices`` gives the choices of
+    one a registry above the config checks (the reference models). Each flag's ``dest`` is the
     setting's dotted name and its default None, so :func:`given` tells what was asked for. Returns the groups
     by title (``groups`` extended when given), for a command's own options to join them."""
     groups = {} if groups is None else groups
@@ -166,7 +168,7 @@ def add_options(parser: argparse.ArgumentParser, cls: type, *, only: Sequence[st
             groups[opt.group].add_argument(*opt.flags, dest=setting.name, action="store_const", const=opt.value,
                                            default=None, help=help_text)
             continue
-        allowed = opt.allowed()
+        allowed = tuple((choices or {})[setting.name]) if setting.name in (choices or {}) else opt.allowed()
         kwargs: dict[str, Any] = {"dest": setting.name, "default": None, "help": help_text, "type": setting.kind}
         if allowed is not None:
             kwargs["choices"] = (*allowed, NONE) if setting.many else allowed

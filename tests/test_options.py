@@ -91,7 +91,7 @@ def test_a_settings_file_with_an_unknown_or_mistyped_setting_is_refused_by_name(
     ("model:\n  backbone: vgg16\n", "--backbone must be one of inception_v3, "),
     ("data:\n  crop: centre\n", "--crop must be one of none, lesion-mask, lesion; got 'centre'"),
     ("model:\n  tta: 3\n", "--tta must be one of 1, 2, 4, 8; got 3"),
-    ("references: [finetune, knn]\n", "--references must be one of colour_baseline, "),
+    ("references: [finetune, knn]\n", "unknown reference model(s) ['knn']"),
     ("embed:\n  margin: -0.1\n", "embed.margin must be 0 or positive; got -0.1"),
     ("data:\n  augment_artefacts: 1.5\n", "--augment-artefacts must be between 0 and 1; got 1.5"),
     ("embed:\n  loss: supcon\n  miner: hard\n", "--loss supcon compares every pair of the batch and takes no miner"),

@@ -284,6 +284,7 @@ def _train(config: RunConfig, resume: str | Path | None, changes: dict[str, Any]
            dist: DistContext) -> Path:
     started = time.perf_counter()
     config.validate()
+    check_references(config.references)
     resolve_objective(config.embed)  # before a folder is claimed, and config.json names the miner
     prepared = prepare_run_dir(config, resume, changes) if dist.is_main else None
     config_dict, run_dir = dist.broadcast(None if prepared is None else (prepared[0].to_dict(), str(prepared[1])))
@@ -292,7 +293,6 @@ def _train(config: RunConfig, resume: str | Path | None, changes: dict[str, Any]
         seed_everything(config.seed, config.deterministic)
         check_input_size(config.model.backbone, config.data.image_size)
         check_colour_settings(config.model.colour_stats, config.model.colour_noise)
-        check_references(config.references)
         if config.embed.frozen_epochs and config.embed.frozen_epochs >= config.embed.epochs:
             warnings.warn(f"{config.embed.epochs} stage-1 epoch(s) with {config.embed.frozen_epochs} warm-up "
                           "epoch(s) on a frozen backbone: the backbone is never fine-tuned (raise --epochs-embed)",
