@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from siamese.options import AT_LEAST_0, AT_LEAST_1, POSITIVE, PROBABILITY, check_settings, option
+from siamese.options import AT_LEAST_0, AT_LEAST_1, POSITIVE, PROBABILITY, SHARE, check_settings, option
 from siamese.runtime.compute_choices import COMPUTE_CHOICES
 
 DATASETS = ("ham10000", "isic2019", "isic2020", "isic2024", "ph2", "dermamnist", "csv", "digits", "synthetic")
@@ -139,7 +139,7 @@ class ModelConfig:
     embedding_dim: int = option(128, flags=("--embedding-dim",), group=MODEL, number=AT_LEAST_1,
                                 help="width of the embedding")
     head_hidden: int = option(512, number=AT_LEAST_1)
-    dropout: float = option(0.2, number=("at least 0 and below 1", lambda v: 0 <= v < 1))
+    dropout: float = option(0.2, number=SHARE)
 
 
 @dataclass
@@ -190,7 +190,7 @@ class ClassifierConfig:
     batch_size: int = option(64, number=AT_LEAST_1)
     lr: float = option(1e-3, number=POSITIVE)
     hidden: tuple[int, int] = option((64, 32), number=AT_LEAST_1)
-    dropout: float = option(0.3, number=("at least 0 and below 1", lambda v: 0 <= v < 1))
+    dropout: float = option(0.3, number=SHARE)
     class_weights: bool = option(False, flags=("--class-weights",), group=STAGE2,
                                  help="weight the classifier's loss by inverse class frequency")
     knn_k: int = option(5, number=AT_LEAST_1)

@@ -49,7 +49,7 @@ class Option:
             self.choices)
 
 
-def option(default: Any = dataclasses.MISSING, *, flags: Sequence[str] = (), help: str | None = None,
+def option(default: Any, *, flags: Sequence[str] = (), help: str | None = None,
            choices: Sequence[Any] | Callable[[], Sequence[Any]] | None = None, group: str | None = None,
            number: NumberRule | None = None, value: Any = True) -> Any:
     """A dataclass field with its :class:`Option`; a flag needs a ``group`` (its heading in ``--help``)."""
