@@ -319,7 +319,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     repeats = CVConfig(**given(args, CVConfig))
     config = fold_config(asked_settings(args), file_settings(args), command="compare", folds=repeats.folds)
     references = given(args, RunConfig).get("references", ("finetune", "colour_baseline"))
-    paths = compare_recipes(config, recipes, args.out, repeats.folds, repeats.seeds, references)
+    paths = compare_recipes(config, recipes, args.out, repeats.folds, list(repeats.seeds), references)
     print(paths[2].read_text())
     print_written(paths)
     return 0
