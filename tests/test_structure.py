@@ -64,11 +64,11 @@ def test_no_module_of_the_package_imports_itself_back():
     assert cycles(graph) == []
 
 
-LAYERS = ("runtime", "data", "models", "config", "training", "evaluation", "inference", "segmentation", "robustness",
-          "workflows", "diagnostics", "dedup", "cli", "__main__", "siamese")
-"""Bottom to top: each layer (a sub-package, or one of the modules ``config``, ``cli`` and ``__main__``) imports
-only from its own layer and those before it; ``siamese`` is the package root, whose public API reaches down
-into any of them."""
+LAYERS = ("runtime", "data", "models", "options", "config", "settings", "training", "evaluation", "inference",
+          "segmentation", "robustness", "workflows", "diagnostics", "dedup", "cli", "__main__", "siamese")
+"""Bottom to top: each layer (a sub-package, or one of the modules ``options``, ``config``, ``settings``, ``cli``
+and ``__main__``) imports only from its own layer and those before it; ``siamese`` is the package root, whose
+public API reaches down into any of them."""
 
 KNOWN_UPWARD = {
     ("siamese.evaluation.reference_features", "siamese.dedup.features"):

@@ -8,7 +8,8 @@ two-column pair CSV, or this package's own ``dedup`` command. Images are matched
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path, PureWindowsPath
 
 import numpy as np
@@ -80,6 +81,24 @@ def known_pairs(pairs: pd.DataFrame, image_ids: pd.Series) -> tuple[pd.DataFrame
     ids = set(image_ids)
     inside = pairs["from_img"].isin(ids) & pairs["to_img"].isin(ids)
     return pairs[inside].reset_index(drop=True), int((~inside).sum())
+
+
+def read_pair_lists(paths: Sequence[str | Path] | None, image_ids: pd.Series | None = None) -> pd.DataFrame | None:
+    """Every pair list in ``paths`` as one table (None when there is none); with ``image_ids``, each list is refused
+    when it matches none of them (:func:`read_pairs_for`) and how many of its pairs have both images here is
+    said on stderr."""
+    if not paths:
+        return None
+    lists = []
+    for path in paths:
+        if image_ids is None:
+            lists.append(read_pairs(path))
+            continue
+        pairs = read_pairs_for(path, image_ids)
+        inside, _ = known_pairs(pairs, image_ids)
+        print(f"{path}: {len(inside)} of {len(pairs)} pair(s) have both images here", file=sys.stderr)
+        lists.append(pairs)
+    return pd.concat(lists, ignore_index=True)
 
 
 def label_conflicts(frame: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:

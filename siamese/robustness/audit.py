@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from siamese.config import RunConfig
+from siamese.data import load_dataset
 from siamese.data.crops import find_mask, read_mask
 from siamese.data.decode import fit, load_image, to_batch
 from siamese.data.table import DataError, DatasetTable
@@ -35,6 +37,19 @@ class AuditResult:
     rows: pd.DataFrame
     summary: pd.DataFrame
     files: list[Path]
+
+
+def audit_table(run_dir: str | Path, dataset: str | None = None, data_dir: str | None = None,
+                metadata: str | None = None, binary: bool = False, only_present: bool = False) -> DatasetTable:
+    """The images to audit a run on: its own dataset as it was trained (the run's folder, table and two-class
+    view, each unless given), or with ``dataset`` another one, read from ``data_dir``/``metadata`` alone.
+    Raises FileNotFoundError when ``run_dir`` holds no config.json, DataError when the images cannot be read."""
+    config = RunConfig.load(Path(run_dir) / "config.json")
+    if dataset is not None:
+        return load_dataset(dataset, data_dir, metadata, binary=binary, only_present=only_present)
+    data = config.data
+    return load_dataset(data.dataset, data_dir or data.data_dir, metadata or data.metadata,
+                        binary=binary or data.binary, only_present=only_present)
 
 
 def audited_rows(table: DatasetTable, run_dir: Path, split: str) -> pd.DataFrame:

@@ -74,6 +74,7 @@ def train_segmentation(config: SegmentConfig, resume: str | Path | None = None,
         config = replace(resumed(SegmentConfig.load(saved), changes or {}, saved), out=str(resume))
     if not config.out:
         raise DataError("segment train needs --out (the run folder)")
+    config.validate()
     check_segment_size(config.image_size)
     out = Path(config.out)
     table = segmentation_table(config)  # before the folder is claimed: bad input leaves nothing behind

@@ -29,7 +29,7 @@ from pytorch_metric_learning import losses, miners
 from pytorch_metric_learning.utils import distributed as pml_distributed
 from torch import nn
 
-from siamese.config import ALL_PAIRS_LOSSES, LOSSES, MINERS, PAIR_LOSSES, EmbedTrainConfig
+from siamese.config import LOSSES, MINERS, EmbedTrainConfig, check_miner
 
 DEFAULT_MINER = {"triplet": "semihard", "multi_similarity": "multi_similarity"}
 """The miner a loss gets when none is named: the original design's for the triplet loss, Wang et al.'s own for
@@ -48,10 +48,7 @@ def check_objective(cfg: EmbedTrainConfig) -> None:
         raise ValueError(f"unknown loss {cfg.loss!r}; choose from {list(LOSSES)}")
     if cfg.miner is not None and cfg.miner not in MINERS:
         raise ValueError(f"unknown miner {cfg.miner!r}; choose from {list(MINERS)}")
-    if cfg.miner not in (None, "none") and cfg.loss not in PAIR_LOSSES:
-        kind = "every pair of the batch" if cfg.loss in ALL_PAIRS_LOSSES else "learned class proxies"
-        raise ValueError(f"--loss {cfg.loss} compares {kind} and takes no miner; drop --miner {cfg.miner} "
-                         f"(miners go with {', '.join(PAIR_LOSSES)})")
+    check_miner(cfg.loss, cfg.miner)
     if cfg.ce_weight < 0:
         raise ValueError(f"--ce-weight must be 0 (none) or positive; got {cfg.ce_weight}")
 

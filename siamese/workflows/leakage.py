@@ -35,7 +35,9 @@ def run_leakage_experiment(config: RunConfig, out_dir: str | Path, duplicates: s
     model), ``leakage_paired.csv`` (naive minus grouped per seed: mean, sd and a 95 % t-interval over the
     seeds), ``leakage_table.md`` and the first seed's confusion matrices. Each seed's runs and split
     audits are in ``out_dir/seed{s}/``. The reference models are not fitted: the question is the leak.
-    Raises ValueError for ``data.test_fraction`` 0 (no test split to compare)."""
+    Raises ValueError for ``data.test_fraction`` 0 (no test split to compare) or a setting
+    :meth:`RunConfig.validate` refuses, before anything is written."""
+    config.validate()
     if config.data.test_fraction <= 0:
         raise ValueError("the leakage experiment compares test scores; --test-fraction must be above 0")
     out_dir = Path(out_dir)

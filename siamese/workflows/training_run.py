@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from siamese.config import RunConfig, check_numbers
+from siamese.config import RunConfig
 from siamese.data.balance import check_batches, oversample
 from siamese.data.images import LESION_NOISE, ImageDataset, PixelRows
 from siamese.evaluation.figures import training_curves
@@ -85,7 +85,8 @@ def _resolved_compute(config: RunConfig, changes: dict[str, Any] | None, device:
 def _train(config: RunConfig, resume: str | Path | None, changes: dict[str, Any] | None, device: torch.device,
            dist: DistContext) -> Path:
     started = time.perf_counter()
-    check_numbers(config)
+    config.validate()
+    check_references(config.references)
     resolve_objective(config.embed)  # before a folder is claimed, and config.json names the miner
     prepared = prepare_run_dir(config, resume, changes) if dist.is_main else None
     config_dict, run_dir = dist.broadcast(None if prepared is None else (prepared[0].to_dict(), str(prepared[1])))
@@ -94,7 +95,6 @@ def _train(config: RunConfig, resume: str | Path | None, changes: dict[str, Any]
         seed_everything(config.seed, config.deterministic)
         check_input_size(config.model.backbone, config.data.image_size)
         check_colour_settings(config.model.colour_stats, config.model.colour_noise)
-        check_references(config.references)
         if config.embed.frozen_epochs and config.embed.frozen_epochs >= config.embed.epochs:
             warnings.warn(f"{config.embed.epochs} stage-1 epoch(s) with {config.embed.frozen_epochs} warm-up "
                           "epoch(s) on a frozen backbone: the backbone is never fine-tuned (raise --epochs-embed)",

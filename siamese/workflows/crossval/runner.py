@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from siamese.config import CVConfig, RunConfig, check_numbers, differing_settings
+from siamese.config import CVConfig, RunConfig, differing_settings
 from siamese.data.duplicates import read_pairs_for
 from siamese.data.images import PixelSource, pixel_source
 from siamese.data.splits import fold_manifest, kfold_table, write_manifest
@@ -74,7 +74,7 @@ def run_cv(config: RunConfig, cv: CVConfig, out: str | Path) -> CVResult:
     check_input_size(config.model.backbone, config.data.image_size)  # before the folder is claimed
     check_references(cv.references)
     config = RunConfig.from_dict(config.to_dict())
-    check_numbers(config)
+    config.validate()
     resolve_objective(config.embed)
     config.references = tuple(n for n in cv.references if REFERENCE_MODELS[n].trained)  # the folds train these
     if config.data.synthetic_seed is None:  # every fold must see the same generated images

@@ -1,0 +1,182 @@
+"""Each training option declared once, on its field: the parsers derived from the fields, ``--config`` files
+under explicit flags, ``validate()`` before a folder exists, and the spellings kept as aliases."""
+
+import argparse
+import json
+from collections import Counter
+
+import pytest
+
+from siamese.cli import build_parser, config_from_args, main
+from siamese.config import PRESETS, CVConfig, RunConfig, SegmentConfig, preset
+from siamese.options import settings_of
+from siamese.settings import fold_config, read_config_file, run_config, segment_config
+
+TRAINING_COMMANDS = ("train", "cv", "compare", "leakage")
+COMMAND_EXTRAS = {"help", "config", "full_model", "resume", "recipes"}
+"""What a training command adds beside the fields' options: no setting of its own."""
+
+
+def subparser(name: str) -> argparse.ArgumentParser:
+    return build_parser()._subparsers._group_actions[0].choices[name]
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def test_every_flag_names_one_setting_and_the_training_parsers_are_built_from_the_fields():
+    flagged = [s for s in settings_of(RunConfig) if s.option.flags]
+    flags = Counter(flag for s in flagged for flag in s.option.flags)
+    assert [f for f, n in flags.items() if n > 1] == []
+    fields = {s.name: s.option.flags for s in (*flagged, *settings_of(CVConfig)) if s.option.flags}
+    for command in TRAINING_COMMANDS:
+        actions = [a for a in subparser(command)._actions if a.option_strings]
+        dests = Counter(a.dest for a in actions)
+        assert [d for d, n in dests.items() if n > 1] == [], command
+        assert set(dests) - set(fields) <= COMMAND_EXTRAS, command
+        for action in actions:
+            if action.dest in fields:
+                assert tuple(action.option_strings) == fields[action.dest], (command, action.dest)
+        assert {s.name for s in flagged} <= set(dests), command
+
+
+def test_a_yaml_file_gives_the_defaults_and_an_explicit_flag_wins(tmp_path):
+    path = tmp_path / "ph2.yaml"
+    path.write_text("preset: ph2\ndata:\n  dataset: ph2\n  image_size: 96\nembed:\n  lr: 1e-4\n  margin: 0.2\n"
+                    "embed.epochs: 3\nreferences: [finetune]\n")
+    config = config_from_args(parse(["train", "--config", str(path), "--epochs-embed", "5", "--seed", "7"]))
+    expected = preset("ph2")
+    expected.data.image_size, expected.embed.lr, expected.embed.margin = 96, 1e-4, 0.2
+    expected.embed.epochs, expected.seed, expected.references = 5, 7, ("finetune",)
+    assert config == expected
+    assert isinstance(config.embed.lr, float)  # YAML reads 1e-4 as a string
+    assert config_from_args(parse(["train", "-c", str(path), "--preset", "tiny"])).model.backbone == "resnet18"
+
+
+def test_a_json_file_and_a_runs_own_config_json_repeat_a_run(tmp_path):
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps({"data.dataset": "synthetic", "model": {"backbone": "resnet18"}, "wandb": "disabled"}))
+    config = config_from_args(parse(["train", "--config", str(path), "--backbone", "efficientnet_lite0"]))
+    assert (config.preset, config.data.dataset, config.model.backbone, config.wandb) == (
+        "tiny", "synthetic", "efficientnet_lite0", "disabled")
+
+    ran = preset("ph2")
+    ran.embed.miner, ran.compute, ran.out = "semihard", "channels_last", str(tmp_path / "run")
+    (tmp_path / "run").mkdir()
+    ran.save(tmp_path / "run" / "config.json")
+    again = config_from_args(parse(["train", "--config", str(tmp_path / "run" / "config.json")]))
+    assert again.out is None  # a new run gets its own folder
+    again.out = ran.out
+    assert again == ran
+    changed = config_from_args(parse(["train", "--config", str(tmp_path / "run" / "config.json"), "--lr", "0.01"]))
+    assert changed.embed.lr == 0.01 and changed.embed.frozen_epochs == ran.embed.frozen_epochs
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("embed:\n  lr: fast\n", "embed.lr must be float; got 'fast'"),
+    ("embed:\n  epochs: 2.5\n", "embed.epochs must be int; got 2.5"),
+    ("model:\n  depth: 3\n", "unknown setting(s) ['model.depth']"),
+    ("- a list\n", "expected a mapping of settings"),
+])
+def test_a_settings_file_with_an_unknown_or_mistyped_setting_is_refused_by_name(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match="bad.yaml") as raised:
+        read_config_file(path)
+    assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("model:\n  backbone: vgg16\n", "--backbone must be one of inception_v3, "),
+    ("data:\n  crop: centre\n", "--crop must be one of none, lesion-mask, lesion; got 'centre'"),
+    ("model:\n  tta: 3\n", "--tta must be one of 1, 2, 4, 8; got 3"),
+    ("references: [finetune, knn]\n", "unknown reference model(s) ['knn']"),
+    ("embed:\n  margin: -0.1\n", "embed.margin must be 0 or positive; got -0.1"),
+    ("data:\n  augment_artefacts: 1.5\n", "--augment-artefacts must be between 0 and 1; got 1.5"),
+    ("embed:\n  loss: supcon\n  miner: hard\n", "--loss supcon compares every pair of the batch and takes no miner"),
+])
+def test_validate_refuses_a_bad_choice_or_number_from_a_file_before_a_folder_exists(tmp_path, capsys, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"data.dataset: synthetic\nwandb: disabled\n{text}")
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {message}" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_every_preset_validates_and_a_notebook_gets_the_command_lines_config():
+    for name in PRESETS:
+        preset(name).validate()
+    SegmentConfig().validate()
+    assert run_config({"data.dataset": "ph2"}) == preset("ph2")
+    assert run_config({"data": {"dataset": "isic2020"}, "references": ["none"]}).references == ()
+    assert run_config() == config_from_args(parse(["train"]))
+    config = RunConfig()
+    config.device = "tpu"
+    with pytest.raises(ValueError, match="--device must be one of auto, cpu, cuda; got 'tpu'"):
+        config.validate()
+    config = RunConfig()
+    config.embed.lr = "0.1"
+    with pytest.raises(ValueError, match="--lr must be a number"):
+        config.validate()
+
+
+def test_the_older_spellings_stay_aliases():
+    assert parse(["cv", "--baselines", "majority", "--out", "x"]).references == parse(
+        ["cv", "--references", "majority", "--out", "x"]).references == ["majority"]
+    full = config_from_args(parse(["train", "--full-model", "--full-dataset", "--no-onnx"]))
+    assert (full.preset, full.model.backbone, full.data.full_dataset, full.export_onnx) == (
+        "full", "resnet50", True, False)
+    assert config_from_args(parse(["train", "--full-model", "--backbone", "resnet18"])).model.backbone == "resnet18"
+    assert config_from_args(parse(["train", "--references", "none"])).references == ()
+
+
+@pytest.mark.parametrize("argv", [["predict", "RUN", "a.jpg", "b"], ["predict", "--run", "RUN", "a.jpg", "b"],
+                                  ["predict", "a.jpg", "b", "--run", "RUN"], ["saliency", "RUN", "a.jpg", "b"],
+                                  ["saliency", "--run", "RUN", "a.jpg", "b"]])
+def test_a_run_folder_is_the_first_positional_or_run_on_every_command(argv):
+    from siamese.cli import resolve_run
+
+    args = parse(argv)
+    assert resolve_run(args) is None
+    assert (args.run, args.images) == ("RUN", ["a.jpg", "b"])
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["export", "--run", "A", "B"], "two run folders given"),
+    (["export"], "export needs RUN"),
+    (["predict", "RUN"], "predict needs RUN and at least one image"),
+])
+def test_a_missing_or_doubled_run_folder_is_one_clear_error(capsys, argv, message):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    for command in ("export", "rescore", "external", "visualize", "robustness"):
+        assert parse([command, "--run", "R", *(["--out", "o"] if command == "external" else [])]).run_flag == "R"
+
+
+def test_cv_takes_a_runs_config_but_refuses_a_test_fraction_asked_of_its_folds(tmp_path):
+    ran = preset("tiny")
+    ran.data.dataset, ran.data.test_fraction, ran.wandb, ran.out = "synthetic", 0.3, "offline", str(tmp_path)
+    ran.save(tmp_path / "config.json")
+    defaults = read_config_file(tmp_path / "config.json")
+    config = fold_config({}, defaults, command="cv")
+    assert (config.out, config.export_onnx, config.wandb, config.data.dataset) == (None, False, "offline", "synthetic")
+    assert fold_config({"data.dataset": "synthetic"}).wandb == "disabled"
+    with pytest.raises(ValueError, match="--test-fraction is for train"):
+        fold_config({"data.test_fraction": 0.1}, defaults, command="cv")
+    assert fold_config({"data.test_fraction": 0.1}, command="compare", folds=0).data.test_fraction == 0.1
+
+
+def test_segment_train_options_come_from_its_config_and_take_a_file(tmp_path):
+    path = tmp_path / "seg.yaml"
+    path.write_text("preset: cpu\ndataset: ph2\nepochs: 3\ndecoder_channels: [64, 32, 16, 16, 8]\n")
+    args = parse(["segment", "train", "--config", str(path), "--epochs", "5"])
+    from siamese.cli import file_settings
+    from siamese.options import given
+
+    config = segment_config(given(args, SegmentConfig), file_settings(args, SegmentConfig))
+    assert (config.encoder, config.epochs, config.decoder_channels) == ("efficientnet_lite0", 5, (64, 32, 16, 16, 8))
+    flags = Counter(f for s in settings_of(SegmentConfig) for f in s.option.flags)
+    assert max(flags.values()) == 1
