@@ -15,7 +15,7 @@ from siamese.workflows.training_run import run_training
 from tests.conftest import REPO, tiny_config
 
 PH2_FINAL = ["train", "--dataset", "ph2", "--binary", "--preset", "ph2", "--test-fraction", "0"]
-"""The README's command for the single PH2 model, less ``--data-dir``."""
+"""The docs' command for the single PH2 model (docs/training.md), less ``--data-dir``."""
 
 
 def _train_final(config):
@@ -93,13 +93,13 @@ def test_test_fraction_on_the_command_line_keeps_the_ph2_preset_and_cv_and_leaka
     assert "compares test scores" in capsys.readouterr().err
 
 
-def test_readme_gives_the_final_ph2_command():
-    readme = (REPO / "README.md").read_text()
-    assert "python train.py --dataset ph2 --data-dir DIR --binary --preset ph2 --test-fraction 0" in readme
+def test_the_docs_give_the_final_ph2_command():
+    training_page = (REPO / "docs" / "training.md").read_text()
+    assert "python train.py --dataset ph2 --data-dir DIR --binary --preset ph2 --test-fraction 0" in training_page
 
 
 def test_shared_ph2_final_model_trains_on_every_image(shared_ph2, tmp_path, capsys):
-    """The README's PH2 command at tiny settings: all 160 images are in train or val, none held out."""
+    """The docs' PH2 command at tiny settings: all 160 images are in train or val, none held out."""
     out = tmp_path / "ph2-final"
     tiny = ["--backbone", "resnet18", "--weights", "none", "--image-size", "32", "--epochs-embed", "1",
             "--epochs-classifier", "2", "--frozen-epochs", "0", "--references", "colour_baseline",
