@@ -272,7 +272,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     submission = None
     if args.format in SUBMISSION_FORMATS:  # refused here, before any image is read, when the classes do not map
         submission = Submission(args.format, predictor.prep.classes, predictor.config.data.dataset)
-    predictions = predictor.predict(expand_inputs(args.images), top_k=args.top_k)
+    predictions, unreadable = predictor.predict_each(expand_inputs(args.images), top_k=args.top_k)
+    if unreadable and not predictions:
+        raise unreadable[0]
     rows = predictions_table(predictions)
     frame = pd.DataFrame(rows)
     if submission is not None:
@@ -288,6 +290,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     per_image = frame["seconds"].mean()
     print(f"{len(rows)} image(s); {predictor.engine.name} engine, model load {load_seconds:.2f} s, "
           f"{per_image * 1000:.1f} ms per image", file=sys.stderr)
+    for error in unreadable:  # every other image was predicted; these are named, and the exit status says so
+        print(f"error: {error_line(error)}", file=sys.stderr)
+    if unreadable:
+        print(f"error: {len(unreadable)} of {len(rows) + len(unreadable)} image(s) could not be read (named above); "
+              "the others are predicted", file=sys.stderr)
+        return 2
     return 0
 
 
