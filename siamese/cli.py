@@ -201,7 +201,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     submission = None
     if args.format in SUBMISSION_FORMATS:  # refused here, before any image is read, when the classes do not map
         submission = Submission(args.format, predictor.prep.classes, predictor.config.data.dataset)
-    predictions = predictor.predict(expand_inputs(args.images), top_k=args.top_k)
+    predictions, unreadable = predictor.predict_each(expand_inputs(args.images), top_k=args.top_k)
+    if unreadable and not predictions:
+        raise unreadable[0]
     rows = predictions_table(predictions)
     frame = pd.DataFrame(rows)
     if submission is not None:
@@ -217,6 +219,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     per_image = frame["seconds"].mean()
     print(f"{len(rows)} image(s); {predictor.engine.name} engine, model load {load_seconds:.2f} s, "
           f"{per_image * 1000:.1f} ms per image", file=sys.stderr)
+    for error in unreadable:  # every other image was predicted; these are named, and the exit status says so
+        print(f"error: {error_line(error)}", file=sys.stderr)
+    if unreadable:
+        print(f"error: {len(unreadable)} of {len(rows) + len(unreadable)} image(s) could not be read (named above); "
+              "the others are predicted", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -254,13 +262,12 @@ def cmd_saliency(args: argparse.Namespace) -> int:
 
 def cmd_dedup(args: argparse.Namespace) -> int:
     from siamese.data.splits import read_manifest
-    from siamese.dedup.find import DEFAULT_THRESHOLDS, DedupSettings, find_duplicates
+    from siamese.dedup.find import DedupSettings, find_duplicates
 
     methods = ("embedding", "phash") if args.method == "both" else (args.method,)
     settings = DedupSettings(
         methods=methods, backbone=args.backbone, weights=args.weights, run_dir=args.run, image_size=args.image_size,
-        embedding_threshold=args.threshold if args.threshold is not None else DEFAULT_THRESHOLDS["embedding"],
-        phash_threshold=args.phash_threshold, cache_dir=args.cache_dir)
+        embedding_threshold=args.threshold, phash_threshold=args.phash_threshold, cache_dir=args.cache_dir)
     if args.method == "phash" and args.threshold is not None:
         settings.phash_threshold = args.threshold
     table = load_dataset(args.dataset, args.data_dir, args.metadata, binary=args.binary, only_present=args.only_present)
@@ -530,10 +537,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     dedup = commands.add_parser("dedup", help="find near-duplicate images (CNN features and/or perceptual hash)")
     add_data_arguments(dedup)
-    dedup.add_argument("--method", choices=("embedding", "phash", "both"), default="embedding")
+    dedup.add_argument("--method", choices=("embedding", "phash", "both"), default="both",
+                       help="both (default): the pairs of either descriptor, each within its own threshold")
     dedup.add_argument("--threshold", type=float,
-                       help="max distance of a pair (embedding: cosine, default 0.1; phash: share of the 256 "
-                            "hash bits, default 0.125)")
+                       help="max distance of a pair (embedding: cosine, default 0.1 alone and 0.03 with --method "
+                            "both; phash: share of the 256 hash bits, default 0.125)")
     dedup.add_argument("--phash-threshold", type=float, default=DEFAULT_PHASH_THRESHOLD,
                        help="phash threshold with --method both")
     dedup.add_argument("--backbone", choices=BACKBONES, default="efficientnet_lite0")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -36,6 +38,50 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.is_relative_to(WORKFLOWS) or INTEGRATION_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.integration)
+
+
+def _loopback(address: object) -> bool:
+    """Whether a socket address stays on this machine: a Unix socket path, or a loopback host."""
+    if not isinstance(address, tuple):
+        return True
+    host = str(address[0])
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_network():
+    """The suite never reaches for the network: a connection to another host fails as it would offline
+    (OSError, what urllib and torchvision's download see) and so does a name lookup, so a test that needs
+    the network fails here instead of passing or failing by where it runs. Loopback stays open (local
+    process groups)."""
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+    real_getaddrinfo = socket.getaddrinfo
+
+    def refuse(address: object) -> None:
+        if not _loopback(address):
+            raise OSError(f"the test suite is offline: connection to {address!r} refused")
+
+    def getaddrinfo(host: object, *args: object, **kwargs: object) -> list:
+        if host is not None and not _loopback((host if isinstance(host, str) else bytes(host).decode(), 0)):
+            raise socket.gaierror(socket.EAI_NONAME, f"the test suite is offline: no name lookup of {host!r}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    def connect(self: socket.socket, address: object) -> None:
+        refuse(address)
+        real_connect(self, address)
+
+    def connect_ex(self: socket.socket, address: object) -> int:
+        refuse(address)
+        return real_connect_ex(self, address)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(socket.socket, "connect", connect)
+        patch.setattr(socket.socket, "connect_ex", connect_ex)
+        patch.setattr(socket, "getaddrinfo", getaddrinfo)
+        yield
 
 
 @pytest.fixture(scope="session")

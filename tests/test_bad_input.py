@@ -1,11 +1,16 @@
 """The README's promise for every command: a file it cannot use is one line, `error: PATH: ...`, exit 2."""
 
+import io
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
 from siamese.cli import main
+
+from tests.workflows.test_training import three_class_csv
 
 
 @pytest.fixture
@@ -62,3 +67,59 @@ def test_every_command_names_a_bad_file_in_one_line(files, case, capsys):
     assert "Traceback" not in err
     line = err.strip().splitlines()[-1]
     assert line.startswith("error: ") and named in line, err
+
+
+def test_an_image_that_fails_only_once_stage_1_reads_it_keeps_the_run_and_resume_continues(tmp_path, capsys):
+    """A truncated PNG passes every check before training (the table, the split, the folder): the run stops
+    when stage 1 decodes it, with its one line, keeps the folder, and ``--resume`` finishes once it is fixed."""
+    images = three_class_csv(tmp_path / "images")
+    victim = sorted(images.parent.glob("*.png"))[5]
+    whole = victim.read_bytes()
+    victim.write_bytes(whole[:len(whole) // 2])
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "csv", "--metadata", str(images), "--preset", "tiny", "--image-size", "32",
+                 "--epochs-embed", "2", "--epochs-classifier", "3", "--references", "none", "--wandb", "disabled",
+                 "--no-onnx", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith(f"error: {victim}: unreadable image")
+    assert (out / "config.json").is_file() and (out / "split.csv").is_file() and not (out / "metrics.json").exists()
+    victim.write_bytes(whole)
+    assert main(["train", "--resume", str(out)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["models"][:2] == ["classifier", "knn"]
+
+
+def test_predict_on_a_folder_goes_past_unreadable_images_and_accounts_for_every_file(run_dir, files, capsys):
+    """Two truncated images (a JPEG whose header is whole, a PNG) among good ones: the good are predicted,
+    each bad one is named on its own line, and the exit status is 2."""
+    folder = files / "mixed"
+    folder.mkdir()
+    good = [folder / f"good_{i}.jpg" for i in range(3)]
+    rng = np.random.default_rng(0)
+    for path in good:  # noise, so that the entropy-coded data outweighs the header by far
+        Image.fromarray(rng.integers(0, 255, (120, 120, 3), dtype=np.uint8)).save(path, quality=95)
+    whole = good[0].read_bytes()
+    (folder / "cut.jpg").write_bytes(whole[:len(whole) * 3 // 4])
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(folder / "short.png")
+    (folder / "short.png").write_bytes((folder / "short.png").read_bytes()[:-40])
+    assert main(["predict", "--run", str(run_dir), str(folder), "--format", "csv"]) == 2
+    captured = capsys.readouterr()
+    predicted = pd.read_csv(io.StringIO(captured.out))["image"].tolist()
+    assert predicted == [str(p) for p in good]
+    assert "Traceback" not in captured.err
+    errors = [line for line in captured.err.splitlines() if line.startswith("error: ")]
+    assert [e.split(": ")[1] for e in errors[:2]] == [str(folder / "cut.jpg"), str(folder / "short.png")]
+    assert errors[-1].startswith("error: 2 of 5 image(s) could not be read")
+
+
+@pytest.mark.parametrize("bad", ["text.jpg", "cut.jpg"])
+@pytest.mark.parametrize("command", [["split", "--out", "{d}/m.csv"], ["cv", "--folds", "5", "--out", "{d}/cv"],
+                                     ["train", "--preset", "tiny", "--out", "{d}/run"]])
+def test_a_table_too_small_to_split_names_its_unreadable_image_first(files, bad, command, capsys):
+    """Four images, one of them unreadable: the file is what to fix first, not the count."""
+    table = files / "tiny.csv"
+    pd.DataFrame({"path": [bad, "img_1.jpg", "img_2.jpg", "img_3.jpg"], "label": ["a", "a", "b", "b"]}).to_csv(
+        table, index=False)
+    argv = [command[0], "--dataset", "csv", "--metadata", str(table), *command[1:]]
+    assert main([arg.format(d=files) for arg in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith(f"error: {files / bad}: unreadable image"), err

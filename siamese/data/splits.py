@@ -16,6 +16,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
+from siamese.data.decode import decode
 from siamese.data.duplicates import known_pairs
 from siamese.data.files import read_csv
 from siamese.data.table import DataError, DatasetTable, first_offenders
@@ -85,9 +86,29 @@ def split_table(frame: pd.DataFrame, pairs: pd.DataFrame | None = None, val_frac
 
     Raises:
         ValueError: a fraction outside [0, 1), one that is not 1/n (grouped), or an unknown strategy.
+        DataError: a class has too few components for the split; first the ImageError of an image file in the
+            table that cannot be read, when there is one (the likelier thing to fix).
     """
     if not 0 <= test_fraction < 1:
         raise ValueError(f"test_fraction must be at least 0 (0: no test split) and below 1; got {test_fraction}")
+    try:
+        return _split(frame, pairs, val_fraction, test_fraction, seed, strategy)
+    except DataError:
+        _refuse_unreadable_images(frame)
+        raise
+
+
+def _refuse_unreadable_images(frame: pd.DataFrame) -> None:
+    """Decode every image file of a table whose split failed (too few images) and raise the ImageError of
+    the first that cannot be read: an unreadable file, not the count, is then what the user has to fix
+    first. Only on this error path, so a normal run decodes each image once, in training."""
+    if "path" in frame.columns:
+        for path in frame["path"]:
+            decode(path).close()
+
+
+def _split(frame: pd.DataFrame, pairs: pd.DataFrame | None, val_fraction: float, test_fraction: float,
+           seed: int, strategy: str) -> pd.DataFrame:
     labels = frame["label"].to_numpy()
     split = np.full(len(frame), "train", dtype=object)
     test = np.zeros(len(frame), dtype=bool)
@@ -115,14 +136,20 @@ def split_table(frame: pd.DataFrame, pairs: pd.DataFrame | None = None, val_frac
 
 def kfold_table(frame: pd.DataFrame, pairs: pd.DataFrame | None = None, folds: int = 5,
                 seed: int = 0) -> pd.DataFrame:
-    """A k-fold manifest: ``split`` is ``fold0`` .. ``fold{k-1}``, components never cross folds."""
+    """A k-fold manifest: ``split`` is ``fold0`` .. ``fold{k-1}``, components never cross folds. Raises
+    DataError when there are fewer components than folds (naming an unreadable image first, if any)."""
     if folds < 2:
         raise ValueError(f"folds must be at least 2; got {folds}")
     components = linked_components(frame, pairs)
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     split = np.empty(len(frame), dtype=object)
-    for k, (_, held_out) in enumerate(splitter.split(np.zeros(len(frame)), frame["label"], components)):
-        split[held_out] = f"fold{k}"
+    try:
+        for k, (_, held_out) in enumerate(splitter.split(np.zeros(len(frame)), frame["label"], components)):
+            split[held_out] = f"fold{k}"
+    except ValueError as exc:
+        _refuse_unreadable_images(frame)
+        raise DataError(f"too few images or groups for {folds} folds ({len(frame)} images, "
+                        f"{len(np.unique(components))} groups): {exc}") from exc
     return _manifest(frame, split)
 
 

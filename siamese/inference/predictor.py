@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from siamese.config import RunConfig
-from siamese.data.decode import to_batch
+from siamese.data.decode import ImageError, to_batch
 from siamese.data.files import image_files
 from siamese.data.formats import unused_summary, warn_unused
 from siamese.data.hdf5 import SUFFIXES as HDF5_SUFFIXES
@@ -147,6 +147,21 @@ class Predictor:
                             for r, d in zip(rows[0], distances[0], strict=True)],
                 seconds=time.perf_counter() - start, probabilities=proba[0]))
         return results
+
+
+    def predict_each(self, paths: list[Path], top_k: int = 3, neighbours: int = 3
+                     ) -> tuple[list[Prediction], list[ImageError]]:
+        """:meth:`predict` over ``paths`` that goes past an image (or its mask) that cannot be read: the
+        predictions of the others, in order, and the errors, each naming its file, so that every path is
+        accounted for in one or the other."""
+        predictions: list[Prediction] = []
+        unreadable: list[ImageError] = []
+        for path in paths:
+            try:
+                predictions += self.predict([path], top_k, neighbours)
+            except ImageError as exc:
+                unreadable.append(exc)
+        return predictions, unreadable
 
 
 def _classification_graph(run_dir: Path) -> Any:

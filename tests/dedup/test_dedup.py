@@ -49,6 +49,45 @@ def keys(pairs: pd.DataFrame) -> set:
     return {tuple(sorted(p)) for p in zip(pairs["from_img"], pairs["to_img"], strict=True)}
 
 
+PHOTOMETRIC = {
+    "brightness": [lambda p, k=k: p * k for k in (0.7, 0.85, 1.15, 1.3)],
+    "contrast": [lambda p, k=k: p.mean() + k * (p - p.mean()) for k in (0.7, 0.85, 1.15, 1.3)],
+    "white balance": [lambda p, g=g: p * np.array(g) for g in ((1.1, 1, 0.9), (0.9, 1, 1.1), (1.2, 1, 0.8),
+                                                                (0.8, 1, 1.2))],
+}
+
+
+@pytest.fixture(scope="module")
+def relit(tmp_path_factory):
+    """Distinct generated lesions, and each of the first twelve copied once under a photometric change
+    (brightness, contrast, white balance; four strengths each, up to 30 %)."""
+    source = make_synthetic(lesions_per_class=4, max_images_per_lesion=1, duplicate_fraction=0, seed=5)
+    frame = source.frame[source.frame["copy_kind"] == ""].reset_index(drop=True)
+    images = [source.images[i] for i in frame["index"]]
+    rows = frame[["image_id", "label", "group"]].to_dict("records")
+    edits = [(kind, k, edit) for kind, kinds in PHOTOMETRIC.items() for k, edit in enumerate(kinds)]
+    truth = {}
+    for src, (kind, strength, edit) in enumerate(edits):
+        pixels = np.clip(edit(images[src].astype(float)), 0, 255).round().astype(np.uint8)
+        copy_id = f"COPY_{kind.replace(' ', '_')}_{strength}"
+        images.append(pixels)
+        rows.append({"image_id": copy_id, "label": rows[src]["label"], "group": f"G_{copy_id}"})
+        truth[tuple(sorted((rows[src]["image_id"], copy_id)))] = kind
+    table = pd.DataFrame(rows).assign(dataset="relit", index=np.arange(len(rows)))
+    return DatasetTable(table, np.stack(images)), truth
+
+
+def test_the_default_search_finds_brightened_contrasted_and_rebalanced_copies_and_no_distinct_pair(relit, tmp_path):
+    """The default search is both descriptors, each within its own threshold: pHash vouches for the
+    photometric changes the CNN features drift under."""
+    table, truth = relit
+    settings = DedupSettings(image_size=64, cache_dir=str(tmp_path / "cache"))
+    assert settings.methods == ("embedding", "phash")
+    found = keys(find_duplicates(table, settings, tmp_path / "pairs.csv").pairs)
+    assert found == set(truth)
+    assert sorted(set(truth.values())) == sorted(PHOTOMETRIC)
+
+
 def test_phash_finds_every_planted_copy_and_no_distinct_pair(planted, tmp_path):
     table, truth, _ = planted
     settings = DedupSettings(methods=("phash",), image_size=64, cache_dir=str(tmp_path / "cache"))
@@ -176,8 +215,9 @@ def test_compare_with_published_ham_lists(shared_ham, tmp_path):
 @pytest.fixture
 def real_planted(shared_ham, tmp_path):
     """The 56 real HAM10000 images, each with one planted copy: rescaled, JPEG-recompressed (quality 60),
-    brightened by 25 % or cropped by 3 % per side and resized back, in turn. Returns the CSV, the planted
-    pairs by edit, and each image's lesion."""
+    brightened by 25 % or by 15 %, contrast raised by 30 %, white balance warmed by 15 % (red up, blue down)
+    or cropped by 3 % per side and resized back, in turn. Returns the CSV, the planted pairs by edit, and
+    each image's lesion."""
     import io
 
     from PIL import ImageEnhance
@@ -189,8 +229,14 @@ def real_planted(shared_ham, tmp_path):
         image.save(buffer, "JPEG", quality=60)
         return Image.open(buffer)
 
+    def warmer(image):
+        pixels = np.asarray(image, dtype=float) * (1.15, 1.0, 0.85)
+        return Image.fromarray(np.clip(pixels, 0, 255).round().astype(np.uint8))
+
     edits = {"rescaled": lambda im: im.resize((im.width // 2, im.height // 2)), "jpeg": jpeg,
              "brightened": lambda im: ImageEnhance.Brightness(im).enhance(1.25),
+             "brighter15": lambda im: ImageEnhance.Brightness(im).enhance(1.15),
+             "contrast": lambda im: ImageEnhance.Contrast(im).enhance(1.3), "warmer": warmer,
              "cropped": lambda im: centre_crop(im, 0.03)}
     real = load_dataset("ham10000", data_dir=shared_ham / "images").frame
     rows, planted = [], {name: set() for name in edits}
@@ -207,19 +253,20 @@ def real_planted(shared_ham, tmp_path):
     return tmp_path / "images.csv", planted, {r["image_id"]: r["group"] for r in rows}
 
 
-@pytest.mark.parametrize("method", ["phash", "embedding"])
+@pytest.mark.parametrize("method", ["default", "phash", "embedding"])
 def test_real_images_planted_copies_are_found_and_no_false_pair(real_planted, tmp_path, method):
-    """pHash finds every planted copy. The default embedding (pretrained ImageNet EfficientNet-Lite0, cosine
-    0.1) finds the rescaled and cropped ones and most JPEG copies (quality 60 moved one to 0.10, measured); a
-    25 % brightening moved its features by up to 0.38, further than the closest two distinct lesions (0.11).
-    Two photographs of one lesion are
+    """pHash, and so the default search (both descriptors), finds every planted copy. The embedding alone
+    (pretrained ImageNet EfficientNet-Lite0, cosine 0.1) finds the rescaled and cropped ones and most JPEG
+    copies (quality 60 moved one to 0.10, measured); a 25 % brightening moved its features by up to 0.38,
+    further than the closest two distinct lesions (0.11). Two photographs of one lesion are
     near-duplicates too (HAM10000 has several), so a pair is false only when it joins two different lesions
     and is not a planted copy."""
     csv, planted, lesion = real_planted
-    assert main(["dedup", "--dataset", "csv", "--metadata", str(csv), "--method", method,
+    chosen = [] if method == "default" else ["--method", method]
+    assert main(["dedup", "--dataset", "csv", "--metadata", str(csv), *chosen,
                  "--out", str(tmp_path / "pairs.csv"), "--cache-dir", str(tmp_path / "cache")]) == 0
     found = keys(pd.read_csv(tmp_path / "pairs.csv"))
-    certain = ("rescaled", "jpeg", "brightened", "cropped") if method == "phash" else ("rescaled", "cropped")
+    certain = ("rescaled", "cropped") if method == "embedding" else tuple(planted)
     assert set().union(*(planted[edit] for edit in certain)) <= found
     if method == "embedding":
         assert len(planted["jpeg"] & found) >= len(planted["jpeg"]) - 2

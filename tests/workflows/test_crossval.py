@@ -1,4 +1,6 @@
+import copy
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -10,6 +12,8 @@ from siamese.config import CVConfig
 from siamese.data import DataError, load_dataset
 from siamese.data.splits import fold_manifest, kfold_table
 from siamese.evaluation.reference_features import colour_embedding_proba, logistic_probe_proba, majority_proba
+from siamese.models import backbones
+from siamese.runtime.errors import WeightsUnavailableError
 from siamese.workflows.crossval import colour_features, run_cv
 from siamese.workflows.crossval.runner import fold_embeddings
 from tests.conftest import tiny_config
@@ -60,14 +64,31 @@ def test_colour_embedding_probe_is_ahead_only_when_the_embedding_adds_informatio
     assert accuracy(noise) < 0.8
 
 
+def no_torchvision_weights(name):
+    raise WeightsUnavailableError(f"no ImageNet weights for {name} in this test")
+
+
 @pytest.fixture(scope="module")
 def cv_out(tmp_path_factory):
+    """One finished 2-fold, 2-seed CV, read (never changed) by the tests; whether torchvision's ResNet18
+    weights are downloadable or cached here must not matter, so the probe always falls back to the packaged
+    EfficientNet-Lite0, as offline."""
     out = tmp_path_factory.mktemp("cv") / "cv"
     config = tiny_config(out / "unused", epochs_embed=2)
     config.classifier.epochs = 5
     config.out = None
-    result = run_cv(config, CVConfig(folds=2, seeds=(0, 1)), out)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(backbones, "_download", no_torchvision_weights)
+        result = run_cv(config, CVConfig(folds=2, seeds=(0, 1)), out)
     return out, config, result
+
+
+@pytest.fixture
+def cv_copy(cv_out, tmp_path):
+    """A copy of the finished CV folder and of its settings, for a test that changes them."""
+    out, config, _ = cv_out
+    shutil.copytree(out, tmp_path / "cv")
+    return tmp_path / "cv", copy.deepcopy(config)
 
 
 def test_cv_writes_folds_summary_oof_figures_and_report(cv_out):
@@ -108,9 +129,9 @@ def test_imagenet_probe_is_refitted_on_each_folds_training_images(cv_out):
     out = cv_out[0]
     oof = pd.read_csv(out / "oof_predictions.csv", dtype={"image_id": str})
     stored = np.load(out / "imagenet_features.npz")
-    # offline the run's ResNet18 has no ImageNet weights, and the packaged Lite0 stands in
-    dims = {"efficientnet_lite0": 1280, "resnet18": 512}
-    assert stored["features"].shape == (len(stored["image_id"]), dims[str(stored["backbone"])])
+    # the run's ResNet18 has no ImageNet weights here (cv_out), and the packaged Lite0 stands in
+    assert str(stored["backbone"]) == "efficientnet_lite0"
+    assert stored["features"].shape == (len(stored["image_id"]), 1280)
     position = pd.Series(np.arange(len(stored["image_id"])), index=stored["image_id"])
     manifest = pd.read_csv(out / "seed0" / "fold1_split.csv", dtype={"image_id": str})
     fit, held_out = manifest[manifest["split"] != "test"], oof[(oof["seed"] == 0) & (oof["fold"] == 1)]
@@ -164,8 +185,8 @@ def test_cv_reads_the_finetune_reference_from_each_folds_own_run(cv_out):
     assert "Of it, `finetune`:" in (out / "cv_report.md").read_text()
 
 
-def test_cv_resumes_fold_by_fold_and_refuses_other_settings(cv_out):
-    out, config, _ = cv_out
+def test_cv_resumes_fold_by_fold_and_refuses_other_settings(cv_copy):
+    out, config = cv_copy
     checkpoint = out / "seed1" / "fold1" / "embedder.pt"
     before = checkpoint.stat().st_mtime_ns
     (out / "seed1" / "fold1" / "metrics.json").unlink()
