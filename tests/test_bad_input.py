@@ -9,7 +9,6 @@ import pytest
 from PIL import Image
 
 from siamese.cli import main
-
 from tests.workflows.test_training import three_class_csv
 
 
