@@ -7,7 +7,8 @@ the command is run again. The references are scored on the very same held-out im
 ``colour_baseline``) in every recipe's runs, a trained reference (``finetune``, which does not depend on the
 recipe) in the first recipe's only. Each recipe's model is paired with each reference run by run (the same
 (seed, fold)), as ``summarize`` pairs them: mean difference, Student-t 95 % interval, runs ahead. Written to
-``compare.csv`` (one row per recipe and model), ``compare.md`` and ``compare.png``.
+``compare.csv`` (one row per recipe and model), ``compare.md``, ``compare.png`` and the page ``compare.html``
+(:mod:`siamese.diagnostics.compare_page`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import pandas as pd
 from siamese.config import CVConfig, RunConfig, differing_settings
 from siamese.crossval.runner import FREE_SETTINGS, run_cv
 from siamese.data.table import DataError
+from siamese.diagnostics.compare_page import write_compare_page
 from siamese.diagnostics.report import markdown_table
 from siamese.diagnostics.seeds import paired_interval, seed_table
 from siamese.training.losses import check_objective, default_miner
@@ -206,7 +208,7 @@ def compare_recipes(config: RunConfig, recipes: Sequence[Recipe], out: str | Pat
                     seeds: Sequence[int] = (0, 1, 2), references: Sequence[str] = ("finetune", "colour_baseline")
                     ) -> list[Path]:
     """Train (:func:`run_recipes`) and write ``compare_runs.csv`` (every run's figures), ``compare.csv``,
-    ``compare.md`` and ``compare.png`` in ``out``; returns their paths."""
+    ``compare.md``, ``compare.png`` and ``compare.html`` in ``out``; returns their paths."""
     out = Path(out)
     long = run_recipes(config, recipes, out, folds, seeds, references)
     table = comparison_table(long, recipes, references)
@@ -221,4 +223,4 @@ def compare_recipes(config: RunConfig, recipes: Sequence[Recipe], out: str | Pat
         "stages' (or the trained reference's) training seconds per run.", "",
         markdown(table, references), "", "![paired differences](compare.png)", ""]))
     plot(table, references, paths[3])
-    return paths
+    return [*paths, write_compare_page(out)]
