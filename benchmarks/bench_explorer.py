@@ -255,7 +255,8 @@ def main() -> None:
                 if args.trace:
                     print("          main thread:", json.dumps(runs[len(runs) // 2]["kinds"]))
     print("plotly: plotly.js evaluated; data: the page's data parsed after it; drawn: the first drawing done; "
-          "CPU ms: the renderer's main thread until then; load: the 1-minute load average before the page")
+          "x bare: drawn over the bare plotly page's (above 1: slower); CPU ms: the renderer's main thread until "
+          "the first drawing; load: the 1-minute load average before the page")
 
 
 if __name__ == "__main__":
