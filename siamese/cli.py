@@ -320,6 +320,7 @@ def cmd_cv(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from siamese.diagnostics.compare_page import write_compare_page
     from siamese.workflows.crossval.compare import compare_recipes, parse_recipe
 
     recipes = [parse_recipe(text) for text in args.recipes]
@@ -327,6 +328,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     config = fold_config(asked_settings(args), file_settings(args), command="compare", folds=repeats.folds)
     references = given(args, RunConfig).get("references", ("finetune", "colour_baseline"))
     paths = compare_recipes(config, recipes, args.out, repeats.folds, list(repeats.seeds), references)
+    paths.append(write_compare_page(args.out))
     print(paths[2].read_text())
     print_written(paths)
     return 0

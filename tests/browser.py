@@ -44,11 +44,12 @@ def _run(browser: str, page: Path, extra: list[str], profile: Path, budget_ms: i
     return done.stdout
 
 
-def with_script(page: Path, script: str, out: Path) -> Path:
-    """A copy of ``page`` at ``out`` with ``script`` run after the page's own."""
+def with_script(page: Path, script: str, out: Path, first: bool = False) -> Path:
+    """A copy of ``page`` at ``out`` with ``script`` run after the page's own, or with ``first`` before any
+    (to change what the browser offers the page)."""
     text = page.read_text(encoding="utf-8")
-    end = text.rindex("</body>")
-    out.write_text(text[:end] + f"<script>{script}</script>\n" + text[end:], encoding="utf-8")
+    at = text.index("<head>") + len("<head>") if first else text.rindex("</body>")
+    out.write_text(text[:at] + f"<script>{script}</script>\n" + text[at:], encoding="utf-8")
     return out
 
 

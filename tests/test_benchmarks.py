@@ -137,3 +137,20 @@ def test_training_step_benchmark_builds_the_packaged_imagenet_efficientnet_as_tr
     stem = next(iter(pretrained.backbone.state_dict()))
     assert not torch.equal(pretrained.backbone.state_dict()[stem], scratch.backbone.state_dict()[stem])
     assert torch.allclose(pretrained.normalize.mean.flatten(), torch.tensor([0.5, 0.5, 0.5]))
+
+
+def test_explorer_benchmark_reads_the_pages_marks_and_main_thread_time(tmp_path):
+    from benchmarks import bench_explorer
+    from siamese.diagnostics.page import MARKS, page_data
+
+    from .browser import find_chromium
+
+    browser = find_chromium()
+    payload = bench_explorer.synthetic_payload(40)
+    explorer = bench_explorer.write_explorer(tmp_path / "explorer.html", payload)
+    assert page_data(explorer)["drawn"] == 40 and len(page_data(explorer, "thumbs")) == len(payload["records"]["id"])
+    for page in (bench_explorer.bare_page(payload, tmp_path / "bare.html"), explorer):
+        opened = bench_explorer.open_page(browser, page, top=3)
+        assert [m for m in MARKS if m in opened["marks"]] == list(MARKS), page.name
+        assert opened["marks"][MARKS[0]] <= opened["marks"][MARKS[1]] <= opened["marks"][MARKS[2]]
+        assert opened["cpu_ms"] > 0 and len(opened["kinds"]) == 3

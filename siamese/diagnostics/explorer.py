@@ -173,4 +173,14 @@ def write_run_explorer(run_dir: Path, points: pd.DataFrame, coords: dict[str, np
     payload = explorer_payload(described, coords, embeddings, catalogue, train_embeddings, thumbnail,
                                list(data.prep.classes), total, proba, pairs, f"{run_dir.name}: embeddings",
                                group=group_noun(config.data.dataset))
-    return write_page(run_dir / "projections" / EXPLORER_FILE, payload["title"], BODY, payload, "explorer.js")
+    return write_explorer(run_dir / "projections" / EXPLORER_FILE, payload)
+
+
+def write_explorer(path: str | Path, payload: dict[str, Any]) -> Path:
+    """The explorer page of ``payload`` (:func:`explorer_payload`) at ``path``. The thumbnails are deferred
+    data (``page_data(path, "thumbs")``, one data URI per record): the page parses them at the first hover,
+    so the first drawing waits only for the coordinates and labels."""
+    records = dict(payload["records"])
+    thumbs = records.pop("thumb")
+    return write_page(path, payload["title"], BODY, {**payload, "records": records}, "explorer.js",
+                      deferred={"thumbs": thumbs})

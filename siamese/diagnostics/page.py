@@ -50,37 +50,54 @@ def _asset(name: str) -> str:
     return resources.files("siamese.diagnostics").joinpath("assets", name).read_text(encoding="utf-8")
 
 
-def _script_json(payload: Any) -> str:
-    # "</" would end the <script> element early if an image id or a label held "</script>"
-    return json.dumps(payload, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+def _json_element(name: str, payload: Any) -> str:
+    # JSON in a non-script <script> element: the HTML parser only scans it, and JSON.parse reads it faster
+    # than the JavaScript parser reads the same text as a literal. "</" would end the element early if an
+    # image id or a label held "</script>"; "<\/" is a JSON escape of it
+    text = json.dumps(payload, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+    return f'<script type="application/json" id="page-{name}">{text}</script>\n'
 
 
-def write_page(path: str | Path, title: str, body: str, payload: dict[str, Any], script: str) -> Path:
-    """Write one HTML file: plotly.js, ``payload`` as ``window.PAGE_DATA``, then the named page script
-    (a file of ``siamese/diagnostics/assets``) and the shared stylesheet. ``body`` is trusted HTML of this
-    package; ``title`` is escaped. Raises ValueError when ``payload`` holds NaN or infinity (JSON has
-    neither: put None where a value is missing)."""
+MARKS = ("page:plotly", "page:data", "page:drawn")
+"""The ``performance.mark`` names a page sets: plotly.js evaluated, its data parsed, its first drawing done
+(the last set by the page's script; ``benchmarks/bench_explorer.py`` reads them)."""
+
+
+def write_page(path: str | Path, title: str, body: str, payload: dict[str, Any], script: str | None,
+               deferred: dict[str, Any] | None = None) -> Path:
+    """Write one HTML file: the shared stylesheet, plotly.js, ``payload`` as ``window.PAGE_DATA``, then the
+    named page script (a file of ``siamese/diagnostics/assets``; None for none). ``deferred``: name to data
+    the page parses only when it needs it (``JSON.parse`` of the text of the element ``page-NAME``), placed
+    after the script so that the first drawing waits for none of it. ``body`` is trusted HTML of this
+    package; ``title`` is escaped. Raises ValueError when a payload holds NaN or infinity (JSON has neither:
+    put None where a value is missing)."""
     from plotly.offline import get_plotlyjs  # here: importing plotly is slow and only a page needs it
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>\n"
-            f"<style>{_asset('page.css')}</style>\n<script>{get_plotlyjs()}</script>\n</head><body>\n{body}\n"
-            f"<script>window.PAGE_DATA = {_script_json(payload)};</script>\n"
-            f"<script>{_asset(script)}</script>\n</body></html>\n")
+    text = "".join([
+        f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>\n",
+        f"<style>{_asset('page.css')}</style>\n<script>{get_plotlyjs()}</script>\n",
+        f"<script>performance.mark(\"{MARKS[0]}\")</script>\n</head><body>\n{body}\n",
+        _json_element("data", payload),
+        "<script>window.PAGE_DATA = JSON.parse(document.getElementById(\"page-data\").textContent);",
+        f"performance.mark(\"{MARKS[1]}\")</script>\n",
+        f"<script>{_asset(script)}</script>\n" if script else "",
+        *(_json_element(name, data) for name, data in (deferred or {}).items()),
+        "</body></html>\n"])
     partial = path.with_name(path.name + ".partial")
     partial.write_text(text, encoding="utf-8")
     partial.replace(path)  # a reader never opens half a page
     return path
 
 
-def page_data(path: str | Path) -> dict[str, Any]:
-    """The ``window.PAGE_DATA`` a page of :func:`write_page` holds (for tests and for scripts that reuse it).
-    Raises ValueError when the file is not such a page."""
+def page_data(path: str | Path, name: str = "data") -> Any:
+    """The payload (``name`` "data") or the deferred data ``name`` that a page of :func:`write_page` holds
+    (for tests and for scripts that reuse it). Raises ValueError when the file holds no such data."""
     text = Path(path).read_text(encoding="utf-8")
-    start = text.find("window.PAGE_DATA = ")
+    opening = f'<script type="application/json" id="page-{name}">'
+    start = text.find(opening)
     if start < 0:
-        raise ValueError(f"{path}: not a page of siamese.diagnostics.page (no PAGE_DATA)")
-    start += len("window.PAGE_DATA = ")
-    end = text.index(";</script>", start)
-    return json.loads(text[start:end])  # "<\/" is a JSON escape of "</"
+        raise ValueError(f"{path}: no {name!r} data of a page of siamese.diagnostics.page")
+    start += len(opening)
+    return json.loads(text[start:text.index("</script>", start)])

@@ -143,7 +143,9 @@ def test_explorer_page_holds_every_point_and_its_nearest_training_images(run_dir
     train_ids, train = stored["train"]["image_id"], stored["train"]["embedding"]
     records, n, k = page["records"], page["drawn"], page["k"]
     assert n == page["total"] == len(embedding_of) and set(records["id"][:n]) == set(embedding_of)
-    assert k == NEIGHBOURS and all(uri.startswith("data:image/jpeg;base64,") for uri in records["thumb"])
+    thumbs = page_data(run_dir / "projections" / "explorer.html", "thumbs")
+    assert k == NEIGHBOURS and len(thumbs) == len(records["id"]) and "thumb" not in records
+    assert all(uri.startswith("data:image/jpeg;base64,") for uri in thumbs)
     coords = pd.read_csv(run_dir / "projections" / "tsne_all.csv").set_index("image_id")
     np.testing.assert_allclose(page["projections"]["t-SNE"]["x"], coords.loc[records["id"][:n], "x"], atol=1e-3)
     for i, image_id in enumerate(records["id"][:n]):
@@ -203,37 +205,49 @@ def test_explorer_names_the_missing_embeddings(run_dir, tmp_path):
         visualize_run(tmp_path, ("tsne",), html=True)
 
 
-# Acts on the page as a person would: moves the mouse onto one point, reads the hover card, clicks, reads the
-# panel; records what the page fetched besides its own data: URIs (it must fetch nothing).
-HARNESS = """(function () {
+# Helpers of the scripts below: wait for the first drawing, find a point on screen from plotly's axes (WebGL
+# points are no DOM elements), act with the mouse, count the points of the SVG overlay traces.
+PAGE_HELPERS = """
   const out = document.createElement("pre"); out.id = "test-results"; document.body.append(out);
   const finish = (r) => { out.textContent = JSON.stringify(r); };
+  const plot = document.getElementById("plot");
+  const later = (ms) => new Promise((go) => setTimeout(go, ms));
   const mouse = (node, type, x, y) => node.dispatchEvent(new MouseEvent(type, { clientX: x, clientY: y,
     bubbles: true, cancelable: true, view: window, buttons: type === "mousedown" ? 1 : 0 }));
-  function whenReady(then, tries) {
-    if (document.body.dataset.ready) then();
-    else if (tries > 0) setTimeout(() => whenReady(then, tries - 1), 50);
-    else finish({ error: "the page never finished drawing" });
+  function onScreen(i) {
+    const layout = plot._fullLayout, box = plot.getBoundingClientRect(), main = plot.data[0];
+    return [box.left + layout._size.l + layout.xaxis.l2p(main.x[i]),
+      box.top + layout._size.t + layout.yaxis.l2p(main.y[i])];
   }
-  whenReady(() => {
-    const drawn = document.querySelector("#plot .scatterlayer .trace").querySelectorAll("path.point");
-    const box = drawn[INDEX].getBoundingClientRect();
-    const x = box.left + box.width / 2, y = box.top + box.height / 2;
+  // the points the page rings: the selected image, its neighbours, its lesion siblings, its duplicate partners
+  const marked = () => ["selected", "neighbour", "sibling", "partner"].map((kind) =>
+    [...plot.querySelectorAll(".trace" + kind + " path.point")].length);
+  async function ready() {
+    for (let tries = 0; tries < 200 && !document.body.dataset.ready; tries++) await later(50);
+    if (!document.body.dataset.ready) throw new Error("the page never finished drawing");
+  }
+  const run = (steps) => ready().then(steps).then(finish, (e) => finish({ error: String(e) }));
+"""
+
+# Acts on the page as a person would: moves the mouse onto one point, reads the hover card, clicks, reads the
+# panel; records what the page fetched besides its own data: URIs (it must fetch nothing).
+HARNESS = "(function () {" + PAGE_HELPERS + """
+  run(async () => {
+    const [x, y] = onScreen(INDEX);
     const under = document.elementFromPoint(x, y);
     mouse(under, "mousemove", x, y);
-    setTimeout(() => {
-      const hover = document.getElementById("hover");
-      const r = { points: drawn.length, ready_ms: performance.now(), hover: hover.innerText,
-        hover_image: (hover.querySelector("img") || { src: "" }).src,
-        note: document.getElementById("note").innerText };
-      mouse(under, "mousedown", x, y); mouse(under, "mouseup", x, y); mouse(under, "click", x, y);
-      setTimeout(() => {
-        r.panel = document.getElementById("panel").innerText;
-        r.fetched = performance.getEntriesByType("resource").map((e) => e.name).filter((n) => !n.startsWith("data:"));
-        finish(r);
-      }, 500);
-    }, 300);
-  }, 200);
+    await later(300);
+    const hover = document.getElementById("hover");
+    const r = { points: plot._fullData[0]._length, type: plot._fullData[0].type, ready_ms: performance.now(),
+      hover: hover.innerText, hover_image: (hover.querySelector("img") || { src: "" }).src,
+      note: document.getElementById("note").innerText };
+    mouse(under, "mousedown", x, y); mouse(under, "mouseup", x, y); mouse(under, "click", x, y);
+    await later(500);
+    r.panel = document.getElementById("panel").innerText;
+    r.marked = marked();
+    r.fetched = performance.getEntriesByType("resource").map((e) => e.name).filter((n) => !n.startsWith("data:"));
+    return r;
+  });
 })();"""
 
 
@@ -254,14 +268,113 @@ def test_explorer_in_headless_chromium_offline(run_dir, tmp_path):
     result = results(dump_dom(browser, scripted, tmp_path / "profile"))
     records, classes = data["records"], data["classes"]
     predicted = classes[int(np.argmax(data["proba"][i]))]
-    assert result["points"] == data["drawn"]
+    assert result["points"] == data["drawn"] and result["type"] == "scattergl"
     assert f"{data['drawn']} of {data['total']} images: a stratified sample" in result["note"]
     assert result["hover"].splitlines() == [records["id"][i], f"label {records['label'][i]} · {records['split'][i]} · "
                                             f"predicted {predicted} (p {max(data['proba'][i]):.3f})"]
-    assert result["hover_image"] == records["thumb"][i]
+    assert result["hover_image"] == page_data(page, "thumbs")[i]
+    assert result["marked"][0] == 1  # the clicked point is ringed
     for r, distance in zip(data["neighbours"][i], data["distances"][i], strict=True):
         assert records["id"][r] in result["panel"] and f"d {distance:.3f}" in result["panel"]
     assert result["fetched"] == []
     shot = screenshot(browser, scripted, ARTEFACTS / "explorer_chromium.png", tmp_path / "profile")
     assert is_png(shot)
     print(f"page ready after {result['ready_ms']:.0f} ms of browser time; screenshot {shot}")
+
+
+# A browser without WebGL (blocklisted graphics, some remote desktops): no canvas hands out a WebGL context.
+NO_WEBGL = """HTMLCanvasElement.prototype.getContext = ((get) => function (kind, ...rest) {
+  return /webgl/.test(kind) ? null : get.call(this, kind, ...rest); })(HTMLCanvasElement.prototype.getContext);"""
+
+
+def test_explorer_draws_svg_points_where_the_browser_has_no_webgl(run_dir, tmp_path):
+    browser = find_chromium()
+    page = explorer_page(run_dir, tmp_path, max_points=40)
+    data = page_data(page)
+    i = loneliest(data["projections"]["t-SNE"]["x"], data["projections"]["t-SNE"]["y"])
+    without = with_script(page, NO_WEBGL, tmp_path / "no_webgl.html", first=True)
+    script = HARNESS.replace("INDEX", str(i)).replace("run(async () => {", """run(async () => {
+    const svg = plot.querySelector(".scatterlayer .trace").querySelectorAll("path.point").length;""").replace(
+        "return r;", "r.svg_points = svg; return r;")
+    result = results(dump_dom(browser, with_script(without, script, tmp_path / "scripted.html"), tmp_path / "profile"))
+    assert result["type"] == "scatter" and result["svg_points"] == result["points"] == data["drawn"]
+    assert result["hover"].splitlines()[0] == data["records"]["id"][i] and result["marked"][0] == 1
+
+# Switches the colouring as a person would (the select's change event) and reads back the legend and the
+# colours plotly drew; shows one legend value alone; finds an image by id and counts the ringed points.
+CONTROLS = "(function () {" + PAGE_HELPERS + """
+  run(async () => {
+    const colour = document.getElementById("colour"), r = { colourings: {} };
+    for (const name of COLOURINGS) {
+      colour.value = name; colour.dispatchEvent(new Event("change"));
+      await later(300);
+      const marker = plot._fullData[0].marker;
+      r.colourings[name] = { legend: document.getElementById("legend").innerText,
+        colours: Array.isArray(marker.color) && typeof marker.color[0] === "string" ? new Set(marker.color).size : null,
+        colorbar: plot.querySelectorAll(".colorbar").length };
+    }
+    colour.value = "split"; colour.dispatchEvent(new Event("change"));
+    await later(300);
+    [...document.querySelectorAll(".legend-item")].find((item) => item.innerText.startsWith("test")).click();
+    await later(300);
+    r.shown_alone = plot._fullData[0].marker.opacity.filter((o) => o > 0.5).length;
+    const find = document.getElementById("find");
+    find.dispatchEvent(new Event("focus"));
+    r.options = document.querySelectorAll("#ids option").length;
+    find.value = "IMAGE"; find.dispatchEvent(new Event("change"));
+    await later(500);
+    r.marked = marked();
+    r.panel = document.getElementById("panel").innerText;
+    return r;
+  });
+})();"""
+
+
+def test_explorer_controls_in_headless_chromium(run_dir, tmp_path):
+    """Colour-by switching, a legend value shown alone, and the selection of an image that has drawn lesion
+    siblings and a duplicate partner: the page's ringed points and panel against its data."""
+    browser = find_chromium()
+    run = Path(shutil.copytree(run_dir, tmp_path / "run"))
+    catalogue = page_data(explorer_page(run, tmp_path))["records"]
+    siblings = pd.Series(catalogue["group"]).value_counts()
+    image = next(i for i, g in zip(catalogue["id"], catalogue["group"], strict=True) if siblings[g] > 2)
+    partner = next(i for i, g in zip(catalogue["id"], catalogue["group"], strict=True) if siblings[g] == 1)
+    pd.DataFrame({"from_img": [image], "to_img": [partner]}).to_csv(tmp_path / "pairs.csv", index=False)
+    config = json.loads((run / "config.json").read_text())
+    config["data"]["duplicates"] = str(tmp_path / "pairs.csv")
+    (run / "config.json").write_text(json.dumps(config))
+    page = explorer_page(run, tmp_path)
+    data = page_data(page)
+    records, n = data["records"], data["drawn"]
+    assert n == data["total"] and "copy_kind" in data["metadata"]
+    colourings = ["split", "correct or wrong", "probability of the prediction", "copy_kind", "class"]
+    script = CONTROLS.replace("COLOURINGS", json.dumps(colourings)).replace("IMAGE", image)
+    result = results(dump_dom(browser, with_script(page, script, tmp_path / "scripted.html"), tmp_path / "profile"))
+    assert "error" not in result, result
+
+    def legend_of(values) -> list[str]:
+        counts = pd.Series(values).value_counts()
+        return [f"{value} ({counts[value]})" for value in counts.index]
+
+    predicted = [data["classes"][int(np.argmax(p))] for p in data["proba"]]
+    right = ["correct" if p == label else "wrong" for p, label in zip(predicted, records["label"][:n], strict=True)]
+    shown = result["colourings"]
+    for name, values in (("split", records["split"][:n]), ("correct or wrong", right),
+                         ("copy_kind", data["metadata"]["copy_kind"]["values"]), ("class", records["label"][:n])):
+        assert set(legend_of(values)) <= set(shown[name]["legend"].splitlines()), name
+        assert shown[name]["colours"] == len(set(values)) and shown[name]["colorbar"] == 0, name
+    assert shown["probability of the prediction"]["colours"] is None
+    assert shown["probability of the prediction"]["colorbar"] == 1
+    assert result["shown_alone"] == records["split"][:n].count("test") and result["options"] == n
+
+    i = records["id"].index(image)
+    group = records["group"][i]
+    drawn_siblings = [r for r in range(n) if records["group"][r] == group and r != i]
+    neighbours = [r for r in data["neighbours"][i] if r < n]
+    assert [records["id"][r] for r in data["partners"][i]] == [partner]
+    assert result["marked"] == [1, len(neighbours), len(drawn_siblings), 1]
+    assert len(drawn_siblings) >= 2 and len(neighbours) == NEIGHBOURS
+    assert f"{data['k']} nearest training images" in result["panel"] and "near-duplicate partners" in result["panel"]
+    for r, distance in zip(data["neighbours"][i], data["distances"][i], strict=True):
+        assert records["id"][r] in result["panel"] and f"d {distance:.3f}" in result["panel"]
+    assert all(records["id"][r] in result["panel"] for r in drawn_siblings) and partner in result["panel"]

@@ -1,6 +1,7 @@
 """``compare``: recipes on the same seeds or folds, each paired with finetune and colour_baseline."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -74,6 +75,7 @@ def test_compare_trains_recipes_on_the_same_seeds_and_writes_one_table(tmp_path)
 
 
 def test_the_compare_command_passes_recipes_references_and_design(monkeypatch, tmp_path, capsys):
+    from siamese.diagnostics import compare_page
     from siamese.workflows.crossval import compare
 
     asked = {}
@@ -84,6 +86,7 @@ def test_the_compare_command_passes_recipes_references_and_design(monkeypatch, t
         return [tmp_path / "compare.md"] * 3
 
     monkeypatch.setattr(compare, "compare_recipes", record)
+    monkeypatch.setattr(compare_page, "write_compare_page", lambda out: Path(out) / "compare.html")
     assert main(["compare", "--dataset", "synthetic", "--recipes", "triplet", "arcface::0.2", "--folds", "2",
                  "--seeds", "3", "--out", str(tmp_path)]) == 0
     assert asked["recipes"] == [Recipe("triplet", "semihard"), Recipe("arcface", "none", 0.2)]

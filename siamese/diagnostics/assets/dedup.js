@@ -57,6 +57,7 @@
       list();
     });
     list();
+    performance.mark("page:drawn");
     document.body.dataset.ready = "true";
   });
 })();

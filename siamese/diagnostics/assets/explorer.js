@@ -20,6 +20,10 @@
   const drawnOfGroup = {};
   points.forEach((i) => { (drawnOfGroup[R.group[i]] = drawnOfGroup[R.group[i]] || []).push(i); });
   const drawnOfId = new Map(points.map((i) => [R.id[i], i]));
+  // WebGL draws thousands of points at once; where a browser has none, plotly's SVG scatter draws them
+  const GL = !!document.createElement("canvas").getContext("webgl");
+  let thumbs = null; // the thumbnails' data URIs, parsed at the first hover: the first drawing needs none
+  const thumb = (r) => (thumbs = thumbs || JSON.parse(document.getElementById("page-thumbs").textContent))[r];
   let projection = Object.keys(D.projections)[0];
   let selected = null;
   let focus = null; // a category of the legend shown alone, the others faded
@@ -87,8 +91,11 @@
   Object.keys(colourings).forEach((name) => colourSelect.append(element("option", { value: name }, name)));
   const projectionSelect = document.getElementById("projection");
   Object.keys(D.projections).forEach((name) => projectionSelect.append(element("option", { value: name }, name)));
-  const ids = document.getElementById("ids");
-  points.forEach((i) => ids.append(element("option", { value: R.id[i] })));
+  const find = document.getElementById("find");
+  find.addEventListener("focus", () => { // thousands of options: built when first wanted, not before drawing
+    const ids = document.getElementById("ids");
+    if (!ids.childElementCount) ids.append(...points.map((i) => element("option", { value: R.id[i] })));
+  });
 
   document.getElementById("title").textContent = D.title;
   let note = D.drawn < D.total
@@ -116,6 +123,7 @@
     const traces = [{ ...lines, mode: "lines", line: { color: "rgba(0,0,0,0.45)", width: 1 }, hoverinfo: "skip",
       showlegend: false }];
     Object.entries(groups).forEach(([kind, rows]) => traces.push({
+      uid: kind, // the SVG group of the trace is class "trace" + uid: scripts find the marked points by it
       x: rows.map((r) => xy().x[r]), y: rows.map((r) => xy().y[r]), mode: "markers", hoverinfo: "skip",
       showlegend: false, marker: { symbol: style[kind][0], size: style[kind][1], color: style[kind][2],
         line: { width: 2, color: style[kind][2] } },
@@ -124,7 +132,7 @@
   }
 
   function draw() {
-    const main = { x: xy().x, y: xy().y, mode: "markers", type: "scatter", hoverinfo: "none",
+    const main = { x: xy().x, y: xy().y, mode: "markers", type: GL ? "scattergl" : "scatter", hoverinfo: "none",
       marker: markerFor(colourSelect.value), showlegend: false };
     const layout = { margin: { l: 10, r: 10, t: 10, b: 10 }, xaxis: { visible: false }, yaxis: { visible: false },
       hovermode: "closest", dragmode: "pan", uirevision: projection };
@@ -133,7 +141,7 @@
   const recolour = () => draw();
 
   function showHover(i, event) {
-    hover.replaceChildren(element("img", { src: R.thumb[i], alt: R.id[i] }),
+    hover.replaceChildren(element("img", { src: thumb(i), alt: R.id[i] }),
       element("div", { class: "id" }, R.id[i]), element("div", {}, describe(i)));
     const box = plot.getBoundingClientRect();
     const x = event && event.clientX !== undefined ? event.clientX : box.left + box.width / 2;
@@ -145,7 +153,7 @@
 
   function card(r, extra) {
     const node = element("div", { class: "card" + (r < N ? " drawn" : "") },
-      element("img", { src: R.thumb[r], alt: R.id[r] }), element("div", { class: "id" }, R.id[r]),
+      element("img", { src: thumb(r), alt: R.id[r] }), element("div", { class: "id" }, R.id[r]),
       element("div", {}, R.label[r] + " \u00b7 " + R.split[r]));
     if (extra) node.append(element("div", { class: "flag" }, extra));
     if (r < N) node.addEventListener("click", () => select(r));
@@ -159,7 +167,7 @@
     const siblings = (drawnOfGroup[group] || []).filter((r) => r !== i);
     const size = D.group_sizes[group] || 1;
     const partners = new Set(D.partners[i]);
-    const title = element("div", { class: "chosen" }, element("img", { src: R.thumb[i], alt: R.id[i] }),
+    const title = element("div", { class: "chosen" }, element("img", { src: thumb(i), alt: R.id[i] }),
       element("div", {}, element("div", { class: "id" }, R.id[i]), element("div", {}, describe(i)),
       element("div", {}, group !== R.id[i] ? G + " " + group + " (" + size + " image" + (size > 1 ? "s" : "") + ")" : "")));
     const near = element("div", { class: "cards" });
@@ -188,7 +196,7 @@
 
   colourSelect.addEventListener("change", () => { focus = null; recolour(); });
   projectionSelect.addEventListener("change", () => { projection = projectionSelect.value; draw(); });
-  document.getElementById("find").addEventListener("change", (e) => {
+  find.addEventListener("change", (e) => {
     const i = drawnOfId.get(e.target.value.trim());
     if (i !== undefined) select(i);
   });
@@ -203,6 +211,7 @@
       const pt = ev.points.find((p) => p.curveNumber === 0);
       if (pt) select(pt.pointIndex);
     });
+    performance.mark("page:drawn");
     document.body.dataset.ready = "true"; // for scripts (and tests) that wait for the first drawing
   });
 })();

@@ -7,7 +7,8 @@ the command is run again. The references are scored on the very same held-out im
 ``colour_baseline``) in every recipe's runs, a trained reference (``finetune``, which does not depend on the
 recipe) in the first recipe's only. Each recipe's model is paired with each reference run by run (the same
 (seed, fold)), as ``summarize`` pairs them: mean difference, Student-t 95 % interval, runs ahead. Written to
-``compare.csv`` (one row per recipe and model), ``compare.md`` and ``compare.png``.
+``compare.csv`` (one row per recipe and model), ``compare.md`` and ``compare.png``; the command adds the page
+``compare.html`` (:func:`siamese.diagnostics.compare_page.write_compare_page`, which a notebook calls on ``out``).
 """
 
 from __future__ import annotations
