@@ -148,12 +148,14 @@ TRAIN_SETTINGS = (
     ("embed.lr", "lr"), ("embed.monitor", "monitor"), ("embed.patience", "patience"),
     ("embed.ssl_epochs", "ssl_epochs"), ("embed.backbone_lr_scale", "backbone_lr_scale"),
     ("embed.frozen_epochs", "frozen_epochs"), ("embed.loss", "loss"), ("embed.miner", "miner"),
-    ("embed.ce_weight", "ce_weight"), ("classifier.epochs", "epochs_classifier"), ("seed", "seed"),
+    ("embed.ce_weight", "ce_weight"), ("classifier.epochs", "epochs_classifier"),
+    ("classifier.hidden", "classifier_hidden"), ("classifier.weight_decays", "weight_decays"), ("seed", "seed"),
     ("device", "device"), ("compute", "compute"), ("out", "out"), ("wandb", "wandb"))
 """Each training option's :class:`RunConfig` setting (dotted name) and argument."""
 TRAIN_FLAGS = (("data.full_dataset", "full_dataset"), ("data.binary", "binary"), ("data.only_present", "only_present"),
                ("data.drop_conflicts", "drop_conflicts"), ("classifier.class_weights", "class_weights"),
                ("embed.freeze_bn", "freeze_bn"), ("classifier.patient_context", "patient_context"),
+               ("classifier.logit_adjustment", "logit_adjustment"),
                ("compile", "compile"), ("deterministic", "deterministic"))
 
 
@@ -167,7 +169,8 @@ def train_settings(args: argparse.Namespace) -> dict[str, Any]:
         settings["preset"] = args.preset
     if args.full_model:
         settings["model.backbone"] = "resnet50"  # an explicit --backbone, below, wins
-    settings.update({name: getattr(args, dest) for name, dest in TRAIN_SETTINGS if getattr(args, dest) is not None})
+    settings.update({name: tuple(value) if isinstance(value := getattr(args, dest), list) else value
+                     for name, dest in TRAIN_SETTINGS if getattr(args, dest) is not None})
     settings.update({name: True for name, dest in TRAIN_FLAGS if getattr(args, dest)})
     if args.no_onnx:
         settings["export_onnx"] = False
@@ -782,6 +785,14 @@ def add_train_arguments(parser: argparse.ArgumentParser, reference_help: str | N
     parser.add_argument("--freeze-bn", action="store_true",
                         help="keep the backbone's batch-norm statistics (pretrained, small batches)")
     parser.add_argument("--class-weights", action="store_true")
+    parser.add_argument("--classifier-hidden", type=int, nargs="*",
+                        help="the stage-2 classifier's hidden layer sizes; none: one linear layer "
+                             "(logistic regression)")
+    parser.add_argument("--weight-decays", type=float, nargs="+",
+                        help="stage-2 L2 penalties to try; the best on the validation split is kept")
+    parser.add_argument("--logit-adjustment", action="store_true",
+                        help="shift the stage-2 logits by tau x the class prior, tau chosen on the validation split "
+                             "for balanced accuracy (Menon et al. 2021)")
     add_reference_argument(parser, reference_help)
     parser.add_argument("--patient-context", action="store_true",
                         help="also score the classifier with each lesion's patient context (the ugly-duckling "

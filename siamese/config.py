@@ -120,8 +120,11 @@ class ClassifierConfig:
     epochs: int = 50
     batch_size: int = 64
     lr: float = 1e-3
-    hidden: tuple[int, int] = (64, 32)
+    hidden: tuple[int, ...] = (64, 32)  # hidden layer sizes; (): one linear layer (logistic regression)
     dropout: float = 0.3
+    weight_decays: tuple[float, ...] = (0.0,)  # L2 penalties tried; the best on the validation split is kept
+    select: str = "balanced_accuracy"  # what picks the kept (weight decay, epoch): balanced_accuracy or loss
+    logit_adjustment: bool = False  # class-prior logit adjustment, tau fitted on the validation split
     class_weights: bool = False
     knn_k: int = 5
     patient_context: bool = False  # the ugly-duckling signal: each lesion against the same patient's others

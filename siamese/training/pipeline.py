@@ -54,7 +54,13 @@ from siamese.runtime.device import (
 )
 from siamese.runtime.distributed import DistContext, init_distributed
 from siamese.runtime.errors import ExportError
-from siamese.training.classify import ClassifierTrainer, knn_proba, predict_proba
+from siamese.training.classify import (
+    ClassifierTrainer,
+    check_classifier_settings,
+    classifier_choice,
+    knn_proba,
+    predict_proba,
+)
 from siamese.training.embeddings import cached_embeddings, compute_embeddings
 from siamese.training.evaluate import classification_metrics, positive_index
 from siamese.training.finetune import finetune_reference
@@ -284,6 +290,7 @@ def _train(config: RunConfig, resume: str | Path | None, changes: dict[str, Any]
            dist: DistContext) -> Path:
     started = time.perf_counter()
     check_numbers(config)
+    check_classifier_settings(config.classifier)
     resolve_objective(config.embed)  # before a folder is claimed, and config.json names the miner
     prepared = prepare_run_dir(config, resume, changes) if dist.is_main else None
     config_dict, run_dir = dist.broadcast(None if prepared is None else (prepared[0].to_dict(), str(prepared[1])))
@@ -345,6 +352,8 @@ def _train(config: RunConfig, resume: str | Path | None, changes: dict[str, Any]
         x_train, y_train = embeddings["train"][picks], targets["train"][picks]
         classifier_history = stage2.fit(x_train, y_train, embeddings["val"], targets["val"])
         classifier = stage2.load_best()
+        if config.classifier.logit_adjustment:
+            stage2.adjust_logits(classifier, embeddings["val"], targets["val"], targets["train"])
 
         history = pd.DataFrame(ssl_history + embed_history + classifier_history)
         history.to_csv(run_dir / "history.csv", index=False)
@@ -500,6 +509,7 @@ def evaluate_run(run_dir: Path, data: RunData, embeddings: dict[str, np.ndarray]
     results.update(best_epochs=best_epochs, excluded=data.excluded, crop=data.cropping,
                    split_sizes={s: int(len(t)) for s, t in targets.items()},
                    seed=config.seed, models=list(proba), reference_notes=notes, reference_seconds=reference_seconds,
+                   classifier_choice=classifier_choice(run_dir / "classifier.pt"),
                    **extra,
                    machine=machine or machine_description(), wall_seconds=wall_seconds)
     (run_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
