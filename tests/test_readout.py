@@ -1,6 +1,8 @@
 """The stage-2 read-out: the linear classifier and its weight decay chosen on validation, the class-prior logit
 adjustment, and test-time augmentation of the finetune reference."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,7 @@ from siamese.config import ClassifierConfig
 from siamese.models.classifier import DenseClassifier
 from siamese.runtime.device import Compute
 from siamese.training.classify import (
+    TAUS,
     ClassifierTrainer,
     check_classifier_settings,
     classifier_choice,
@@ -131,3 +134,24 @@ def test_the_command_line_reaches_the_readout_settings():
     assert settings["classifier.hidden"] == ()
     assert settings["classifier.weight_decays"] == (0.0, 0.01)
     assert settings["classifier.logit_adjustment"] is True
+
+
+def test_a_run_with_the_linear_readout_and_logit_adjustment_records_its_choices(tmp_path):
+    from siamese.inference.graph import InferenceGraph
+    from siamese.training.pipeline import rescore_run, run_training
+
+    from .conftest import tiny_config
+
+    config = tiny_config(tmp_path / "run", epochs_embed=1)
+    config.classifier.epochs, config.classifier.hidden = 2, ()
+    config.classifier.weight_decays, config.classifier.logit_adjustment = (0.0, 0.01), True
+    config.references = ()
+    run = run_training(config)
+    metrics = json.loads((run / "metrics.json").read_text())
+    choice = metrics["classifier_choice"]
+    assert choice["hidden"] == [] and choice["weight_decay"] in (0.0, 0.01) and choice["epoch"] in (1, 2)
+    assert choice["logit_adjustment_tau"] in TAUS
+    graph = InferenceGraph.from_run(run)  # what predict and the export load: the offset travels with it
+    assert graph.classifier.arch.get("logit_offset") is None or choice["logit_adjustment_tau"] != 0
+    again = rescore_run(run, device="cpu")
+    assert again["classifier"]["balanced_accuracy"] == metrics["classifier"]["balanced_accuracy"]
