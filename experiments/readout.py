@@ -3,7 +3,17 @@ embeddings, scored on their test splits and paired run by run.
 
 Usage (from the repository root, on run folders written by ``train.py``, ``cv`` or ``compare``)::
 
-    python experiments/readout.py RUN [RUN ...] --out DIR [--tta 4 8] [--work DIR]
+    python experiments/readout.py RUN [RUN ...] --out DIR [--seeds 0 1 2] [--tta 4 8] [--work DIR]
+
+The variants (:data:`VARIANTS`): ``dense`` (stage 2 as it was: hidden layers 64 and 32, dropout 0.3, Adam at
+1e-3 for 50 epochs, the epoch with the best validation balanced accuracy), ``dense_select_loss`` (the epoch by
+class-balanced validation loss), ``dense_wd`` (and a weight decay chosen on validation), ``linear`` (one dense
+layer), ``linear_wd`` (and a weight decay chosen on validation), ``linear_wd_lr`` (the same at 20 times the
+learning rate, near convergence), each also as ``_last`` (no model selection); ``logistic`` (scikit-learn's
+converged logistic regression on the embedding), ``colour_embedding_train`` (on the embedding and the colour
+statistics), and both fitted on training and validation (``logistic_trainval``, ``colour_embedding``: the
+reference model). Each (run, stage-2 seed) is one pair; the test split and embedding are the run's, so
+several seeds of one run measure the read-out's own spread, not a split's.
 
 Every variant learns from the run's training split (the dense classifiers oversampled to balance, as stage 2
 does) and uses its validation split only where it says so (model selection, the weight decay, tau); the
@@ -16,8 +26,8 @@ when its references computed them, else are computed here.
 
 Nothing is written into the run folders: the run's split and preprocessing are copied to ``--work``, where the
 pixels, features and the variants' checkpoints are kept. Writes ``readout_table.csv`` (one row per run and
-variant), ``readout_paired.csv`` (each variant minus each baseline, paired by run: mean, sd, 95 % interval,
-runs ahead) and ``readout.md`` to ``--out``.
+variant), ``readout_paired.csv`` (each variant minus each baseline, paired by (run, seed): mean, sd, 95 % interval,
+pairs ahead) and ``readout.md`` to ``--out``.
 """
 
 from __future__ import annotations
@@ -51,10 +61,9 @@ from siamese.training.tracking import Tracker
 
 SPLITS = ("train", "val", "test")
 WEIGHT_DECAYS = (0.0, 1e-4, 1e-3, 1e-2, 1e-1)
-OLD = ClassifierConfig()
+DENSE = ClassifierConfig(hidden=(64, 32), dropout=0.3, weight_decays=(0.0,), select="balanced_accuracy")
 """The stage-2 classifier as runs trained it before this experiment: two hidden layers, no weight decay,
 the best epoch by validation balanced accuracy."""
-DENSE = dataclasses.replace(OLD, hidden=(64, 32), dropout=0.3, weight_decays=(0.0,), select="balanced_accuracy")
 LINEAR = dataclasses.replace(DENSE, hidden=())
 BASELINES = ("dense", "shipped", "colour_embedding")
 METRICS = ("roc_auc", "balanced_accuracy")
@@ -223,6 +232,8 @@ VARIANTS: dict[str, tuple[tuple[str, ...], Callable[..., dict[str, Outputs]]]] =
     "linear": (("embedding",), torch_readout(LINEAR)),
     "linear_wd": (("embedding",), torch_readout(dataclasses.replace(LINEAR, weight_decays=WEIGHT_DECAYS,
                                                                     select="loss"))),
+    "linear_wd_lr": (("embedding",), torch_readout(dataclasses.replace(LINEAR, weight_decays=WEIGHT_DECAYS,
+                                                                       select="loss", lr=0.02))),
     "dense_wd": (("embedding",), torch_readout(dataclasses.replace(DENSE, weight_decays=WEIGHT_DECAYS,
                                                                    select="loss"))),
     "logistic": (("embedding",), sklearn_readout(trainval=False)),
@@ -306,6 +317,9 @@ def write(table: pd.DataFrame, out: Path) -> None:
     differences.to_csv(out / "readout_paired.csv", index=False)
     means = table.groupby("variant", sort=False)[list(METRICS)].agg(["mean", "std", "count"])
     means.columns = [f"{m}_{s}" for m, s in means.columns]
+    if differences.empty:  # no baseline among the variants: nothing pairs
+        differences = pd.DataFrame(columns=["variant", "baseline", "metric", "mean_difference", "ci95_low",
+                                            "ci95_high"])
     versus = differences[differences["baseline"] == "dense"].pivot(index="variant", columns="metric",
                                                                  values=["mean_difference", "ci95_low", "ci95_high"])
     versus.columns = [f"{m} {s}" for s, m in versus.columns]
