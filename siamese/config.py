@@ -184,8 +184,17 @@ class ClassifierConfig:
                          help="stage-2 epochs")
     batch_size: int = option(64, number=AT_LEAST_1)
     lr: float = option(1e-3, number=POSITIVE)
-    hidden: tuple[int, int] = option((64, 32), number=AT_LEAST_1)
+    hidden: tuple[int, ...] = option((64, 32), flags=("--classifier-hidden",), group=STAGE2, number=AT_LEAST_1,
+                                     help="the stage-2 classifier's hidden layer sizes (a settings file's "
+                                          "classifier.hidden: [] is one linear layer, logistic regression)")
     dropout: float = option(0.3, number=SHARE)
+    weight_decays: tuple[float, ...] = option((0.0,), flags=("--weight-decays",), group=STAGE2, number=AT_LEAST_0,
+                                              help="stage-2 L2 penalties to try; the best on the validation split "
+                                                   "is kept")
+    select: str = option("balanced_accuracy", choices=("balanced_accuracy", "loss"))
+    logit_adjustment: bool = option(False, flags=("--logit-adjustment",), group=STAGE2,
+                                    help="shift the stage-2 logits by tau x the log class prior, tau chosen on the "
+                                         "validation split for balanced accuracy (Menon et al. 2021)")
     class_weights: bool = option(False, flags=("--class-weights",), group=STAGE2,
                                  help="weight the classifier's loss by inverse class frequency")
     knn_k: int = option(5, number=AT_LEAST_1)

@@ -1,7 +1,8 @@
-"""The stage-2 dense classifier trained on frozen embeddings."""
+"""The stage-2 classifier trained on frozen embeddings: dense layers (none hidden: logistic regression)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +13,15 @@ from siamese.models.checkpoint import load_model
 
 
 class DenseClassifier(nn.Module):
-    """Three dense layers; one sigmoid output for binary tasks, softmax logits otherwise."""
+    """Dense layers on the standardised embedding, ``hidden`` sizes between them (``()``: one linear layer,
+    i.e. logistic regression); one sigmoid output for binary tasks, softmax logits otherwise.
 
-    def __init__(self, embedding_dim: int, n_classes: int, hidden: tuple[int, int] = (64, 32),
-                 dropout: float = 0.3) -> None:
+    ``logit_offset`` (one value per output, see :meth:`set_logit_offset`) is added to the logits before the
+    probabilities: the class-prior (logit) adjustment fitted on the validation split. The loss sees the raw
+    logits, so the offset changes predictions, never training."""
+
+    def __init__(self, embedding_dim: int, n_classes: int, hidden: Sequence[int] = (), dropout: float = 0.3,
+                 logit_offset: Sequence[float] | None = None) -> None:
         super().__init__()
         outputs = 1 if n_classes == 2 else n_classes
         # Per-dimension centre and scale of the training embeddings (``fit_standardization``), saved with
@@ -23,17 +29,30 @@ class DenseClassifier(nn.Module):
         # sphere; standardising re-opens it, where a fixed rescaling left the classifier at chance.
         self.register_buffer("center", torch.zeros(embedding_dim))
         self.register_buffer("scale", torch.full((embedding_dim,), embedding_dim ** -0.5))
-        self.layers = nn.Sequential(
-            nn.Linear(embedding_dim, hidden[0]), nn.ReLU(inplace=True), nn.Dropout(dropout),
-            nn.Linear(hidden[0], hidden[1]), nn.ReLU(inplace=True), nn.Dropout(dropout),
-            nn.Linear(hidden[1], outputs),
-        )
-        self.arch = {"embedding_dim": embedding_dim, "n_classes": n_classes, "hidden": list(hidden)}
+        layers: list[nn.Module] = []
+        width = embedding_dim
+        for size in hidden:
+            layers += [nn.Linear(width, size), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+            width = size
+        self.layers = nn.Sequential(*layers, nn.Linear(width, outputs))
+        self.arch: dict[str, Any] = {"embedding_dim": embedding_dim, "n_classes": n_classes, "hidden": list(hidden)}
+        self.logit_offset = torch.zeros(outputs)
+        if logit_offset is not None:
+            self.set_logit_offset(torch.tensor(logit_offset, dtype=torch.float32))
 
     @torch.no_grad()
     def fit_standardization(self, embeddings: torch.Tensor) -> None:
         self.center.copy_(embeddings.mean(dim=0))
         self.scale.copy_(embeddings.std(dim=0).clamp_min(1e-6))
+
+    def set_logit_offset(self, offset: torch.Tensor) -> None:
+        """Add ``offset`` (``(1,)`` for the binary head, ``(n_classes,)`` otherwise) to every logit before the
+        probabilities; kept in ``arch`` (so in the checkpoint) when it is not zero."""
+        self.logit_offset = offset.detach().float().reshape(-1).cpu()
+        if bool(self.logit_offset.any()):
+            self.arch["logit_offset"] = self.logit_offset.tolist()
+        else:
+            self.arch.pop("logit_offset", None)
 
     @property
     def binary(self) -> bool:
@@ -43,7 +62,8 @@ class DenseClassifier(nn.Module):
         return self.layers((x - self.center) / self.scale)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """Class probabilities ``(N, n_classes)`` for either head."""
+        """Class probabilities ``(N, n_classes)`` for either head, the logit offset added."""
+        logits = logits + self.logit_offset.to(logits.device, logits.dtype)
         if self.binary:
             p = torch.sigmoid(logits.reshape(-1))
             return torch.stack([1 - p, p], dim=1)
@@ -59,9 +79,10 @@ class DenseClassifier(nn.Module):
 
     @classmethod
     def from_arch(cls, arch: dict[str, Any]) -> DenseClassifier:
-        return cls(arch["embedding_dim"], arch["n_classes"], tuple(arch["hidden"]))
+        return cls(arch["embedding_dim"], arch["n_classes"], tuple(arch["hidden"]),
+                   logit_offset=arch.get("logit_offset"))
 
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> DenseClassifier:
-        """A trained classifier, weights and standardisation, from a ``classifier.pt``."""
+        """A trained classifier, weights, standardisation and logit offset, from a ``classifier.pt``."""
         return load_model(cls, path)

@@ -51,6 +51,16 @@ class InputNormalization(nn.Module):
 TTA_VIEWS = (1, 2, 4, 8)
 
 
+def flip_views(x: torch.Tensor, views: int) -> list[torch.Tensor]:
+    """The first ``views`` (:data:`TTA_VIEWS`) of an ``(N, C, H, W)`` batch's flips: itself, mirrored, upside
+    down, both; then the four transposed (for 8). A lesion has no up, down or handedness."""
+    if views not in TTA_VIEWS:
+        raise ValueError(f"tta must be one of {TTA_VIEWS} views; got {views}")
+    flips = [x, x.flip(3), x.flip(2), x.flip(2).flip(3)]
+    flips += [v.transpose(2, 3) for v in flips] if views == 8 else []
+    return flips[:views]
+
+
 class EmbeddingNet(nn.Module):
     """Maps an image to a unit vector, so distances are comparable across the whole space."""
 
@@ -90,9 +100,8 @@ class EmbeddingNet(nn.Module):
         colour = None if self.colour is None else self.colour(self.normalize.pixels(x))
         if self.training or self.tta == 1:
             return self.embed_view(x, colour)
-        views = [x, x.flip(3), x.flip(2), x.flip(2).flip(3)]
-        views += [v.transpose(2, 3) for v in views] if self.tta == 8 else []
-        return F.normalize(torch.stack([self.embed_view(v, colour) for v in views[: self.tta]]).mean(dim=0), dim=1)
+        views = flip_views(x, self.tta)
+        return F.normalize(torch.stack([self.embed_view(v, colour) for v in views]).mean(dim=0), dim=1)
 
     def embed_view(self, x: torch.Tensor, colour: torch.Tensor | None = None) -> torch.Tensor:
         """One view's unit embedding; ``colour`` is the colour branch's output for the image (with the branch)."""

@@ -7,7 +7,8 @@ epochs, batch size and learning rates (the backbone at ``lr * backbone_lr_scale`
 ``lr``: the usual discriminative rates of transfer learning, Howard & Ruder 2018), the same warm-up on a frozen
 backbone and batch-norm policy. Batches are drawn class-balanced (each image with probability inversely
 proportional to its class's size) from the whole training split; the epoch with the best validation balanced
-accuracy is kept (ties: the earlier). Its wall time is reported beside its figures.
+accuracy is kept (ties: the earlier). Its scored predictions are averaged over the run's test-time views
+(``--tta``), as the embedder's embeddings are. Its wall time is reported beside its figures.
 
 Its predictions on the scored split are cached in ``RUN/references/finetune_SPLIT.npz`` (a rescore reuses
 them); an interrupted fine-tuning starts over, since it is one reference among several.
@@ -28,7 +29,7 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 from tqdm.auto import tqdm
 
 from siamese.models.backbones import build_backbone
-from siamese.models.embedder import InputNormalization
+from siamese.models.embedder import InputNormalization, flip_views
 from siamese.runtime.device import Compute, autocast, prepare_model, resolve_compute, to_device
 from siamese.training.embeddings import cached_arrays
 from siamese.training.metric_learning import set_training_mode
@@ -79,27 +80,41 @@ def balanced_sampler(targets: np.ndarray, seed: int) -> WeightedRandomSampler:
 
 @torch.no_grad()
 def predict(model: nn.Module, dataset: ImageDataset, device: torch.device, batch_size: int, compute: Compute,
-            num_workers: int = 0) -> np.ndarray:
+            num_workers: int = 0, views: int = 1) -> np.ndarray:
     """Softmax probabilities ``(N, n_classes)`` of ``dataset`` in eval mode, in the run's memory format and
-    precision (``compute``)."""
+    precision (``compute``); with ``views`` > 1 (the run's ``--tta``), averaged over the images' flips
+    (:func:`~siamese.models.embedder.flip_views`), as the embedder averages its embeddings."""
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     chunks = []
     for images, _ in loader:
-        with autocast(device, compute.bf16):
-            logits = model(to_device(images, device, compute.channels_last))
-        chunks.append(torch.softmax(logits.float(), dim=1).cpu())
+        images = to_device(images, device, compute.channels_last)
+        proba = []
+        for view in flip_views(images, views):
+            with autocast(device, compute.bf16):
+                logits = model(view)
+            proba.append(torch.softmax(logits.float(), dim=1))
+        chunks.append(torch.stack(proba).mean(dim=0).cpu())
     return torch.cat(chunks).numpy()
 
 
 def train_finetune(train: ImageDataset, val: ImageDataset, scored: ImageDataset, n_classes: int,
                    mean: tuple[float, ...], std: tuple[float, ...], config: RunConfig, device: torch.device
                    ) -> FinetuneResult:
-    """Fine-tune ``config``'s backbone on ``train`` (augmented), keep its best epoch on ``val`` (un-augmented)
-    and return its probabilities on ``scored``; every forward pass in the run's memory format and precision
-    (``config.compute``), like stage 1's. Raises WeightsUnavailableError when the backbone's weights cannot be
-    had, like the run itself."""
+    """Fine-tune ``config``'s backbone on ``train`` (augmented), keep its best epoch on ``val`` (un-augmented,
+    one view) and return its probabilities on ``scored``, averaged over ``config.model.tta`` views; every
+    forward pass in the run's memory format and precision (``config.compute``), like stage 1's. Raises
+    WeightsUnavailableError when the backbone's weights cannot be had, like the run itself."""
     start = time.perf_counter()
+    model, best_epoch = fit_finetune(train, val, n_classes, mean, std, config, device)
+    compute = resolve_compute(config.compute, device)
+    proba = predict(model, scored, device, config.embed.batch_size, compute, views=config.model.tta)
+    return FinetuneResult(proba, time.perf_counter() - start, best_epoch, config.embed.epochs)
+
+
+def fit_finetune(train: ImageDataset, val: ImageDataset, n_classes: int, mean: tuple[float, ...],
+                 std: tuple[float, ...], config: RunConfig, device: torch.device) -> tuple[FinetuneNet, int]:
+    """The fine-tuned network at its best validation epoch, and that epoch (see :func:`train_finetune`)."""
     cfg = config.embed
     compute = resolve_compute(config.compute, device)
     torch.manual_seed(config.seed)
@@ -131,8 +146,7 @@ def train_finetune(train: ImageDataset, val: ImageDataset, scored: ImageDataset,
     if best is None:
         raise ValueError("the finetune reference needs at least one epoch (--epochs-embed)")
     model.load_state_dict(best[2])
-    proba = predict(model, scored, device, cfg.batch_size, compute)
-    return FinetuneResult(proba, time.perf_counter() - start, best[1], cfg.epochs)
+    return model, best[1]
 
 
 def finetune_reference(run_dir: Path, datasets: dict[str, ImageDataset], scored: str, n_classes: int,

@@ -21,7 +21,7 @@ from siamese.evaluation.reference_models import check_references
 from siamese.evaluation.reference_scores import reference_probabilities
 from siamese.models import DenseClassifier, EmbeddingNet, load_checkpoint
 from siamese.runtime.device import machine_description, resolve_device
-from siamese.training.classify import knn_proba, predict_proba
+from siamese.training.classify import classifier_choice, knn_proba, predict_proba
 from siamese.training.finetune import finetune_reference
 from siamese.workflows.run_data import RunData, build_run_data, split_embeddings
 from siamese.workflows.run_report import FINAL_MODEL_NOTE, predictions_path, write_evaluation_plots, write_report
@@ -117,6 +117,7 @@ def evaluate_run(run_dir: Path, data: RunData, embeddings: dict[str, np.ndarray]
     results.update(best_epochs=best_epochs, excluded=data.excluded, crop=data.cropping,
                    split_sizes={s: int(len(t)) for s, t in targets.items()},
                    seed=config.seed, models=list(proba), reference_notes=notes, reference_seconds=reference_seconds,
+                   classifier_choice=classifier_choice(run_dir / "classifier.pt"),
                    **extra,
                    machine=machine or machine_description(), wall_seconds=wall_seconds)
     (run_dir / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -29,7 +29,7 @@ from siamese.runtime.device import configure_threads, resolve_compute, resolve_d
 from siamese.runtime.distributed import DistContext, init_distributed
 from siamese.runtime.errors import ExportError
 from siamese.runtime.tracking import Tracker
-from siamese.training.classify import ClassifierTrainer
+from siamese.training.classify import ClassifierTrainer, check_classifier_settings
 from siamese.training.losses import resolve_objective
 from siamese.training.metric_learning import MetricData, MetricTrainer
 from siamese.training.selfsup import SelfSupervisedTrainer
@@ -87,6 +87,7 @@ def _train(config: RunConfig, resume: str | Path | None, changes: dict[str, Any]
     started = time.perf_counter()
     config.validate()
     check_references(config.references)
+    check_classifier_settings(config.classifier)
     resolve_objective(config.embed)  # before a folder is claimed, and config.json names the miner
     prepared = prepare_run_dir(config, resume, changes) if dist.is_main else None
     config_dict, run_dir = dist.broadcast(None if prepared is None else (prepared[0].to_dict(), str(prepared[1])))
@@ -150,6 +151,8 @@ def _train(config: RunConfig, resume: str | Path | None, changes: dict[str, Any]
         x_train, y_train = embeddings["train"][picks], targets["train"][picks]
         classifier_history = stage2.fit(x_train, y_train, embeddings["val"], targets["val"])
         classifier = stage2.load_best()
+        if config.classifier.logit_adjustment:
+            stage2.adjust_logits(classifier, embeddings["val"], targets["val"], targets["train"])
 
         history = pd.DataFrame(ssl_history + embed_history + classifier_history)
         history.to_csv(run_dir / "history.csv", index=False)
