@@ -22,7 +22,6 @@ from siamese.config import (
     BACKBONES,
     DATA,
     DATASETS,
-    DEFAULT_ARTEFACTS,
     DEFAULT_PHASH_THRESHOLD,
     DEVICES,
     MODEL,
@@ -391,6 +390,9 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     from siamese.robustness.audit import audit_table, run_audit
     from siamese.workflows.run_report import write_report
 
+    if args.artefacts is None:
+        raise ValueError("robustness needs --artefacts DIR: a folder of artefact templates (meta.json + src/, "
+                         "laid out as Katsch et al.'s)")
     run = Path(args.run)
     table = audit_table(run, args.dataset, args.data_dir, args.metadata, args.binary, args.only_present)
     library = ArtefactLibrary.load(args.artefacts)
@@ -587,8 +589,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_arguments(robustness)
     robustness.add_argument("--split", choices=("train", "val", "test", "all"), default="test",
                             help="images of the run's own split; all: every image (another dataset)")
-    robustness.add_argument("--artefacts", default=DEFAULT_ARTEFACTS,
-                            help="templates folder (meta.json + src/), laid out as Katsch et al.'s")
+    robustness.add_argument("--artefacts", metavar="DIR",
+                            help="templates folder (meta.json + src/), laid out as Katsch et al.'s (required)")
     robustness.add_argument("--types", nargs="+", choices=ARTEFACT_TYPES, default=list(ARTEFACT_TYPES))
     robustness.add_argument("--repeats", type=int, default=3, help="seeded draws per image and type")
     robustness.add_argument("--masks", help="lesion masks folder (artefacts kept off the lesion; PH2's are found)")

@@ -28,8 +28,6 @@ CV_REFERENCES = ("colour_baseline", "imagenet_probe", "majority", "colour_embedd
 """What ``cv`` scores by default: every reference model, in the registry's order (a test checks the two agree;
 the registry lives above the configuration, which must not import it)."""
 ARTEFACT_TYPES = ("bubble", "marking", "ruler")
-DEFAULT_ARTEFACTS = "../shared/data/artefacts"
-"""Where this workplace keeps Katsch et al.'s templates; elsewhere pass --artefacts DIR."""
 MONITORS = ("precision_at_1", "map_at_r", "knn_accuracy")
 PAIR_LOSSES = ("triplet", "contrastive", "multi_similarity")
 """Stage-1 losses on pairs or triplets of the batch, which a miner chooses for them (``siamese.training.losses``)."""
@@ -429,11 +427,10 @@ def _ph2() -> RunConfig:
     Transfer learning as usual for a few hundred images: the head warms up for two epochs on the frozen
     backbone, then the backbone learns at a tenth of the head's rate with its ImageNet batch statistics
     kept (batches of 32); rotation-invariant dermoscopy augmentation; the colour baseline's statistics
-    beside the backbone's features (5-fold binary screen, seed 0: balanced accuracy / AUC 0.839 / 0.937
-    with them, 0.813 / 0.910 without). 128 px (not Lite0's 224) keeps a 15-fold CV near half an hour of
-    CPU here. MAP@R on a 20 % validation slice picks the best epoch (precision@1 on 13 images stopped on
-    noise). A single run holds out the usual 20 % test split (``cv`` passes its own folds); the final model
-    is ``--test-fraction 0``: every image trains but the validation slice."""
+    beside the backbone's features (docs/results/ph2.md measures both). 128 px (not Lite0's 224) keeps a
+    15-fold CV within a CPU session. MAP@R on a 20 % validation slice picks the best epoch (precision@1
+    on 13 images stopped on noise). A single run holds out the usual 20 % test split (``cv`` passes its own
+    folds); the final model is ``--test-fraction 0``: every image trains but the validation slice."""
     config = _tiny()
     config.preset = "ph2"
     config.data.dataset = "ph2"
@@ -457,8 +454,7 @@ def _ph2() -> RunConfig:
 
 
 def _ham_cpu() -> RunConfig:
-    """HAM10000's 10,015 images on 2 CPU cores (1 h 35 min for seed 0 here, other jobs sharing the cores;
-    an epoch with the backbone frozen took 96 s): the packaged ImageNet
+    """HAM10000's 10,015 images on 2 CPU cores (wall times in docs/results/ham10000.md): the packaged ImageNet
     EfficientNet-Lite0 at 128 px (the shared copy is 200 x 150), the whole lesion-grouped training split
     in batches of 63 that hold 9 images of each of the 7 classes, one warm-up epoch with the backbone
     frozen, then the backbone at a tenth of the head's rate; six epochs, the best by MAP@R on the
@@ -573,10 +569,9 @@ class SegmentConfig:
 
 
 def _segment_cpu() -> SegmentConfig:
-    """Two CPU cores: the packaged ImageNet EfficientNet-Lite0 encoder, a light decoder and 128 px. On PH2
-    (5-fold CV, measured here) it reached Dice 0.936 +- 0.006 and an ISIC 2018 score of 0.873 +- 0.010
-    against 0.907 +- 0.014 and 0.811 +- 0.029 for a ResNet18 encoder trained from scratch; PH2's lesions fill
-    much of the image, so 128 px still outlines them at a few pixels' precision once upsampled."""
+    """Two CPU cores: the packaged ImageNet EfficientNet-Lite0 encoder, a light decoder and 128 px (against
+    a ResNet18 encoder trained from scratch in docs/results/segmentation.md); PH2's lesions fill much of the
+    image, so 128 px still outlines them at a few pixels' precision once upsampled."""
     return SegmentConfig(preset="cpu", encoder="efficientnet_lite0", weights="imagenet",
                          decoder_channels=(128, 64, 32, 16, 16), image_size=128, epochs=50, patience=12)
 

@@ -142,8 +142,7 @@ def test_training_step_benchmark_builds_the_packaged_imagenet_efficientnet_as_tr
 def test_explorer_benchmark_reads_the_pages_marks_and_main_thread_time(tmp_path):
     from benchmarks import bench_explorer
     from siamese.diagnostics.page import MARKS, page_data
-
-    from .browser import find_chromium
+    from tests.browser import find_chromium
 
     browser = find_chromium()
     payload = bench_explorer.synthetic_payload(40)

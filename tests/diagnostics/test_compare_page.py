@@ -3,13 +3,12 @@
 import numpy as np
 import pandas as pd
 import pytest
-from siamese.crossval.compare import Recipe, comparison_table
 
 from siamese.data import DataError
 from siamese.diagnostics.compare_page import compare_payload, main, write_compare_page
 from siamese.diagnostics.page import page_data
-
-from .browser import dump_dom, find_chromium, results, with_script
+from siamese.workflows.crossval.compare import Recipe, comparison_table
+from tests.browser import dump_dom, find_chromium, results, with_script
 
 REFERENCES = ("finetune", "colour_baseline")
 
