@@ -37,13 +37,12 @@ from siamese.dedup.features import (
     cache_key,
     cached,
     centre_crop,
-    cnn_features,
-    descriptor_model,
     normalise,
     phash_codes,
 )
 from siamese.dedup.find import DEFAULT_THRESHOLDS
 from siamese.dedup.search import cosine_pairs, hamming_pairs
+from siamese.models.frozen_features import cnn_features, descriptor_model
 
 
 def _channel_gains(gains: tuple[float, float, float]) -> Callable[[Image.Image], Image.Image]:

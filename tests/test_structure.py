@@ -70,11 +70,7 @@ LAYERS = ("runtime", "data", "models", "options", "config", "settings", "trainin
 and ``__main__``) imports only from its own layer and those before it; ``siamese`` is the package root, whose
 public API reaches down into any of them."""
 
-KNOWN_UPWARD = {
-    ("siamese.evaluation.reference_features", "siamese.dedup.features"):
-        "the ImageNet probe borrows dedup's frozen-descriptor extractor; it belongs in models/, moved once the dedup "
-        "rewrite has landed",
-}
+KNOWN_UPWARD: dict[tuple[str, str], str] = {}
 """Upward imports still to remove, each with why it is there; the test fails when one disappears, so the list
 only shrinks."""
 

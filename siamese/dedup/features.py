@@ -1,4 +1,5 @@
-"""Image descriptors for duplicate search: CNN features and perceptual hashes, cached on disk.
+"""Image descriptors for duplicate search: CNN features (:mod:`siamese.models.frozen_features`) and perceptual
+hashes, cached on disk.
 
 CNN features are global-average-pooled backbone activations, averaged over the image and its mirror (a
 flipped copy is still a copy) and L2-normalised. With ``--run`` the run's trained *backbone* is used, not
@@ -14,46 +15,11 @@ from pathlib import Path
 
 import imagehash
 import numpy as np
-import torch
 from PIL import Image
-from torch import nn
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from siamese.data.images import ImageDataset, PixelSource, build_transform
-from siamese.models import EmbeddingNet, InputNormalization, build_backbone
-from siamese.models.backbones import imagenet_statistics
+from siamese.data.images import PixelSource
 from siamese.runtime.atomic import written_whole
-from siamese.runtime.device import Compute, autocast, prepare_model, resolve_compute, to_device
-
-
-def descriptor_model(backbone: str = "efficientnet_lite0", weights: str = "imagenet",
-                     run_dir: str | Path | None = None) -> nn.Module:
-    """Pooled features (uint8 images in) of a backbone with the input scaling of its ImageNet checkpoint, or
-    of a run's trained backbone with the run's own."""
-    if run_dir is not None:
-        embedder = EmbeddingNet.from_checkpoint(Path(run_dir) / "embedder.pt")
-        return nn.Sequential(embedder.normalize, embedder.backbone).eval()
-    model, _ = build_backbone(backbone, weights)
-    return nn.Sequential(InputNormalization(*imagenet_statistics(backbone)), model).eval()
-
-
-@torch.no_grad()
-def cnn_features(model: nn.Module, pixels: PixelSource, batch_size: int = 64,
-                 device: torch.device | None = None, desc: str = "features", compute: Compute | None = None
-                 ) -> np.ndarray:
-    """``(N, D)`` float32 features of ``model`` over ``pixels`` in order, averaged with each mirror image;
-    ``compute`` (memory format, precision) defaults to ``auto`` for the device."""
-    device = device or torch.device("cpu")
-    compute = compute or resolve_compute("auto", device)
-    model = prepare_model(model, device, compute).eval()
-    dataset = ImageDataset(pixels, np.zeros(len(pixels), dtype=int), build_transform("none"))
-    chunks = []
-    for images, _ in tqdm(DataLoader(dataset, batch_size=batch_size), desc=desc):
-        images = to_device(images, device, compute.channels_last)
-        with autocast(device, compute.bf16):
-            chunks.append(((model(images) + model(torch.flip(images, dims=[3]))) / 2).float().cpu())
-    return torch.cat(chunks).numpy()
 
 
 def normalise(features: np.ndarray) -> np.ndarray:

@@ -16,14 +16,13 @@ from siamese.dedup.features import (
     HASH_SIZE,
     cache_key,
     cached,
-    cnn_features,
-    descriptor_model,
     normalise,
     phash_codes,
 )
 from siamese.dedup.page import write_dedup_page
 from siamese.dedup.search import cosine_pairs, dbscan_clusters, hamming_pairs
 from siamese.evaluation.figures import image_grid
+from siamese.models.frozen_features import cnn_features, descriptor_model
 
 METHODS = ("embedding", "phash")
 # embedding: cosine distance 0.1, i.e. fastdup's customary 0.9 similarity for ImageNet features. With the

@@ -51,7 +51,7 @@ def colour_feature_matrix(source: PixelSource) -> np.ndarray:
 def imagenet_feature_matrix(source: PixelSource, backbone: str) -> tuple[np.ndarray, str]:
     """``(N, D)`` frozen ImageNet features of ``backbone`` (pooled, averaged with the mirror image), and the
     backbone actually used: :data:`PROBE_FALLBACK` when ``backbone``'s ImageNet weights cannot be had."""
-    from siamese.dedup.features import cnn_features, descriptor_model
+    from siamese.models.frozen_features import cnn_features, descriptor_model
 
     try:
         model = descriptor_model(backbone, "imagenet")
