@@ -176,8 +176,8 @@ def torch_readout(cfg: ClassifierConfig) -> Callable[..., dict[str, Outputs]]:
         folder.mkdir(parents=True, exist_ok=True)
         for stale in ("classifier.pt", "checkpoints/classifier_last.pt"):
             (folder / stale).unlink(missing_ok=True)
-        trainer = ClassifierTrainer(len(run.classes), x["train"].shape[1], cfg, torch.device("cpu"), folder,
-                                    Tracker(folder, {}, "disabled"), run.config.seed)
+        trainer = ClassifierTrainer(len(run.classes), x["train"].shape[1], cfg=cfg, device=torch.device("cpu"),
+                                    run_dir=folder, tracker=Tracker(folder, {}, "disabled"), seed=run.config.seed)
         picks = oversample(pd.DataFrame({"row": np.arange(len(run.y["train"])), "label": run.y["train"]}),
                            run.config.seed)["row"].to_numpy()
         trainer.fit(x["train"][picks], run.y["train"][picks], x["val"], run.y["val"])

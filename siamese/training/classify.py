@@ -58,7 +58,7 @@ class ClassifierTrainer:
     """Trains on precomputed embeddings (cheap: no backbone in the loop), one model per weight decay, keeping
     the best (weight decay, epoch) on the validation split (:meth:`score`)."""
 
-    def __init__(self, n_classes: int, embedding_dim: int, cfg: ClassifierConfig, device: torch.device,
+    def __init__(self, n_classes: int, embedding_dim: int, *, cfg: ClassifierConfig, device: torch.device,
                  run_dir: Path, tracker: Tracker, seed: int = 0) -> None:
         check_classifier_settings(cfg)
         self.n_classes, self.embedding_dim = n_classes, embedding_dim

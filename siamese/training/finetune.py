@@ -149,7 +149,7 @@ def fit_finetune(train: ImageDataset, val: ImageDataset, n_classes: int, mean: t
     return model, best[1]
 
 
-def finetune_reference(run_dir: Path, datasets: dict[str, ImageDataset], scored: str, n_classes: int,
+def finetune_reference(run_dir: Path, datasets: dict[str, ImageDataset], *, scored: str, n_classes: int,
                        mean: tuple[float, ...], std: tuple[float, ...], image_ids: np.ndarray, config: RunConfig,
                        device: torch.device) -> FinetuneResult:
     """:func:`train_finetune` on ``datasets['train']`` / ``['val']``, scored on ``datasets[scored]`` (``test``,

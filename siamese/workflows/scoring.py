@@ -103,8 +103,8 @@ def evaluate_run(run_dir: Path, data: RunData, embeddings: dict[str, np.ndarray]
     if "finetune" in config.references:
         datasets = {"train": data.dataset("train", config.data.augment), "val": data.dataset("val"),
                     scored: data.dataset(scored)}
-        tuned = finetune_reference(run_dir, datasets, scored, len(classes), data.prep.mean, data.prep.std,
-                                   ids[scored], config, device)
+        tuned = finetune_reference(run_dir, datasets, scored=scored, n_classes=len(classes), mean=data.prep.mean,
+                                   std=data.prep.std, image_ids=ids[scored], config=config, device=device)
         references["finetune"], notes["finetune"] = tuned.proba, tuned.note()
         reference_seconds["finetune"] = tuned.seconds
     proba.update({name: references[name] for name in config.references})

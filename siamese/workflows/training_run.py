@@ -143,8 +143,8 @@ def _train(config: RunConfig, resume: str | Path | None, changes: dict[str, Any]
         embeddings = {s: split_embeddings(model, datasets[s], data.parts[s], run_dir, config, device)
                       for s in datasets}
 
-        stage2 = ClassifierTrainer(len(classes), config.model.embedding_dim, config.classifier, device, run_dir,
-                                   tracker, config.seed)
+        stage2 = ClassifierTrainer(len(classes), config.model.embedding_dim, cfg=config.classifier, device=device,
+                                   run_dir=run_dir, tracker=tracker, seed=config.seed)
         stage2.resume()
         picks = oversample(pd.DataFrame({"row": np.arange(len(targets["train"])), "label": targets["train"]}),
                            config.seed)["row"].to_numpy()

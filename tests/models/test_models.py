@@ -121,8 +121,8 @@ def test_classifier_learns_embeddings_packed_into_a_small_cap(tmp_path):
     directions = rng.normal(size=(7, 32))
     x = np.eye(32)[0] + 0.003 * directions[labels] + 0.001 * rng.normal(size=(700, 32))
     x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-    trainer = ClassifierTrainer(7, 32, ClassifierConfig(epochs=15), torch.device("cpu"), tmp_path,
-                                Tracker(tmp_path, {}, "disabled"))
+    trainer = ClassifierTrainer(7, 32, cfg=ClassifierConfig(epochs=15), device=torch.device("cpu"), run_dir=tmp_path,
+                                tracker=Tracker(tmp_path, {}, "disabled"))
     history = trainer.fit(x[:500], labels[:500], x[500:], labels[500:])
     assert history[-1]["val_accuracy"] > 0.8
     assert trainer.model.scale.max() < 0.01

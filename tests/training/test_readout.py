@@ -34,7 +34,8 @@ def blobs(n: int, shares: list[float], seed: int, spread: float = 1.6) -> tuple[
 
 
 def trainer(tmp_path, n_classes: int, cfg: ClassifierConfig) -> ClassifierTrainer:
-    return ClassifierTrainer(n_classes, 8, cfg, torch.device("cpu"), tmp_path, Tracker(tmp_path, {}, "disabled"))
+    return ClassifierTrainer(n_classes, 8, cfg=cfg, device=torch.device("cpu"), run_dir=tmp_path,
+                             tracker=Tracker(tmp_path, {}, "disabled"))
 
 
 @pytest.mark.parametrize("n_classes", [2, 3])
@@ -125,15 +126,17 @@ def test_stage2_settings_that_cannot_train_are_one_clear_error(settings, message
         check_classifier_settings(ClassifierConfig(**settings))
 
 
-def test_the_command_line_reaches_the_readout_settings():
-    from siamese.cli import build_parser, train_settings
+def test_the_command_line_and_a_settings_file_reach_the_readout_settings():
+    from siamese.cli import build_parser, config_from_args
+    from siamese.settings import run_config
 
-    args = build_parser().parse_args(["train", "--classifier-hidden", "--weight-decays", "0", "0.01",
+    args = build_parser().parse_args(["train", "--classifier-hidden", "32", "--weight-decays", "0", "0.01",
                                       "--logit-adjustment"])
-    settings = train_settings(args)
-    assert settings["classifier.hidden"] == ()
-    assert settings["classifier.weight_decays"] == (0.0, 0.01)
-    assert settings["classifier.logit_adjustment"] is True
+    classifier = config_from_args(args).classifier
+    assert classifier.hidden == (32,)
+    assert classifier.weight_decays == (0.0, 0.01)
+    assert classifier.logit_adjustment is True
+    assert run_config({"classifier.hidden": []}).classifier.hidden == ()  # one linear layer, from a file
 
 
 def test_a_run_with_the_linear_readout_and_logit_adjustment_records_its_choices(tmp_path):
