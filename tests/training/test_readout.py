@@ -141,7 +141,8 @@ def test_the_command_line_and_a_settings_file_reach_the_readout_settings():
 
 def test_a_run_with_the_linear_readout_and_logit_adjustment_records_its_choices(tmp_path):
     from siamese.inference.graph import InferenceGraph
-    from siamese.workflows.training_run import rescore_run, run_training
+    from siamese.workflows.scoring import rescore_run
+    from siamese.workflows.training_run import run_training
     from tests.conftest import tiny_config
 
     config = tiny_config(tmp_path / "run", epochs_embed=1)
