@@ -69,6 +69,9 @@ def test_compare_trains_recipes_on_the_same_seeds_and_writes_one_table(tmp_path)
     assert second["models"] == ["classifier", "knn", "colour_baseline"]  # finetune is trained once per seed
     saved = json.loads((out / "supcon-none-ce0.5" / "seed1" / "config.json").read_text())["embed"]
     assert (saved["loss"], saved["miner"], saved["ce_weight"]) == ("supcon", "none", 0.5)
+    finished = (out / "triplet-semihard" / "seed0" / "metrics.json").stat().st_mtime_ns
+    compare_recipes(config, recipes, out, folds=0, seeds=(0, 1))  # run again: every finished run is reused
+    assert (out / "triplet-semihard" / "seed0" / "metrics.json").stat().st_mtime_ns == finished
     config.classifier.epochs = 3
     with pytest.raises(DataError, match="other settings.*classifier.epochs"):
         compare_recipes(config, recipes, out, folds=0, seeds=(0, 1))

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from siamese.config import CVConfig, RunConfig, differing_settings
+from siamese.config import RESUMABLE, CVConfig, RunConfig, differing_settings
 from siamese.data.table import DataError
 from siamese.evaluation.reference_models import REFERENCE_MODELS, check_references
 from siamese.evaluation.seeds import paired_interval, seed_table
@@ -108,14 +108,20 @@ def run_recipes(config: RunConfig, recipes: Sequence[Recipe], out: str | Path, f
 
 def _seed_run(config: RunConfig, run_dir: Path, seed: int) -> Path:
     """One recipe's run at ``seed``: reused when finished, resumed when started. Raises DataError when the
-    folder holds a run with other settings (``FREE_SETTINGS`` aside): its figures would not be this recipe's."""
+    folder holds a run with other settings (``FREE_SETTINGS`` and what a resumed run may change aside): its
+    figures would not be this recipe's."""
     config = copy.deepcopy(config)
     config.seed, config.out = seed, str(run_dir)
     saved = run_dir / "config.json"
     if not saved.is_file():
         return run_training(config)
-    changed = sorted(set(differing_settings(json.loads(saved.read_text()), config.to_dict()))
-                     - {name.removeprefix("run.") for name in FREE_SETTINGS})
+    # both through RunConfig and JSON: a saved config names the compute it resolved ``auto`` to, holds lists
+    # for tuples and lacks settings added since; none of that makes its figures another recipe's
+    ran = json.loads(json.dumps(RunConfig.from_dict(json.loads(saved.read_text())).to_dict()))
+    asked = json.loads(json.dumps(config.to_dict()))
+    free = {name.removeprefix("run.") for name in FREE_SETTINGS} | {"out"}  # the folder read, however spelled
+    changed = sorted(name for name in differing_settings(ran, asked)
+                     if name not in free and name.rpartition(".")[2] not in RESUMABLE)
     if changed:
         raise DataError(f"{run_dir} holds a run with other settings ({', '.join(changed[:6])}); run compare with "
                         f"the same options or choose another --out")
