@@ -33,7 +33,14 @@ the closest distinct lesions 56 bits apart."""
 CROP_VARIANTS = (0.03, 0.06)
 """Centre crops (share cut from every side, resized back) hashed beside each image: a copy cropped by a
 few per cent moved a 256-bit pHash by up to 70 bits, its matching crop variant by at most 6."""
-VARIANTS = 3 + len(CROP_VARIANTS)  # the image, its two mirrors, its crops
+ORIENTATIONS = (Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.ROTATE_90,
+                Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270, Image.Transpose.TRANSPOSE,
+                Image.Transpose.TRANSVERSE)
+"""The image's mirrors and right-angle turns hashed beside it (all eight orientations of the square): a
+dermoscope has no "up", and a copy turned by 90 degrees moved a pHash as far as an unrelated image."""
+CROPS_FROM = 1 + len(ORIENTATIONS)
+"""Index of the first crop variant in :func:`phash_codes`' output."""
+VARIANTS = CROPS_FROM + len(CROP_VARIANTS)  # the image, its other orientations, its crops
 
 
 def _bits_to_words(hash_bits: np.ndarray) -> np.ndarray:
@@ -47,14 +54,13 @@ def centre_crop(image: Image.Image, share: float) -> Image.Image:
 
 
 def phash_codes(pixels: PixelSource, desc: str = "phash") -> np.ndarray:
-    """``(N, VARIANTS, HASH_SIZE**2 / 64)`` pHash words of each image, its left-right and up-down mirrors
-    and its mild centre crops (see :data:`CROP_VARIANTS`), in that order."""
+    """``(N, VARIANTS, HASH_SIZE**2 / 64)`` pHash words of each image, its other orientations (see
+    :data:`ORIENTATIONS`) and its mild centre crops (see :data:`CROP_VARIANTS`), in that order."""
     words = HASH_SIZE * HASH_SIZE // 64
     codes = np.zeros((len(pixels), VARIANTS, words), dtype=np.uint64)
     for i in tqdm(range(len(pixels)), desc=desc):
         grey = Image.fromarray(pixels[i]).convert("L")
-        variants = (grey, grey.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
-                    grey.transpose(Image.Transpose.FLIP_TOP_BOTTOM),
+        variants = (grey, *(grey.transpose(turn) for turn in ORIENTATIONS),
                     *(centre_crop(grey, share) for share in CROP_VARIANTS))
         codes[i] = [_bits_to_words(imagehash.phash(v, hash_size=HASH_SIZE).hash) for v in variants]
     return codes

@@ -14,6 +14,7 @@ from siamese.data.duplicates import label_conflicts
 from siamese.dedup.features import (
     CROP_VARIANTS,
     HASH_SIZE,
+    ORIENTATIONS,
     cache_key,
     cached,
     normalise,
@@ -81,7 +82,8 @@ def _descriptors(table: DatasetTable, settings: DedupSettings, cache_dir: Path, 
     paths = "\n".join(frame["path"].astype(str)) if "path" in frame.columns else ""
     pixels = pixel_source(table, settings.image_size)
     if method == "phash":
-        key = cache_key("phash", HASH_SIZE, CROP_VARIANTS, table.name, ids, paths, settings.image_size)
+        key = cache_key("phash", HASH_SIZE, len(ORIENTATIONS), CROP_VARIANTS, table.name, ids, paths,
+                        settings.image_size)
         return cached(cache_dir / f"{table.name}_phash_{key}.npy", lambda: phash_codes(pixels))
     source = settings.run_dir or f"{settings.backbone}:{settings.weights}"
     key = cache_key("cnn", table.name, ids, paths, settings.image_size, source)

@@ -9,6 +9,8 @@ from scipy.sparse import coo_matrix
 from sklearn.cluster import DBSCAN
 from tqdm.auto import tqdm
 
+from siamese.dedup.features import CROPS_FROM
+
 
 def cosine_pairs(a: np.ndarray, b: np.ndarray | None = None, threshold: float = 0.1,
                  chunk: int = 2048) -> pd.DataFrame:
@@ -38,7 +40,7 @@ def cosine_pairs(a: np.ndarray, b: np.ndarray | None = None, threshold: float = 
 def hamming_pairs(a: np.ndarray, b: np.ndarray | None = None, threshold: float = 0.125,
                   chunk: int = 2048) -> pd.DataFrame:
     """Pairs whose pHashes differ in at most ``threshold`` of their bits, taking the closest of: the first
-    image against every variant of the second (mirrors, crops), and the first's crops against the second.
+    image against every variant of the second (orientations, crops), and the first's crops against the second.
 
     ``a`` and ``b`` are ``(N, variants, words)`` from :func:`~siamese.dedup.features.phash_codes`; comparing
     crops in both directions finds a cropped copy whichever of the two comes first. Bits become +-1 floats,
@@ -56,7 +58,7 @@ def hamming_pairs(a: np.ndarray, b: np.ndarray | None = None, threshold: float =
         dot = query[:, 0] @ ref[:, 0].T
         for v in range(1, ref.shape[1]):
             torch.maximum(dot, query[:, 0] @ ref[:, v].T, out=dot)
-        for v in range(3, query.shape[1]):
+        for v in range(CROPS_FROM, query.shape[1]):
             torch.maximum(dot, query[:, v] @ ref[:, 0].T, out=dot)
         bits = (bits_total - dot) / 2
         hits = bits <= threshold * bits_total
