@@ -88,8 +88,8 @@ def test_an_image_that_fails_only_once_stage_1_reads_it_keeps_the_run_and_resume
 
 
 def test_predict_on_a_folder_goes_past_unreadable_images_and_accounts_for_every_file(run_dir, files, capsys):
-    """Two truncated images (a JPEG whose header is whole, a PNG) among good ones: the good are predicted,
-    each bad one is named on its own line, and the exit status is 2."""
+    """Three truncated images (a JPEG whose header is whole, one cut inside it, a PNG) among good ones: the
+    good are predicted, each bad one is named on its own line, and the exit status is 2."""
     folder = files / "mixed"
     folder.mkdir()
     good = [folder / f"good_{i}.jpg" for i in range(3)]
@@ -98,6 +98,7 @@ def test_predict_on_a_folder_goes_past_unreadable_images_and_accounts_for_every_
         Image.fromarray(rng.integers(0, 255, (120, 120, 3), dtype=np.uint8)).save(path, quality=95)
     whole = good[0].read_bytes()
     (folder / "cut.jpg").write_bytes(whole[:len(whole) * 3 // 4])
+    (folder / "head.jpg").write_bytes(whole[:40])  # cut inside its header: Pillow cannot even identify it
     Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(folder / "short.png")
     (folder / "short.png").write_bytes((folder / "short.png").read_bytes()[:-40])
     assert main(["predict", "--run", str(run_dir), str(folder), "--format", "csv"]) == 2
@@ -106,8 +107,8 @@ def test_predict_on_a_folder_goes_past_unreadable_images_and_accounts_for_every_
     assert predicted == [str(p) for p in good]
     assert "Traceback" not in captured.err
     errors = [line for line in captured.err.splitlines() if line.startswith("error: ")]
-    assert [e.split(": ")[1] for e in errors[:2]] == [str(folder / "cut.jpg"), str(folder / "short.png")]
-    assert errors[-1].startswith("error: 2 of 5 image(s) could not be read")
+    assert [e.split(": ")[1] for e in errors[:3]] == [str(folder / n) for n in ("cut.jpg", "head.jpg", "short.png")]
+    assert errors[-1].startswith("error: 3 of 6 image(s) could not be read")
 
 
 @pytest.mark.parametrize("bad", ["text.jpg", "cut.jpg"])

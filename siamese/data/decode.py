@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
-from siamese.data.formats import unidentified_reason
+from siamese.data.formats import raster_format, read_head, unidentified_reason
 from siamese.data.hdf5 import read_member, split_member
 from siamese.data.table import DataError
 
@@ -81,15 +81,16 @@ def flatten(image: Image.Image, background: tuple[int, int, int]) -> Image.Image
 
 
 def is_image(path: str | Path) -> bool:
-    """Whether an installed Pillow plugin identifies the file as an image, from its header (the pixels are
-    not decoded: a truncated image is still an image, refused with its reason when read)."""
+    """Whether an installed Pillow plugin identifies the file as an image, from its header, or its first
+    bytes are the signature of a format Pillow reads (the pixels are not decoded: a truncated image, even
+    one cut inside its header, is still an image, refused with its reason when read)."""
     try:
         with Image.open(path):
             return True
     except Image.DecompressionBombError:
         return True  # identified; refused or read at reduced scale when decoded
     except DECODE_ERRORS:
-        return False
+        return raster_format(read_head(Path(path))) is not None
 
 
 def eight_bit(image: Image.Image) -> Image.Image:

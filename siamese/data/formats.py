@@ -38,17 +38,38 @@ def signature_format(head: bytes) -> tuple[str, str] | None:
     return None
 
 
+RASTER_SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
+                     (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
+"""Leading bytes of the formats Pillow reads itself: a file that starts so but cannot be opened is a damaged
+image (refused when read, with its reason), not a file that is no image."""
+
+
+def raster_format(head: bytes) -> str | None:
+    """The format whose signature ``head`` starts with (JPEG, PNG, GIF, TIFF, WebP), or None."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    return next((name for signature, name in RASTER_SIGNATURES if head.startswith(signature)), None)
+
+
+def read_head(path: Path | bytes) -> bytes:
+    """The first :data:`SIGNATURE_BYTES` of the file at ``path`` (or of the bytes given)."""
+    if isinstance(path, bytes):
+        return path[:SIGNATURE_BYTES]
+    with Path(path).open("rb") as stream:
+        return stream.read(SIGNATURE_BYTES)
+
+
 def unidentified_reason(path: Path | bytes) -> str:
     """Why Pillow could not identify the file at ``path`` (or whose contents start with the bytes given): a
-    known format without its plugin (naming the package to install), or not an image at all."""
-    if isinstance(path, bytes):
-        head = path[:SIGNATURE_BYTES]
-    else:
-        with path.open("rb") as stream:
-            head = stream.read(SIGNATURE_BYTES)
+    known format without its plugin (naming the package to install), a damaged image of a format Pillow reads,
+    or not an image at all."""
+    head = read_head(path)
     known = signature_format(head)
     if known is not None:
         return f"no decoder for this format ({known[0]}; needs {known[1]})"
+    damaged = raster_format(head)
+    if damaged is not None:
+        return f"truncated or corrupt {damaged} data (its header cannot be read)"
     return f"not an image (its first bytes {head[:12]!r} match no format Pillow knows)"
 
 
