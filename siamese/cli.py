@@ -201,6 +201,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.format in SUBMISSION_FORMATS:  # refused here, before any image is read, when the classes do not map
         submission = Submission(args.format, predictor.prep.classes, predictor.config.data.dataset)
     predictions, unreadable = predictor.predict_each(expand_inputs(args.images), top_k=args.top_k)
+    if len(unreadable) > 1 and not predictions:  # every file bad: each named, as when some are good
+        for error in unreadable:
+            print(f"error: {error_line(error)}", file=sys.stderr)
+        print(f"error: none of the {len(unreadable)} image(s) could be read (named above)", file=sys.stderr)
+        return 2
     if unreadable and not predictions:
         raise unreadable[0]
     rows = predictions_table(predictions)

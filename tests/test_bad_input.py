@@ -109,6 +109,10 @@ def test_predict_on_a_folder_goes_past_unreadable_images_and_accounts_for_every_
     errors = [line for line in captured.err.splitlines() if line.startswith("error: ")]
     assert [e.split(": ")[1] for e in errors[:3]] == [str(folder / n) for n in ("cut.jpg", "head.jpg", "short.png")]
     assert errors[-1].startswith("error: 3 of 6 image(s) could not be read")
+    assert main(["predict", "--run", str(run_dir), str(folder / "cut.jpg"), str(folder / "head.jpg")]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert [e.split(": ")[1] for e in errors[:2]] == [str(folder / "cut.jpg"), str(folder / "head.jpg")]
+    assert errors[-1] == "error: none of the 2 image(s) could be read (named above)"
 
 
 @pytest.mark.parametrize("bad", ["text.jpg", "cut.jpg"])
