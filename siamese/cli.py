@@ -595,7 +595,8 @@ def build_parser() -> argparse.ArgumentParser:
     robustness.add_argument("--split", choices=("train", "val", "test", "all"), default="test",
                             help="images of the run's own split; all: every image (another dataset)")
     robustness.add_argument("--artefacts", metavar="DIR",
-                            help="templates folder (meta.json + src/), laid out as Katsch et al.'s; the audit needs one")
+                            help="templates folder (meta.json + src/), laid out as Katsch et al.'s; the audit "
+                                 "needs one")
     robustness.add_argument("--types", nargs="+", choices=ARTEFACT_TYPES, default=list(ARTEFACT_TYPES))
     robustness.add_argument("--repeats", type=int, default=3, help="seeded draws per image and type")
     robustness.add_argument("--masks", help="lesion masks folder (artefacts kept off the lesion; PH2's are found)")
