@@ -72,8 +72,8 @@ def embeddings(count: int) -> tuple[np.ndarray, np.ndarray]:
 def classifier_project(count: int) -> dict:
     x, y = embeddings(count)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = ClassifierTrainer(7, 128, ClassifierConfig(epochs=EPOCHS), resolve_device("auto"), Path(tmp),
-                                    Tracker(Path(tmp), {}, "disabled"))
+        trainer = ClassifierTrainer(7, 128, cfg=ClassifierConfig(epochs=EPOCHS), device=resolve_device("auto"),
+                                    run_dir=Path(tmp), tracker=Tracker(Path(tmp), {}, "disabled"))
         start = time.perf_counter()
         trainer.fit(x, y, x[:500], y[:500])
     return {"per_s": count * EPOCHS / (time.perf_counter() - start)}
