@@ -593,7 +593,17 @@ PRESETS = {
 
 
 def preset(name: str) -> RunConfig:
-    """A fresh config for a named preset (each call returns an independent object)."""
+    """A fresh config for a named preset.
+
+    Args:
+        name: a key of :data:`PRESETS` (``tiny``, ``ph2``, ``ham_cpu``, ``isic_cpu``, ``full``, ...).
+
+    Returns:
+        An independent :class:`RunConfig` (each call builds a new one, so changing it changes no other).
+
+    Raises:
+        ValueError: ``name`` is not a preset (the message lists those there are).
+    """
     try:
         return PRESETS[name]()
     except KeyError:
