@@ -51,7 +51,7 @@ from siamese.config import ClassifierConfig, RunConfig
 from siamese.data.balance import oversample
 from siamese.evaluation.metrics import classification_metrics
 from siamese.evaluation.reference_features import colour_feature_matrix
-from siamese.evaluation.seeds import paired_interval
+from siamese.evaluation.seeds import paired_difference
 from siamese.evaluation.tables import markdown_table
 from siamese.models import EmbeddingNet
 from siamese.runtime.device import resolve_compute
@@ -302,11 +302,8 @@ def paired(table: pd.DataFrame) -> pd.DataFrame:
                 continue
             mine = table[table["variant"] == variant].set_index(["run", "seed"])
             for metric in METRICS:
-                difference = (mine[metric] - theirs[metric]).dropna()
-                mean, sd, low, high = paired_interval(difference.to_numpy())
-                rows.append({"variant": variant, "baseline": baseline, "metric": metric, "mean_difference": mean,
-                             "sd": sd, "ci95_low": low, "ci95_high": high,
-                             "runs_ahead": int((difference > 0).sum()), "runs": len(difference)})
+                rows.append({"variant": variant, "baseline": baseline, "metric": metric,
+                             **paired_difference(mine[metric], theirs[metric])})
     return pd.DataFrame(rows)
 
 

@@ -114,12 +114,18 @@ def paired_with_references(table: pd.DataFrame, models: Sequence[str] = ("classi
         for reference in (r for r in present if r not in models):
             theirs = table[table["model"] == reference].set_index("seed")
             for metric in (m for m in metrics if m in table.columns):
-                difference = (mine[metric] - theirs[metric]).dropna()
-                mean, sd, low, high = paired_interval(difference.to_numpy())
-                rows.append({"model": model, "reference": reference, "metric": metric, "mean_difference": mean,
-                             "sd": sd, "ci95_low": low, "ci95_high": high,
-                             "runs_ahead": int((difference > 0).sum()), "runs": len(difference)})
+                rows.append({"model": model, "reference": reference, "metric": metric,
+                             **paired_difference(mine[metric], theirs[metric])})
     return pd.DataFrame(rows)
+
+
+def paired_difference(mine: pd.Series, theirs: pd.Series) -> dict[str, float | int]:
+    """``mine - theirs`` paired by index (a pair missing on either side is dropped): ``mean_difference``,
+    ``sd``, ``ci95_low``, ``ci95_high`` (:func:`paired_interval`), ``runs_ahead`` and ``runs``."""
+    difference = (mine - theirs).dropna()
+    mean, sd, low, high = paired_interval(difference.to_numpy())
+    return {"mean_difference": mean, "sd": sd, "ci95_low": low, "ci95_high": high,
+            "runs_ahead": int((difference > 0).sum()), "runs": len(difference)}
 
 
 def write_seed_summary(run_dirs: Sequence[str | Path], out: str | Path) -> list[Path]:
