@@ -15,6 +15,7 @@ from torch import nn
 
 from siamese.data.table import DataError
 from siamese.inference.preprocess import Preprocessing
+from siamese.models.checkpoint import check_trained_on
 from siamese.models.classifier import DenseClassifier
 from siamese.models.embedder import EmbeddingNet
 
@@ -37,6 +38,7 @@ class InferenceGraph(nn.Module):
 
         Raises:
             DataError: naming the checkpoint and what disagrees.
+            CheckpointError: ``classifier.pt`` was trained on another embedder's embeddings.
         """
         run_dir = Path(run_dir)
         prep = Preprocessing.load(run_dir / "preprocess.json")
@@ -49,6 +51,7 @@ class InferenceGraph(nn.Module):
         if embedder.arch["embedding_dim"] != classifier.arch["embedding_dim"]:
             raise DataError(f"{run_dir / 'embedder.pt'}: {embedder.arch['embedding_dim']}-d embeddings, but "
                             f"classifier.pt takes {classifier.arch['embedding_dim']}-d: not this run's checkpoints")
+        check_trained_on(run_dir / "classifier.pt", embedder, run_dir / "embedder.pt")
         return cls(embedder, classifier).eval()
 
 

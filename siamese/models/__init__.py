@@ -11,6 +11,7 @@ from typing import Any
 _EXPORTS = {
     "WeightsUnavailableError": "backbones", "build_backbone": "backbones", "check_input_size": "backbones",
     "CheckpointError": "checkpoint", "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
+    "check_trained_on": "checkpoint", "state_digest": "checkpoint",
     "DenseClassifier": "classifier", "EmbeddingNet": "embedder", "InputNormalization": "embedder",
     "BACKBONES": "registry", "register_backbone": "registry",
 }
@@ -23,5 +24,5 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["BACKBONES", "CheckpointError", "DenseClassifier", "EmbeddingNet", "InputNormalization",
-           "WeightsUnavailableError", "build_backbone", "check_input_size", "load_checkpoint", "register_backbone",
-           "save_checkpoint"]
+           "WeightsUnavailableError", "build_backbone", "check_input_size", "check_trained_on", "load_checkpoint",
+           "register_backbone", "save_checkpoint", "state_digest"]

@@ -7,7 +7,9 @@ temporary name and renamed, so an interrupted save never leaves a truncated chec
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,32 @@ def load_model(cls: Any, path: str | Path) -> Any:
     model = cls.from_arch(payload["arch"])
     restore_state(model, payload, path)
     return model
+
+
+def state_digest(state: Mapping[str, torch.Tensor]) -> str:
+    """sha256 (hex) of a state dict's names, shapes, dtypes and values, whatever the tensors' memory format or
+    device: a stage-2 checkpoint records its embedder's, so a run's two checkpoints can be told apart from
+    another run's of the same architecture."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def check_trained_on(classifier_path: str | Path, embedder: torch.nn.Module, embedder_path: str | Path) -> None:
+    """Refuse a ``classifier.pt`` trained on the embeddings of another ``embedder.pt`` than ``embedder`` (loaded
+    from ``embedder_path``): an embedder copied in from another run of the same architecture. Checkpoints
+    written before the digest was recorded pass.
+
+    Raises:
+        CheckpointError: naming both files.
+    """
+    recorded = load_checkpoint(classifier_path).get("embedder_digest")
+    if recorded is not None and recorded != state_digest(embedder.state_dict()):
+        raise CheckpointError(f"{embedder_path}: not the embedder {classifier_path} was trained on (its weights' "
+                              f"digest differs): not this run's checkpoint; copy both checkpoints from one run")
 
 
 def save_training_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,

@@ -56,11 +56,14 @@ def balanced_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
 
 class ClassifierTrainer:
     """Trains on precomputed embeddings (cheap: no backbone in the loop), one model per weight decay, keeping
-    the best (weight decay, epoch) on the validation split (:meth:`score`)."""
+    the best (weight decay, epoch) on the validation split (:meth:`score`). ``embedder_digest``
+    (:func:`~siamese.models.checkpoint.state_digest` of the embedder that made the embeddings) is saved in
+    ``classifier.pt``, so a run's two checkpoints are known to belong together."""
 
     def __init__(self, n_classes: int, embedding_dim: int, *, cfg: ClassifierConfig, device: torch.device,
-                 run_dir: Path, tracker: Tracker, seed: int = 0) -> None:
+                 run_dir: Path, tracker: Tracker, seed: int = 0, embedder_digest: str | None = None) -> None:
         check_classifier_settings(cfg)
+        self.embedder_digest = embedder_digest
         self.n_classes, self.embedding_dim = n_classes, embedding_dim
         self.cfg, self.device, self.run_dir, self.tracker, self.seed = cfg, device, run_dir, tracker, seed
         self.model, self.optimizer = self._candidate(0)
@@ -142,7 +145,8 @@ class ClassifierTrainer:
         if state["best"] is None or score > tuple(state["best"]):
             state.update(best=list(score), best_epoch=row["epoch"], best_weight_decay=row["weight_decay"])
             save_checkpoint({"arch": self.model.arch, "state": self.model.state_dict(), "epoch": row["epoch"],
-                             "weight_decay": row["weight_decay"]}, self.run_dir / BEST)
+                             "weight_decay": row["weight_decay"], "embedder_digest": self.embedder_digest},
+                            self.run_dir / BEST)
         save_training_state(self.checkpoint, self.model, self.optimizer, state)
         self.tracker.log({f"classifier/{k}": v for k, v in row.items() if k != "stage"})
 

@@ -19,7 +19,7 @@ from siamese.evaluation.metrics import classification_metrics, positive_index
 from siamese.evaluation.patient_context import patient_context_proba, ugly_duckling_features
 from siamese.evaluation.reference_models import check_references
 from siamese.evaluation.reference_scores import reference_probabilities
-from siamese.models import DenseClassifier, EmbeddingNet, load_checkpoint
+from siamese.models import DenseClassifier, EmbeddingNet, check_trained_on, load_checkpoint
 from siamese.runtime.device import machine_description, resolve_device
 from siamese.training.classify import classifier_choice, knn_proba, predict_proba
 from siamese.training.finetune import finetune_reference
@@ -44,6 +44,7 @@ def rescore_run(run_dir: str | Path, references: tuple[str, ...] | None = None, 
     Raises:
         FileNotFoundError: the run has not finished stage 2 (no ``classifier.pt``).
         ValueError: an unknown reference model.
+        CheckpointError: ``embedder.pt`` is not the embedder ``classifier.pt`` was trained on.
     """
     run_dir = Path(run_dir)
     config = RunConfig.load(run_dir / "config.json")
@@ -58,6 +59,7 @@ def rescore_run(run_dir: str | Path, references: tuple[str, ...] | None = None, 
     model = EmbeddingNet.from_checkpoint(run_dir / "embedder.pt").to(torch_device)
     embeddings = {s: split_embeddings(model, data.dataset(s), data.parts[s], run_dir, config, torch_device)
                   for s in data.splits}
+    check_trained_on(run_dir / "classifier.pt", model, run_dir / "embedder.pt")
     classifier = DenseClassifier.from_checkpoint(run_dir / "classifier.pt").to(torch_device).eval()
     best_epochs = {"embed": load_checkpoint(run_dir / "embedder.pt")["epoch"],
                    "classifier": load_checkpoint(run_dir / "classifier.pt")["epoch"]}

@@ -22,7 +22,7 @@ from siamese.evaluation.figures import training_curves
 from siamese.evaluation.patient_context import check_patient_context
 from siamese.evaluation.reference_models import check_references
 from siamese.inference.export import export_onnx
-from siamese.models import EmbeddingNet, check_input_size, load_checkpoint
+from siamese.models import EmbeddingNet, check_input_size, load_checkpoint, state_digest
 from siamese.models.colour import check_colour_settings
 from siamese.robustness.artefacts import ArtefactLibrary, ArtefactPixels
 from siamese.runtime.device import configure_threads, resolve_compute, resolve_device, seed_everything
@@ -144,7 +144,8 @@ def _train(config: RunConfig, resume: str | Path | None, changes: dict[str, Any]
                       for s in datasets}
 
         stage2 = ClassifierTrainer(len(classes), config.model.embedding_dim, cfg=config.classifier, device=device,
-                                   run_dir=run_dir, tracker=tracker, seed=config.seed)
+                                   run_dir=run_dir, tracker=tracker, seed=config.seed,
+                                   embedder_digest=state_digest(best["state"]))
         stage2.resume()
         picks = oversample(pd.DataFrame({"row": np.arange(len(targets["train"])), "label": targets["train"]}),
                            config.seed)["row"].to_numpy()

@@ -123,3 +123,52 @@ def test_a_failed_or_disagreeing_export_leaves_no_file_behind(run_copy, monkeypa
         export_onnx(run_copy)
     assert not any(run_copy.glob(f"{ONNX_FILE}*"))
     assert main(["export", str(run_copy)]) == 2
+
+
+def _same_architecture(run_copy, kind: str) -> None:
+    """Replace the copy's embedder.pt by another embedder of the same architecture and input statistics."""
+    from siamese.models import EmbeddingNet
+
+    payload = load_checkpoint(run_copy / "embedder.pt")
+    if kind == "retrained":  # every weight moved a little, as another seed's training would
+        generator = torch.Generator().manual_seed(1)
+        state = {k: v + 1e-3 * torch.randn(v.shape, generator=generator)
+                 if v.is_floating_point() and not k.startswith("normalize.") else v
+                 for k, v in payload["state"].items()}
+    elif kind == "untrained":
+        fresh = EmbeddingNet.from_arch(payload["arch"])
+        fresh.normalize.load_state_dict({k.removeprefix("normalize."): v for k, v in payload["state"].items()
+                                         if k.startswith("normalize.")})
+        state = fresh.state_dict()
+    else:  # one bias of the head changed: the smallest difference there is
+        state = dict(payload["state"])
+        name = next(k for k in state if k.endswith("bias"))
+        state[name] = state[name].clone()
+        state[name][0] += 1e-6
+    save_checkpoint({**payload, "state": state}, run_copy / "embedder.pt")
+
+
+@pytest.mark.parametrize("kind", ["retrained", "untrained", "one_bias"])
+def test_an_embedder_of_the_same_architecture_from_elsewhere_is_refused(run_copy, kind, capsys):
+    from siamese.models import CheckpointError
+    from siamese.workflows.scoring import rescore_run
+
+    (run_copy / ONNX_FILE).unlink()
+    _same_architecture(run_copy, kind)
+    assert main(["predict", "--run", str(run_copy), str(SAMPLES), "--engine", "torch"]) == 2
+    err = capsys.readouterr().err
+    assert "embedder.pt: not the embedder" in err and "Traceback" not in err
+    assert main(["export", str(run_copy)]) == 2
+    assert "not this run's checkpoint" in capsys.readouterr().err
+    with pytest.raises(CheckpointError, match="classifier.pt was trained on"):
+        rescore_run(run_copy)
+
+
+def test_a_runs_own_checkpoints_are_tied_by_the_embedders_digest(run_copy):
+    from siamese.models import EmbeddingNet, state_digest
+
+    recorded = load_checkpoint(run_copy / "classifier.pt")["embedder_digest"]
+    assert recorded == state_digest(load_checkpoint(run_copy / "embedder.pt")["state"])
+    net = EmbeddingNet.from_checkpoint(run_copy / "embedder.pt").to(memory_format=torch.channels_last)
+    assert state_digest(net.state_dict()) == recorded  # the memory format is not the model
+    assert main(["predict", "--run", str(run_copy), str(SAMPLES), "--engine", "torch"]) == 0
