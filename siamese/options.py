@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import math
+import re
 import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -91,33 +92,33 @@ class Setting:
         if self.kind is bool:
             if isinstance(value, bool):
                 return value
-        elif self.kind in (int, float) and isinstance(value, str | int | float) and not isinstance(value, bool):
-            try:
-                number = self.kind(value)
-                exact = self.kind is float or number == float(value)  # 2.5 is no int
-            except ValueError:
-                exact = False
-            if exact:
-                return number
+        elif self.kind in (int, float) and isinstance(value, int | float) and not isinstance(value, bool):
+            if self.kind is float or (math.isfinite(value) and value == int(value)):  # 2.5 is no int
+                return self.kind(value)
+        elif self.kind in (int, float) and isinstance(value, str):
+            # a quoted "3" is text in YAML and JSON alike; taking it as a number would hide a typo such as "3O"
+            raise ValueError(f"{source}: {self.name} must be {self.kind.__name__}; got the text {value!r} (write "
+                             f"numbers without quotes)")
         elif isinstance(value, str):
             return value
         raise ValueError(f"{source}: {self.name} must be {self.kind.__name__}; got {value!r}")
 
-    def check(self, value: Any) -> None:
-        """Raises ValueError naming the option when ``value`` is not one of its choices or its number is not
-        finite or outside its range."""
+    def check(self, value: Any, source: str | None = None) -> None:
+        """Raises ValueError naming the option (by its flag, or by ``source`` and its dotted name where it came
+        from a file) when ``value`` is not one of its choices or its number is not finite or outside its range."""
+        label = f"{source}: {self.name}" if source else self.label
         allowed = self.option.allowed()
         for item in (value if self.many else (value,)):
             if item is None and self.optional:
                 continue
             if allowed is not None and item not in allowed:
-                raise ValueError(f"{self.label} must be one of {', '.join(map(str, allowed))}; got {item!r}")
+                raise ValueError(f"{label} must be one of {', '.join(map(str, allowed))}; got {item!r}")
             if self.option.number is not None:
                 wanted, ok = self.option.number
                 if isinstance(item, bool) or not isinstance(item, int | float):
-                    raise ValueError(f"{self.label} must be a number; got {item!r}")
+                    raise ValueError(f"{label} must be a number; got {item!r}")
                 if not (math.isfinite(item) and ok(item)):
-                    raise ValueError(f"{self.label} must be {wanted}; got {item}")
+                    raise ValueError(f"{label} must be {wanted}; got {item}")
 
 
 def settings_of(cls: type, prefix: str = "") -> Iterator[Setting]:
@@ -202,7 +203,7 @@ def read_settings_file(path: str | Path) -> dict[str, Any]:
         import yaml
 
         try:
-            values = yaml.safe_load(text)
+            values = yaml.load(text, Loader=_yaml_loader())
         except yaml.YAMLError as exc:
             raise ValueError(f"{path}: not readable as YAML: {exc}") from None
     else:
@@ -213,6 +214,22 @@ def read_settings_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise ValueError(f"{path}: expected a mapping of settings, got {type(values).__name__}")
     return values
+
+
+def _yaml_loader() -> type:
+    """PyYAML's safe loader reading numbers as YAML 1.2 does: ``1e-4`` (no dot) is a float, not YAML 1.1's string."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"""^(?:
+        [-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""", re.X), list("-+0123456789."))
+    return Loader
 
 
 def flatten(values: Mapping[str, Any], cls: type, source: str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from siamese.config import SEGMENT_PRESETS, RunConfig, SegmentConfig, preset, set_setting, upgrade
 from siamese.data.registry import dataset_entry
-from siamese.options import flatten, read_settings_file
+from siamese.options import flatten, read_settings_file, settings_of
 
 FULL_MODEL = {"preset": "full", "model.backbone": "resnet50"}
 """``--full-model``: the full preset's ResNet50 (an explicit ``--preset`` or ``--backbone`` wins)."""
@@ -23,11 +23,14 @@ FULL_MODEL = {"preset": "full", "model.backbone": "resnet50"}
 def read_config_file(path: str | Path, kind: type = RunConfig) -> dict[str, Any]:
     """A YAML or JSON file's settings of ``kind`` (:class:`RunConfig` or :class:`SegmentConfig`) by dotted name,
     each checked to be one and coerced to its type. A run's own ``config.json`` reads as the settings it ran with,
-    less its ``out`` (a new run gets a folder of its own). Raises FileNotFoundError, or ValueError naming an
-    unknown or mistyped setting."""
+    less its ``out`` (a new run gets a folder of its own). Raises FileNotFoundError, or ValueError naming the file
+    and the key of an unknown or mistyped setting, a bad choice or a number out of range."""
     path = Path(path)
     values = read_settings_file(path)
     settings = flatten(upgrade(values) if kind is RunConfig else values, kind, str(path))
+    known = {setting.name: setting for setting in settings_of(kind)}
+    for name, value in settings.items():
+        known[name].check(value, str(path))
     if settings.get("out") and Path(settings["out"]).resolve() == path.resolve().parent:
         del settings["out"]
     return settings

@@ -74,26 +74,58 @@ def test_a_json_file_and_a_runs_own_config_json_repeat_a_run(tmp_path):
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("embed:\n  lr: fast\n", "embed.lr must be float; got 'fast'"),
+    ("embed:\n  lr: fast\n", "embed.lr must be float; got the text 'fast'"),
     ("embed:\n  epochs: 2.5\n", "embed.epochs must be int; got 2.5"),
+    ("embed:\n  epochs: '3'\n", "embed.epochs must be int; got the text '3'"),
+    ("embed.lr: \"1e-4\"\n", "embed.lr must be float; got the text '1e-4'"),
+    ("classifier:\n  epochs: .nan\n", "classifier.epochs must be int; got nan"),
+    ("model:\n  backbone: vgg16\n", "model.backbone must be one of inception_v3, "),
+    ("data:\n  crop: centre\n", "data.crop must be one of none, lesion-mask, lesion; got 'centre'"),
+    ("model:\n  tta: 3\n", "model.tta must be one of 1, 2, 4, 8; got 3"),
+    ("embed:\n  margin: -0.1\n", "embed.margin must be 0 or positive; got -0.1"),
+    ("data:\n  augment_artefacts: 1.5\n", "data.augment_artefacts must be between 0 and 1; got 1.5"),
+    ("embed:\n  loss: circle\n", "embed.loss must be one of "),
     ("model:\n  depth: 3\n", "unknown setting(s) ['model.depth']"),
     ("- a list\n", "expected a mapping of settings"),
 ])
-def test_a_settings_file_with_an_unknown_or_mistyped_setting_is_refused_by_name(tmp_path, text, message):
+def test_a_settings_file_with_an_unknown_or_mistyped_setting_is_refused_by_file_and_key(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
-    with pytest.raises(ValueError, match="bad.yaml") as raised:
+    with pytest.raises(ValueError) as raised:
         read_config_file(path)
-    assert message in str(raised.value)
+    assert f"{path}: {message}" in str(raised.value)
+
+
+@pytest.mark.parametrize(("text", "name", "value"), [
+    ("embed:\n  lr: 1e-4\n", "embed.lr", 1e-4),
+    ("embed:\n  lr: 3E-5\n", "embed.lr", 3e-5),
+    ("embed.margin: .5\n", "embed.margin", 0.5),
+    ("embed:\n  epochs: 1e1\n", "embed.epochs", 10),
+])
+def test_yaml_numbers_are_read_as_yaml_1_2_reads_them(tmp_path, text, name, value):
+    path = tmp_path / "ok.yaml"
+    path.write_text(text)
+    read = read_config_file(path)[name]
+    assert read == value and type(read) is type(value)
+
+
+def test_a_json_settings_file_with_a_quoted_number_or_bad_choice_names_the_file_and_key(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"embed": {"batch_size": "32"}}))
+    with pytest.raises(ValueError, match=r"bad.json: embed.batch_size must be int; got the text '32'"):
+        read_config_file(path)
+    path.write_text(json.dumps({"embed.miner": "hardest"}))
+    with pytest.raises(ValueError, match=r"bad.json: embed.miner must be one of "):
+        read_config_file(path)
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("model:\n  backbone: vgg16\n", "--backbone must be one of inception_v3, "),
-    ("data:\n  crop: centre\n", "--crop must be one of none, lesion-mask, lesion; got 'centre'"),
-    ("model:\n  tta: 3\n", "--tta must be one of 1, 2, 4, 8; got 3"),
+    ("model:\n  backbone: vgg16\n", "bad.yaml: model.backbone must be one of inception_v3, "),
+    ("data:\n  crop: centre\n", "bad.yaml: data.crop must be one of none, lesion-mask, lesion; got 'centre'"),
+    ("model:\n  tta: 3\n", "bad.yaml: model.tta must be one of 1, 2, 4, 8; got 3"),
     ("references: [finetune, knn]\n", "unknown reference model(s) ['knn']"),
-    ("embed:\n  margin: -0.1\n", "embed.margin must be 0 or positive; got -0.1"),
-    ("data:\n  augment_artefacts: 1.5\n", "--augment-artefacts must be between 0 and 1; got 1.5"),
+    ("embed:\n  margin: -0.1\n", "bad.yaml: embed.margin must be 0 or positive; got -0.1"),
+    ("data:\n  augment_artefacts: 1.5\n", "bad.yaml: data.augment_artefacts must be between 0 and 1; got 1.5"),
     ("embed:\n  loss: supcon\n  miner: hard\n", "--loss supcon compares every pair of the batch and takes no miner"),
 ])
 def test_validate_refuses_a_bad_choice_or_number_from_a_file_before_a_folder_exists(tmp_path, capsys, text, message):
@@ -102,7 +134,7 @@ def test_validate_refuses_a_bad_choice_or_number_from_a_file_before_a_folder_exi
     out = tmp_path / "run"
     assert main(["train", "--config", str(path), "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert f"error: {message}" in err and "Traceback" not in err
+    assert message in err and err.startswith("error: ") and "Traceback" not in err
     assert not out.exists()
 
 
