@@ -10,6 +10,7 @@ to 8, transparency composited on :data:`BACKGROUND`, and every failure named by 
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -64,20 +65,52 @@ def decode(path: str | Path, mode: str = "RGB", size: int | None = None, kind: s
         with image:
             if size is not None:
                 image.draft(mode, (size, size))
+            wide = _wide_samples(image)
             ImageOps.exif_transpose(image, in_place=True)  # loads the pixels, then turns them upright
-            return flatten(image if labels else eight_bit(image), BACKGROUND[mode]).convert(mode)
+            transparent = wide_transparency(image, wide, path)
+            return flatten(image if labels else eight_bit(image), BACKGROUND[mode], transparent).convert(mode)
     except DECODE_ERRORS as exc:
         raise ImageError(f"{path}: unreadable {kind}: {_load_failure(image, exc)}") from exc
 
 
-def flatten(image: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+def flatten(image: Image.Image, background: tuple[int, int, int],
+            transparent: np.ndarray | None = None) -> Image.Image:
     """An image with an alpha channel, or a palette or colour marked transparent (PNG ``tRNS``, GIF), as a
-    viewer shows it on ``background``: alpha-composited (partial alpha blends). Images without transparency
-    are returned as they are; Pillow's plain conversion would drop the alpha and show the hidden colours."""
-    if image.mode not in ALPHA_MODES and "transparency" not in image.info:
+    viewer shows it on ``background``: alpha-composited (partial alpha blends). ``transparent`` (``HxW`` bool,
+    from :func:`wide_transparency`) marks the pixels of a transparent colour Pillow cannot match itself.
+    Images without transparency are returned as they are; Pillow's plain conversion would drop the alpha and
+    show the hidden colours."""
+    if transparent is not None:
+        shown = image.convert("RGBA")
+        shown.putalpha(Image.fromarray(np.where(transparent, 0, 255).astype(np.uint8)))
+    elif image.mode not in ALPHA_MODES and "transparency" not in image.info:
         return image
+    else:
+        shown = image.convert("RGBA")
     canvas = Image.new("RGBA", image.size, (*background, 255))
-    return Image.alpha_composite(canvas, image.convert("RGBA")).convert("RGB")
+    return Image.alpha_composite(canvas, shown).convert("RGB")
+
+
+def _wide_samples(image: Image.Image) -> bool:
+    """Whether the file stores more than 8 bits per sample, from the raw mode of its first tile (read before the
+    pixels load: Pillow decodes a 16-bit RGB PNG to 8 bits and keeps no other trace of it)."""
+    tile = getattr(image, "tile", None)
+    return bool(tile) and isinstance(tile[0].args, str) and ";16" in tile[0].args
+
+
+def wide_transparency(image: Image.Image, wide: bool, path: Path | str) -> np.ndarray | None:
+    """``HxW`` bool, True where a 16-bit image's colour marked transparent (PNG ``tRNS``) is, which Pillow's own
+    conversion misses: greyscale compared at 16 bits, exactly; RGB, which Pillow keeps only the high byte of,
+    compared by that byte (a warning names the file, since colours within 1/256 of it turn transparent too).
+    None for every other image (:func:`flatten` handles those)."""
+    colour = image.info.get("transparency")
+    if image.mode in SIXTEEN_BIT_MODES and isinstance(colour, int):
+        return np.asarray(image) == colour
+    if wide and image.mode == "RGB" and isinstance(colour, tuple) and len(colour) == 3:
+        warnings.warn(f"{path}: a 16-bit RGB image with a colour marked transparent; Pillow reads 8 of its 16 "
+                      f"bits, so pixels within 1/256 of that colour are shown transparent too", stacklevel=3)
+        return np.all(np.asarray(image) == np.array(colour) >> 8, axis=-1)
+    return None
 
 
 def is_image(path: str | Path) -> bool:

@@ -189,6 +189,49 @@ def test_a_transparent_colour_is_shown_as_the_background(tmp_path, mode):
     np.testing.assert_array_equal(load_image(tmp_path / "trns.png"), expected)
 
 
+def sixteen_bit_png(path, samples: np.ndarray, transparent: tuple[int, ...]) -> None:
+    """A 16-bit greyscale (``HxW``) or RGB (``HxWx3``) PNG with a tRNS colour, written chunk by chunk (Pillow
+    writes neither)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    height, width = samples.shape[:2]
+    colour_type = 0 if samples.ndim == 2 else 2
+    rows = b"".join(b"\x00" + samples[y].astype(">u2").tobytes() for y in range(height))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n"
+                     + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0))
+                     + chunk(b"tRNS", struct.pack(f">{len(transparent)}H", *transparent))
+                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("key", [0, 1234, 65535])
+def test_a_16_bit_grey_image_with_a_transparent_grey_is_shown_on_white_exactly(tmp_path, key):
+    grey = np.random.default_rng(key).integers(0, 65536, (12, 16)).astype(np.uint16)
+    grey[grey == key] = key ^ 1
+    grey[2:5, 3:9] = key
+    grey[6, 6] = key ^ 1  # differs in the lowest bit only: still opaque
+    sixteen_bit_png(tmp_path / "g16.png", grey, (key,))
+    expected = np.where(grey == key, 255, np.rint(grey * (255 / 65535))).astype(np.uint8)
+    np.testing.assert_array_equal(load_image(tmp_path / "g16.png"), np.repeat(expected[..., None], 3, axis=2))
+
+
+@pytest.mark.parametrize("key", [(1000, 2000, 3000), (0, 0, 0), (65535, 256, 0)])
+def test_a_16_bit_rgb_image_with_a_transparent_colour_is_shown_on_white_and_named(tmp_path, key):
+    rgb = np.zeros((10, 14, 3), dtype=np.uint16)
+    rgb[...] = [key[0] ^ 0x8000, key[1] ^ 0x8000, key[2] ^ 0x8000]
+    rgb[1:4, 2:7] = key
+    sixteen_bit_png(tmp_path / "rgb16.png", rgb, key)
+    with pytest.warns(UserWarning, match="rgb16.png: a 16-bit RGB image with a colour marked transparent"):
+        shown = load_image(tmp_path / "rgb16.png")
+    transparent = np.zeros(rgb.shape[:2], dtype=bool)
+    transparent[1:4, 2:7] = True
+    assert (shown[transparent] == 255).all()
+    np.testing.assert_array_equal(shown[~transparent], rgb[~transparent] >> 8)
+
+
 def test_a_mask_with_alpha_is_read_on_black(tmp_path):
     """A segmentation tool's cut-out mask: white everywhere, the lesion opaque, the rest transparent."""
     alpha = np.zeros((20, 30), dtype=np.uint8)
