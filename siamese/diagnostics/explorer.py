@@ -1,9 +1,9 @@
 """The embedding explorer: one self-contained HTML page of a run's 2-D projection to ask questions of.
 
-Points are coloured by class, split, correct or wrong, predicted probability or a metadata column; hovering
-shows an image's thumbnail and prediction; clicking lists its nearest training images (in the embedding
-space, not the projection, which distorts distances) and marks the other images of its lesion and its
-near-duplicate partners. The page is written by :func:`write_run_explorer` (called by
+Points are coloured by class, split, correct or wrong, the errors by true class, predicted probability or a
+metadata column; hovering shows an image's thumbnail and prediction; clicking lists its nearest training
+images (in the embedding space, not the projection, which distorts distances) and marks the other images of
+its lesion and its near-duplicate partners. The page is written by :func:`write_run_explorer` (called by
 ``python -m siamese visualize RUN --html``); :func:`explorer_payload` is the data it holds, testable alone.
 """
 

@@ -347,7 +347,8 @@ def test_explorer_controls_in_headless_chromium(run_dir, tmp_path):
     data = page_data(page)
     records, n = data["records"], data["drawn"]
     assert n == data["total"] and "copy_kind" in data["metadata"]
-    colourings = ["split", "correct or wrong", "probability of the prediction", "copy_kind", "class"]
+    colourings = ["split", "correct or wrong", "errors by true class", "probability of the prediction", "copy_kind",
+                  "class"]
     script = CONTROLS.replace("COLOURINGS", json.dumps(colourings)).replace("IMAGE", image)
     result = results(dump_dom(browser, with_script(page, script, tmp_path / "scripted.html"), tmp_path / "profile"))
     assert "error" not in result, result
@@ -359,7 +360,8 @@ def test_explorer_controls_in_headless_chromium(run_dir, tmp_path):
     predicted = [data["classes"][int(np.argmax(p))] for p in data["proba"]]
     right = ["correct" if p == label else "wrong" for p, label in zip(predicted, records["label"][:n], strict=True)]
     shown = result["colourings"]
-    for name, values in (("split", records["split"][:n]), ("correct or wrong", right),
+    errors = [label if r == "wrong" else "correct" for r, label in zip(right, records["label"][:n], strict=True)]
+    for name, values in (("split", records["split"][:n]), ("correct or wrong", right), ("errors by true class", errors),
                          ("copy_kind", data["metadata"]["copy_kind"]["values"]), ("class", records["label"][:n])):
         assert set(legend_of(values)) <= set(shown[name]["legend"].splitlines()), name
         assert shown[name]["colours"] == len(set(values)) and shown[name]["colorbar"] == 0, name

@@ -37,6 +37,11 @@
       kind: "category", values: points.map((i) => (pred[i] === R.label[i] ? "correct" : "wrong")),
       order: ["correct", "wrong"], colours: { correct: "#a6bddb", wrong: "#d62728" },
     };
+    // the errors alone, each in its true class's colour: one legend click shows, say, every missed melanoma
+    colourings["errors by true class"] = {
+      kind: "category", values: points.map((i) => (pred[i] === R.label[i] ? "correct" : R.label[i])),
+      order: [...D.classes, "correct"], colours: { correct: "#d9d9d9" },
+    };
     colourings.prediction = { kind: "category", values: pred, order: D.classes };
     colourings["probability of the prediction"] = { kind: "number", values: confidence };
     D.classes.forEach((c, j) => { colourings["P(" + c + ")"] = { kind: "number", values: D.proba.map((p) => p[j]) }; });
