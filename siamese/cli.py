@@ -65,10 +65,12 @@ def print_written(paths: Iterable[str | Path]) -> None:
         print(f"wrote {path}")
 
 
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+def add_data_arguments(parser: argparse.ArgumentParser, dataset_help: str = "the dataset's reader (required)") -> None:
     """The dataset options a command shares with ``train`` (:class:`DataConfig`'s own), for commands that read a
-    dataset but train nothing; what is left out is None (the dataset) or False."""
-    add_options(parser, DataConfig, only=("dataset", "data_dir", "metadata", "binary", "only_present"))
+    dataset but train nothing; what is left out is None (the dataset) or False. ``dataset_help`` says what this
+    command does without ``--dataset`` (train's default, digits, is no default here)."""
+    add_options(parser, DataConfig, only=("dataset", "data_dir", "metadata", "binary", "only_present"),
+                helps={"dataset": dataset_help})
     parser.set_defaults(binary=False, only_present=False)
 
 
@@ -434,7 +436,7 @@ def add_segment_commands(commands: argparse._SubParsersAction) -> None:
 
     evaluate = verbs.add_parser("evaluate", help="per-image Dice/IoU/sensitivity/specificity, ISIC 2018 score")
     add_run_argument(evaluate, "a segment train run folder", required=False)
-    add_data_arguments(evaluate)
+    add_data_arguments(evaluate, "the dataset's reader (required with RUN; not with --pred)")
     evaluate.add_argument("--masks", help="true masks: HAM10000/ISIC mask folder, or with --pred the folder to "
                                           "score against")
     evaluate.add_argument("--pred", help="a folder of predicted STEM_segmentation.png masks (no run needed)")
@@ -591,7 +593,7 @@ def build_parser() -> argparse.ArgumentParser:
     robustness = commands.add_parser("robustness", help="artefact audit: predictions and embeddings with real "
                                                         "bubbles, ink and rulers inserted")
     add_run_argument(robustness)
-    add_data_arguments(robustness)
+    add_data_arguments(robustness, "the dataset's reader (default: the run's own dataset, folder and table)")
     robustness.add_argument("--split", choices=("train", "val", "test", "all"), default="test",
                             help="images of the run's own split; all: every image (another dataset)")
     robustness.add_argument("--artefacts", metavar="DIR",

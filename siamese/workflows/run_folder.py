@@ -45,7 +45,8 @@ def prepare_run_dir(config: RunConfig, resume: str | Path | None, changes: dict[
         return config, run_dir, []
     run_dir = Path(config.out) if config.out else default_run_dir(config)
     if (run_dir / "config.json").is_file():
-        raise DataError(f"{run_dir} already holds a run; pass --resume {run_dir} to continue it, or another --out")
+        raise DataError(f"{run_dir} already holds a run; continue it (train --resume {run_dir}, or "
+                        f"run_training(config, resume='{run_dir}') from Python) or give another out folder")
     created = [] if run_dir.is_dir() else [run_dir]
     run_dir.mkdir(parents=True, exist_ok=True)
     config.out = str(run_dir)
