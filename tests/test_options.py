@@ -212,3 +212,24 @@ def test_segment_train_options_come_from_its_config_and_take_a_file(tmp_path):
     assert (config.encoder, config.epochs, config.decoder_channels) == ("efficientnet_lite0", 5, (64, 32, 16, 16, 8))
     flags = Counter(f for s in settings_of(SegmentConfig) for f in s.option.flags)
     assert max(flags.values()) == 1
+
+
+@pytest.mark.parametrize(("command", "said"), [
+    (["split"], "(required)"), (["dedup"], "(required)"), (["external"], "(required)"),
+    (["segment", "evaluate"], "not with --pred"), (["robustness"], "the run's own dataset"),
+])
+def test_commands_that_only_read_a_dataset_do_not_promise_trains_default(command, said, capsys):
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    dataset_help = " ".join(capsys.readouterr().out.split("--dataset {")[-1].split())
+    assert said in dataset_help and "digits, whose preset" not in dataset_help
+
+
+def test_an_occupied_run_folder_names_the_way_on_from_python_and_the_command_line(tmp_path):
+    from siamese.data.table import DataError
+    from siamese.workflows.run_folder import prepare_run_dir
+
+    config = run_config({"out": str(tmp_path / "run")})
+    prepare_run_dir(config, None)
+    with pytest.raises(DataError, match=r"train --resume .*run_training\(config, resume="):
+        prepare_run_dir(run_config({"out": str(tmp_path / "run")}), None)
