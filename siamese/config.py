@@ -457,7 +457,8 @@ def _ham_cpu() -> RunConfig:
     """HAM10000's 10,015 images on 2 CPU cores (wall times in docs/results/ham10000.md): the packaged ImageNet
     EfficientNet-Lite0 at 128 px (the shared copy is 200 x 150), the whole lesion-grouped training split
     in batches of 63 that hold 9 images of each of the 7 classes, one warm-up epoch with the backbone
-    frozen, then the backbone at a tenth of the head's rate; six epochs, the best by MAP@R on the
+    frozen, then the backbone at a tenth of the head's rate; eight epochs (validation MAP@R still rose at
+    the sixth, where the preset stopped before channels_last paid for two more), the best by MAP@R on the
     validation split; the colour statistics beside the features, as in the ``ph2`` preset."""
     config = RunConfig(preset="ham_cpu")
     config.data.dataset = "ham10000"
@@ -466,7 +467,7 @@ def _ham_cpu() -> RunConfig:
     config.data.augment = "dermoscopy"
     config.model.backbone = "efficientnet_lite0"
     config.model.colour_stats = True
-    config.embed.epochs = 6
+    config.embed.epochs = 8
     config.embed.batch_size = 63
     config.embed.patience = 3
     config.embed.monitor = "map_at_r"
