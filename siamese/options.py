@@ -244,6 +244,9 @@ def flatten(values: Mapping[str, Any], cls: type, source: str) -> dict[str, Any]
             name = f"{prefix}{key}"
             if name in sections and isinstance(value, dict):
                 walk(value, f"{name}.")
+            elif name in sections:
+                raise ValueError(f"{source}: {name} is a section of settings and takes a mapping (such as "
+                                 f"{name}: {{...}}); got {type(value).__name__} {value!r}")
             else:
                 flat[name] = value
 

@@ -233,3 +233,12 @@ def test_an_occupied_run_folder_names_the_way_on_from_python_and_the_command_lin
     prepare_run_dir(config, None)
     with pytest.raises(DataError, match=r"train --resume .*run_training\(config, resume="):
         prepare_run_dir(run_config({"out": str(tmp_path / "run")}), None)
+
+
+@pytest.mark.parametrize("text", ["embed: [1, 2]\n", "data: ham10000\n", "classifier: 3\n"])
+def test_a_section_given_something_other_than_a_mapping_is_named_as_a_section(tmp_path, text):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    section = text.split(":")[0]
+    with pytest.raises(ValueError, match=rf"bad.yaml: {section} is a section of settings and takes a mapping"):
+        read_config_file(path)

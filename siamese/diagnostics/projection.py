@@ -22,7 +22,7 @@ from siamese.evaluation.figures import new_figure, save_figure
 from siamese.models import EmbeddingNet
 from siamese.runtime.device import resolve_device
 from siamese.training.embeddings import stored_embeddings
-from siamese.workflows.run_data import build_run_data, split_embeddings
+from siamese.workflows.run_data import build_run_data, embedder_sha256, split_embeddings
 
 METHODS = ("tsne", "umap")
 MIN_POINTS = 3
@@ -45,7 +45,8 @@ def run_embeddings(run_dir: Path, splits: list[str] | None) -> tuple[pd.DataFram
     for split in splits:
         path = run_dir / "embeddings" / f"{split}.npz"
         ids = data.parts[split]["image_id"].astype(str).to_numpy()
-        if model is None and stored_embeddings(path, ids) is None:  # absent, or of another split.csv
+        # absent, of another split.csv, or of another embedder.pt than the run's
+        if model is None and stored_embeddings(path, ids, embedder_sha256(run_dir)) is None:
             if not (run_dir / "embedder.pt").is_file():
                 raise DataError(f"{run_dir}: no embeddings of its {split} split ({path} is absent or of other "
                                 f"images) and no {run_dir / 'embedder.pt'} to compute them; train or resume the run")

@@ -10,7 +10,6 @@ Nothing here imports torch at module level.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from collections.abc import Callable, Sequence
@@ -19,6 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from siamese.runtime.digest import file_sha256
 from siamese.runtime.errors import CheckpointError, EngineError
 
 ONNX_FILE = "model.onnx"
@@ -43,11 +43,7 @@ def checkpoint_digests(run_dir: str | Path, checkpoints: Sequence[str] = CHECKPO
         path = Path(run_dir) / name
         if not path.is_file():
             raise CheckpointError(f"{path}: checkpoint not found")
-        sha = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                sha.update(block)
-        digests[name] = sha.hexdigest()
+        digests[name] = file_sha256(path)
     return digests
 
 

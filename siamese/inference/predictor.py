@@ -22,7 +22,7 @@ from siamese.data.formats import unused_summary, warn_unused
 from siamese.data.hdf5 import SUFFIXES as HDF5_SUFFIXES
 from siamese.data.hdf5 import member, member_keys
 from siamese.data.table import DataError
-from siamese.inference.engines import open_engine
+from siamese.inference.engines import checkpoint_digests, open_engine
 from siamese.inference.preprocess import Preprocessing
 
 SUPERPIXELS = "_superpixels.png"
@@ -78,6 +78,21 @@ class Prediction:
     probabilities: np.ndarray
 
 
+def check_made_by_embedder(reference: Any, run_dir: Path) -> None:
+    """Refuse training embeddings (an ``np.load`` of ``embeddings/train.npz``) that record another
+    ``embedder.pt`` than the run's: its neighbours would be another model's. Files written before the digest
+    was recorded pass.
+
+    Raises:
+        DataError: naming the file and the command that recomputes it.
+    """
+    if "embedder_sha256" in reference.files:
+        path = run_dir / "embeddings" / "train.npz"
+        if str(reference["embedder_sha256"]) != checkpoint_digests(run_dir, ("embedder.pt",))["embedder.pt"]:
+            raise DataError(f"{path}: made by another embedder.pt than the run's; recompute the run's embeddings with "
+                            f"`python -m siamese rescore {run_dir}`")
+
+
 class Predictor:
     """Loads a run once; ``predict`` then costs one forward pass per image.
 
@@ -103,6 +118,7 @@ class Predictor:
         self.masks = masks
         self.engine = open_engine(run_dir, _classification_graph, engine, device)
         reference = np.load(run_dir / "embeddings" / "train.npz")
+        check_made_by_embedder(reference, run_dir)
         self.reference_ids = reference["image_id"]
         self.reference_labels = _reference_labels(run_dir, self.reference_ids)
         self.reference = reference["embedding"].astype(np.float32)

@@ -32,23 +32,31 @@ def compute_embeddings(model: torch.nn.Module, dataset: Dataset, device: torch.d
     return torch.cat(chunks).numpy()
 
 
-def stored_embeddings(path: Path, image_ids: np.ndarray) -> np.ndarray | None:
-    """The embeddings saved at ``path`` if they are of exactly these images, in this order; else None."""
+def stored_embeddings(path: Path, image_ids: np.ndarray, embedder_sha256: str | None = None) -> np.ndarray | None:
+    """The embeddings saved at ``path`` if they are of exactly these images, in this order, and (given
+    ``embedder_sha256``, the SHA-256 of the ``embedder.pt`` that should have made them) not of another
+    embedder; else None. Files written before the digest was recorded are taken as they are."""
     if path.is_file():
         stored = np.load(path, allow_pickle=False)
+        made_by = str(stored["embedder_sha256"]) if "embedder_sha256" in stored.files else None
+        if embedder_sha256 is not None and made_by is not None and made_by != embedder_sha256:
+            return None
         if np.array_equal(stored["image_id"], np.asarray(image_ids, dtype=str)):
             return stored["embedding"]
     return None
 
 
-def cached_embeddings(path: Path, image_ids: np.ndarray, compute: Callable[[], np.ndarray]) -> np.ndarray:
-    """Reuse ``path`` when it holds the same images; otherwise compute and save it."""
-    stored = stored_embeddings(path, image_ids)
+def cached_embeddings(path: Path, image_ids: np.ndarray, compute: Callable[[], np.ndarray],
+                      embedder_sha256: str | None = None) -> np.ndarray:
+    """Reuse ``path`` when it holds the same images made by the same embedder (:func:`stored_embeddings`);
+    otherwise compute and save it, with ``embedder_sha256`` when given."""
+    stored = stored_embeddings(path, image_ids, embedder_sha256)
     if stored is not None:
         return stored
     embedding = compute()
+    made_by = {} if embedder_sha256 is None else {"embedder_sha256": np.asarray(embedder_sha256)}
     with written_whole(path) as partial:
-        np.savez(partial, embedding=embedding, image_id=np.asarray(image_ids, dtype=str))
+        np.savez(partial, embedding=embedding, image_id=np.asarray(image_ids, dtype=str), **made_by)
     return embedding
 
 

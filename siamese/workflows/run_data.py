@@ -31,6 +31,7 @@ from siamese.models import EmbeddingNet
 from siamese.models.backbones import imagenet_statistics
 from siamese.robustness.artefacts import ArtefactPixels
 from siamese.runtime.device import resolve_compute
+from siamese.runtime.digest import file_sha256
 from siamese.training.embeddings import cached_embeddings, compute_embeddings
 
 
@@ -181,4 +182,11 @@ def split_embeddings(model: EmbeddingNet, dataset: ImageDataset, rows: pd.DataFr
     ids = rows["image_id"].astype(str).to_numpy()
     return cached_embeddings(path, ids, lambda: compute_embeddings(
         model, dataset, device, config.embed.batch_size, config.data.num_workers, path.stem, compute.bf16,
-        compute.channels_last))
+        compute.channels_last), embedder_sha256(run_dir))
+
+
+def embedder_sha256(run_dir: Path) -> str | None:
+    """SHA-256 of the run's ``embedder.pt`` (None before stage 1 wrote one): its cached embeddings carry it, so
+    a checkpoint copied in from another run never meets the embeddings of this one."""
+    path = Path(run_dir) / "embedder.pt"
+    return file_sha256(path) if path.is_file() else None

@@ -172,3 +172,29 @@ def test_a_runs_own_checkpoints_are_tied_by_the_embedders_digest(run_copy):
     net = EmbeddingNet.from_checkpoint(run_copy / "embedder.pt").to(memory_format=torch.channels_last)
     assert state_digest(net.state_dict()) == recorded  # the memory format is not the model
     assert main(["predict", "--run", str(run_copy), str(SAMPLES), "--engine", "torch"]) == 0
+
+
+def test_both_checkpoints_from_elsewhere_never_meet_the_runs_cached_embeddings(run_copy, capsys):
+    """A consistent embedder/classifier pair copied in from another run: predict refuses the run's training
+    embeddings (another embedder made them), rescore recomputes them, and then predict answers again."""
+    import numpy as np
+
+    from siamese.models import state_digest
+    from siamese.workflows.scoring import rescore_run
+
+    (run_copy / ONNX_FILE).unlink()
+    _same_architecture(run_copy, "retrained")
+    classifier = load_checkpoint(run_copy / "classifier.pt")
+    new_digest = state_digest(load_checkpoint(run_copy / "embedder.pt")["state"])
+    save_checkpoint({**classifier, "embedder_digest": new_digest}, run_copy / "classifier.pt")
+    assert main(["predict", "--run", str(run_copy), str(SAMPLES), "--engine", "torch"]) == 2
+    err = capsys.readouterr().err
+    assert "train.npz: made by another embedder.pt than the run's" in err and "rescore" in err
+    before = np.load(run_copy / "embeddings" / "train.npz")["embedding"]
+    rescore_run(run_copy)
+    after = np.load(run_copy / "embeddings" / "train.npz")
+    assert not np.allclose(after["embedding"], before)  # recomputed with the new embedder, not reused
+    from siamese.runtime.digest import file_sha256
+
+    assert str(after["embedder_sha256"]) == file_sha256(run_copy / "embedder.pt")
+    assert main(["predict", "--run", str(run_copy), str(SAMPLES), "--engine", "torch"]) == 0

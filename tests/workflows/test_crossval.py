@@ -223,6 +223,19 @@ def test_a_failed_cv_start_blocks_neither_the_folder_nor_the_fix(tmp_path):
     assert len(result.folds) and json.loads((out / "cv_config.json").read_text())["run"]["data"]["image_size"] == 32
 
 
+def test_cv_refuses_a_folder_that_holds_a_train_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    config = tiny_config(tmp_path / "unused", epochs_embed=1)
+    config.out = None
+    config.save(out / "config.json")
+    with pytest.raises(DataError, match="holds a train run"):
+        run_cv(config, CVConfig(folds=2, seeds=(0,)), out)
+    assert sorted(p.name for p in out.iterdir()) == ["config.json"]  # nothing written among its files
+    assert main(["cv", "--dataset", "synthetic", "--out", str(out)]) == 2
+    assert "holds a train run" in capsys.readouterr().err
+
+
 def test_cv_command_needs_out(capsys):
     assert main(["cv", "--dataset", "synthetic"]) == 2
     assert "cv needs --out" in capsys.readouterr().err

@@ -136,7 +136,10 @@ def _claim(out: Path, config: RunConfig, cv: CVConfig) -> CVConfig:
     """A CV folder holds one set of settings: resuming with others would mix two experiments. More seeds
     may be added to a finished CV (its folds are reused, and the summary covers them all); any other
     change is refused, unless no fold was started yet (a failed start leaves nothing to protect). Returns
-    the settings with every seed the folder holds."""
+    the settings with every seed the folder holds. A folder holding a single run (its ``config.json``) is
+    refused: the folds would be written among its files."""
+    if (out / "config.json").is_file():
+        raise DataError(f"{out} holds a train run (config.json); give the cross-validation another --out")
     out.mkdir(parents=True, exist_ok=True)
     settings = json.loads(json.dumps({"run": replace(config, out=None).to_dict(), "cv": asdict(cv)}))
     path = out / "cv_config.json"
