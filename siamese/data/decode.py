@@ -80,13 +80,11 @@ def flatten(image: Image.Image, background: tuple[int, int, int],
     from :func:`wide_transparency`) marks the pixels of a transparent colour Pillow cannot match itself.
     Images without transparency are returned as they are; Pillow's plain conversion would drop the alpha and
     show the hidden colours."""
-    if transparent is not None:
-        shown = image.convert("RGBA")
-        shown.putalpha(Image.fromarray(np.where(transparent, 0, 255).astype(np.uint8)))
-    elif image.mode not in ALPHA_MODES and "transparency" not in image.info:
+    if transparent is None and image.mode not in ALPHA_MODES and "transparency" not in image.info:
         return image
-    else:
-        shown = image.convert("RGBA")
+    shown = image.convert("RGBA")
+    if transparent is not None:
+        shown.putalpha(Image.fromarray(np.where(transparent, 0, 255).astype(np.uint8)))
     canvas = Image.new("RGBA", image.size, (*background, 255))
     return Image.alpha_composite(canvas, shown).convert("RGB")
 
