@@ -12,8 +12,9 @@ layer), ``linear_wd`` (and a weight decay chosen on validation), ``linear_wd_lr`
 learning rate, near convergence), each also as ``_last`` (no model selection); ``logistic`` (scikit-learn's
 converged logistic regression on the embedding), ``colour_embedding_train`` (on the embedding and the colour
 statistics), and both fitted on training and validation (``logistic_trainval``, ``colour_embedding``: the
-reference model). Each (run, stage-2 seed) is one pair; the test split and embedding are the run's, so
-several seeds of one run measure the read-out's own spread, not a split's.
+reference model); ``dense_colour`` and ``linear_colour_wd`` are ``dense`` and ``linear_wd`` on the
+embedding and the colour statistics. Each (run, stage-2 seed) is one pair; the test split and embedding are
+the run's, so several seeds of one run measure the read-out's own spread, not a split's.
 
 Every variant learns from the run's training split (the dense classifiers oversampled to balance, as stage 2
 does) and uses its validation split only where it says so (model selection, the weight decay, tau); the
@@ -27,7 +28,8 @@ when its references computed them, else are computed here.
 Nothing is written into the run folders: the run's split and preprocessing are copied to ``--work``, where the
 pixels, features and the variants' checkpoints are kept. Writes ``readout_table.csv`` (one row per run and
 variant), ``readout_paired.csv`` (each variant minus each baseline, paired by (run, seed): mean, sd, 95 % interval,
-pairs ahead) and ``readout.md`` to ``--out``.
+pairs ahead) and ``readout.md`` to ``--out``; the table also holds each variant's validation figures
+(``val_*``) where it kept the validation split out of its fit, so a read-out can be chosen on them.
 """
 
 from __future__ import annotations
@@ -240,15 +242,20 @@ VARIANTS: dict[str, tuple[tuple[str, ...], Callable[..., dict[str, Outputs]]]] =
     "logistic_trainval": (("embedding",), sklearn_readout(trainval=True)),
     "colour_embedding_train": (("colour", "embedding"), sklearn_readout(trainval=False)),
     "colour_embedding": (("colour", "embedding"), sklearn_readout(trainval=True)),
+    "dense_colour": (("colour", "embedding"), torch_readout(DENSE)),
+    "linear_colour_wd": (("colour", "embedding"), torch_readout(dataclasses.replace(LINEAR, weight_decays=WEIGHT_DECAYS,
+                                                                                    select="loss"))),
 }
 """Every read-out tried: the features it reads and how it is fitted (``_last``: the same training without
 model selection)."""
 TTA_VARIANTS = ("dense", "linear_wd", "colour_embedding")
 
 
-def score(run: RunArrays, proba: np.ndarray) -> dict[str, float]:
-    summary, _ = classification_metrics(run.y["test"], proba, run.classes)
-    return {m: summary[m] for m in METRICS}
+def score(run: RunArrays, proba: np.ndarray, split: str = "test") -> dict[str, float]:
+    """``METRICS`` of ``proba`` on ``split``, the validation split's prefixed ``val_``."""
+    summary, _ = classification_metrics(run.y[split], proba, run.classes)
+    prefix = "" if split == "test" else f"{split}_"
+    return {prefix + m: summary[m] for m in METRICS}
 
 
 def shipped(run: RunArrays) -> np.ndarray | None:
@@ -278,8 +285,9 @@ def evaluate(run: RunArrays, work: Path, tta: tuple[int, ...], variants: list[st
             base = name if views == 1 else f"{name}@tta{views}"
             for suffix, out in fit(run, x, work / run.name / f"{base}-seed{run.config.seed}").items():
                 label = base + suffix
+                val = {} if out.val is None else score(run, _from_logits(out.val), "val")
                 rows.append({"run": str(run.run_dir), "seed": run.config.seed, "variant": label, **score(run, out.test),
-                             "note": out.note})
+                             **val, "note": out.note})
                 if out.val is not None:
                     tau, offset = fit_logit_adjustment(out.val, run.y["val"], run.y["train"], len(run.classes))
                     adjusted = _from_logits(_as_logits(out.test) + offset)
@@ -312,7 +320,8 @@ def write(table: pd.DataFrame, out: Path) -> None:
     table.to_csv(out / "readout_table.csv", index=False)
     differences = paired(table)
     differences.to_csv(out / "readout_paired.csv", index=False)
-    means = table.groupby("variant", sort=False)[list(METRICS)].agg(["mean", "std", "count"])
+    columns = [c for c in (*METRICS, *(f"val_{m}" for m in METRICS)) if c in table.columns]
+    means = table.groupby("variant", sort=False)[columns].agg(["mean", "std", "count"])
     means.columns = [f"{m}_{s}" for m, s in means.columns]
     if differences.empty:  # no baseline among the variants: nothing pairs
         differences = pd.DataFrame(columns=["variant", "baseline", "metric", "mean_difference", "ci95_low",

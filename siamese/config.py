@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from siamese.data.registry import AUGMENTATIONS, CROPS, DATASETS  # noqa: F401  (the choices, named here too)
-from siamese.models.registry import BACKBONES, POOLINGS, SEG_ENCODERS  # noqa: F401
+from siamese.models.registry import BACKBONES, CLASSIFIER_INPUTS, POOLINGS, SEG_ENCODERS  # noqa: F401
 from siamese.options import AT_LEAST_0, AT_LEAST_1, POSITIVE, PROBABILITY, SHARE, check_settings, option
 from siamese.runtime.compute_choices import COMPUTE_CHOICES
 
@@ -182,6 +182,9 @@ class ClassifierConfig:
                          help="stage-2 epochs")
     batch_size: int = option(64, number=AT_LEAST_1)
     lr: float = option(1e-3, number=POSITIVE)
+    inputs: str = option("embedding", flags=("--classifier-inputs",), choices=CLASSIFIER_INPUTS, group=STAGE2,
+                         help="what the stage-2 classifier reads: the embedding, or the embedding and the image's "
+                              "66 colour statistics (the colour baseline's features)")
     hidden: tuple[int, ...] = option((64, 32), flags=("--classifier-hidden",), group=STAGE2, number=AT_LEAST_1,
                                      help="the stage-2 classifier's hidden layer sizes (a settings file's "
                                           "classifier.hidden: [] is one linear layer, logistic regression)")

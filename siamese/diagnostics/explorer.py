@@ -22,8 +22,10 @@ from siamese.config import RunConfig
 from siamese.data.duplicates import read_pairs
 from siamese.data.table import DataError
 from siamese.diagnostics.page import THUMBNAIL_PX, group_noun, thumbnail_uri, write_page
+from siamese.evaluation.reference_scores import colour_split_features
 from siamese.models.classifier import DenseClassifier
 from siamese.training.classify import predict_proba
+from siamese.workflows.run_data import shared_features
 
 NEIGHBOURS = 5
 MAX_CATEGORIES = 30
@@ -163,7 +165,10 @@ def write_run_explorer(run_dir: Path, points: pd.DataFrame, coords: dict[str, np
     proba = None
     if (run_dir / "classifier.pt").is_file():
         classifier = DenseClassifier.from_checkpoint(run_dir / "classifier.pt").eval()
-        proba = predict_proba(classifier, embeddings, torch.device("cpu"))
+        inputs = embeddings
+        if classifier.colour_inputs:
+            inputs = np.hstack([embeddings, _colour_of(run_dir, points, data, config)])
+        proba = predict_proba(classifier, inputs, torch.device("cpu"))
     pairs = read_pairs(config.data.duplicates) if config.data.duplicates else None
     catalogue = table[["image_id", "label", "group", "split", "row"]]
 
@@ -174,6 +179,14 @@ def write_run_explorer(run_dir: Path, points: pd.DataFrame, coords: dict[str, np
                                list(data.prep.classes), total, proba, pairs, f"{run_dir.name}: embeddings",
                                group=group_noun(config.data.dataset))
     return write_explorer(run_dir / "projections" / EXPLORER_FILE, payload)
+
+
+def _colour_of(run_dir: Path, points: pd.DataFrame, data: Any, config: RunConfig) -> np.ndarray:
+    """``(N, 66)`` colour statistics of the drawn ``points`` (``split``, ``row``), from the run's cache."""
+    shared = shared_features(config, data)
+    colour = {s: colour_split_features(run_dir, s, data.parts[s]["image_id"].to_numpy(), data.sources[s], shared,
+                                       config.model.backbone) for s in points["split"].unique()}
+    return np.stack([colour[s][r] for s, r in zip(points["split"], points["row"], strict=True)])
 
 
 def write_explorer(path: str | Path, payload: dict[str, Any]) -> Path:

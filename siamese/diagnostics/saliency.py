@@ -18,19 +18,19 @@ from siamese.data.decode import to_batch  # noqa: E402
 from siamese.evaluation.figures import new_figure, save_figure  # noqa: E402
 from siamese.inference.graph import InferenceGraph  # noqa: E402
 from siamese.inference.preprocess import Preprocessing  # noqa: E402
-from siamese.models import DenseClassifier, EmbeddingNet  # noqa: E402
+from siamese.models import EmbeddingNet  # noqa: E402
 
 
 class EndToEnd(nn.Module):
     """Image to class logits; a binary head becomes two columns (-z, z) so each class has a target."""
 
-    def __init__(self, embedder: EmbeddingNet, classifier: DenseClassifier) -> None:
+    def __init__(self, graph: InferenceGraph) -> None:
         super().__init__()
-        self.embedder, self.classifier = embedder, classifier
+        self.graph = graph
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.classifier(self.embedder(x))
-        return torch.cat([-logits, logits], dim=1) if self.classifier.binary else logits
+        logits = self.graph.logits(x, self.graph.embedder(x))
+        return torch.cat([-logits, logits], dim=1) if self.graph.classifier.binary else logits
 
 
 def target_layer(embedder: EmbeddingNet) -> nn.Module:
@@ -51,7 +51,7 @@ def saliency_maps(run_dir: str | Path, images: list[Path], out_dir: str | Path |
     graph = InferenceGraph.from_run(run_dir)
     out_dir = Path(out_dir) if out_dir else Path(run_dir) / "saliency"
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = EndToEnd(graph.embedder, graph.classifier).eval()
+    model = EndToEnd(graph).eval()
     written = []
     with GradCAM(model=model, target_layers=[target_layer(graph.embedder)]) as cam:
         for path in images:

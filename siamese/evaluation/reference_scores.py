@@ -79,20 +79,12 @@ def reference_probabilities(run_dir: Path, *, sources: dict[str, Any], ids: dict
     Raises ValueError naming an unknown reference model.
     """
     check_references(names)
-    folder = run_dir / "references"
-    folder.mkdir(exist_ok=True)
     fit = tuple(s for s in FIT_SPLITS if s != scored)
     notes: dict[str, str] = {}
 
     def cached(kind: str, compute: Any) -> tuple[np.ndarray, np.ndarray]:
-        def split_features(split: str) -> dict[str, np.ndarray]:
-            if shared is None:
-                return compute(sources[split])
-            store = FeatureStore(shared[0], kind, f"{shared[1]}|{kind}|{backbone}")
-            return store.features(np.asarray(shared[2][split], dtype=str), sources[split], compute)
-
-        arrays = {s: cached_arrays(folder / f"{kind}_{s}.npz", np.asarray(ids[s], dtype=str),
-                                   lambda s=s: split_features(s)) for s in (*fit, scored)}
+        arrays = {s: cached_split_features(run_dir, kind, s, ids[s], sources[s], compute, shared, backbone)
+                  for s in (*fit, scored)}
         if "backbone" in arrays[scored]:
             notes["imagenet_probe"] = f"frozen ImageNet {arrays[scored]['backbone']} features"
         return np.vstack([arrays[s]["features"] for s in fit]), arrays[scored]["features"]
@@ -105,9 +97,40 @@ def reference_probabilities(run_dir: Path, *, sources: dict[str, Any], ids: dict
         if kind == "embedding":
             return np.vstack([embeddings[s] for s in fit]), embeddings[scored]
         if kind == "colour":
-            return cached("colour", lambda source: {"features": colour_feature_matrix(source)})
+            return cached("colour", _colour)
         return cached("imagenet", imagenet)
 
     proba = probe_scores(names, features, np.concatenate([targets[s] for s in fit]), len(ids[scored]), n_classes,
                          seed)
     return proba, notes
+
+
+def _colour(source: PixelSource) -> dict[str, np.ndarray]:
+    return {"features": colour_feature_matrix(source)}
+
+
+def cached_split_features(run_dir: Path, kind: str, split: str, ids: np.ndarray, source: PixelSource,
+                          compute: Any, shared: tuple[str | Path, str, dict[str, np.ndarray]] | None = None,
+                          backbone: str = "") -> dict[str, np.ndarray]:
+    """One split's features of ``kind`` (``features``: ``(N, D)``; ``compute(source)`` makes them), kept in
+    ``RUN_DIR/references/KIND_SPLIT.npz`` for these image ``ids`` and, given ``shared`` (see
+    :func:`reference_probabilities`), in the cache folder's :class:`FeatureStore`, so each image is computed
+    once across runs."""
+    folder = Path(run_dir) / "references"
+    folder.mkdir(exist_ok=True)
+
+    def split_features() -> dict[str, np.ndarray]:
+        if shared is None:
+            return compute(source)
+        store = FeatureStore(shared[0], kind, f"{shared[1]}|{kind}|{backbone}")
+        return store.features(np.asarray(shared[2][split], dtype=str), source, compute)
+
+    return cached_arrays(folder / f"{kind}_{split}.npz", np.asarray(ids, dtype=str), split_features)
+
+
+def colour_split_features(run_dir: Path, split: str, ids: np.ndarray, source: PixelSource,
+                          shared: tuple[str | Path, str, dict[str, np.ndarray]] | None = None,
+                          backbone: str = "") -> np.ndarray:
+    """``(N, 66)`` colour statistics of one split's images (:func:`~siamese.evaluation.reference_features.
+    colour_feature_matrix`), shared with ``colour_baseline``'s cache (:func:`cached_split_features`)."""
+    return cached_split_features(run_dir, "colour", split, ids, source, _colour, shared, backbone)["features"]

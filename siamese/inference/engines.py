@@ -47,6 +47,9 @@ def checkpoint_digests(run_dir: str | Path, checkpoints: Sequence[str] = CHECKPO
     return digests
 
 
+NO_ONNXRUNTIME = "onnxruntime is not installed"
+
+
 def onnx_problem(run_dir: str | Path, checkpoints: Sequence[str] = CHECKPOINTS) -> str | None:
     """Why the run's ``model.onnx`` cannot be used, or None when it is there and matches the checkpoints."""
     run_dir = Path(run_dir)
@@ -58,7 +61,7 @@ def onnx_problem(run_dir: str | Path, checkpoints: Sequence[str] = CHECKPOINTS) 
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
-        return "onnxruntime is not installed"
+        return NO_ONNXRUNTIME
     return None
 
 
@@ -127,8 +130,9 @@ def open_engine(run_dir: str | Path, build: GraphBuilder, engine: str = "auto", 
             return OnnxEngine(Path(run_dir) / ONNX_FILE)
         except EngineError as exc:
             problem = str(exc)
+    remedy = ("`pip install onnxruntime` adds it" if problem == NO_ONNXRUNTIME
+              else f"`python -m siamese {export_command} {run_dir}` writes the export")
     if engine == "onnx":
-        raise EngineError(f"{problem}; write it with `python -m siamese {export_command} {run_dir}`")
-    warnings.warn(f"{problem}: using torch, which starts slower (`python -m siamese {export_command} {run_dir}` "
-                  "writes the export)", stacklevel=2)
+        raise EngineError(f"{problem}; {remedy}")
+    warnings.warn(f"{problem}: using torch, which starts slower ({remedy})", stacklevel=2)
     return TorchEngine(run_dir, build, device)

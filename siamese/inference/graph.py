@@ -17,6 +17,7 @@ from siamese.data.table import DataError
 from siamese.inference.preprocess import Preprocessing
 from siamese.models.checkpoint import check_trained_on
 from siamese.models.classifier import DenseClassifier
+from siamese.models.colour import colour_statistics
 from siamese.models.embedder import EmbeddingNet
 
 
@@ -29,7 +30,15 @@ class InferenceGraph(nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         embedding = self.embedder(pixels)
-        return embedding, self.classifier.probabilities(self.classifier(embedding))
+        return embedding, self.classifier.probabilities(self.logits(pixels, embedding))
+
+    def logits(self, pixels: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        """The classifier's logits for ``(N, 3, H, W)`` images and their ``(N, D)`` embeddings: with colour
+        inputs, the images' colour statistics follow the embedding, as stage 2 was trained."""
+        if self.classifier.colour_inputs:
+            colour = colour_statistics(self.embedder.normalize.pixels(pixels))
+            embedding = torch.cat([embedding, colour.to(embedding.dtype)], dim=1)
+        return self.classifier(embedding)
 
     @classmethod
     def from_run(cls, run_dir: str | Path) -> InferenceGraph:

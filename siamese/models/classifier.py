@@ -1,4 +1,5 @@
-"""The stage-2 classifier trained on frozen embeddings: dense layers (none hidden: logistic regression)."""
+"""The stage-2 classifier trained on frozen embeddings: dense layers (none hidden: logistic regression), on the
+embedding alone or on the embedding and the image's colour statistics."""
 
 from __future__ import annotations
 
@@ -10,32 +11,40 @@ import torch
 from torch import nn
 
 from siamese.models.checkpoint import load_model
+from siamese.models.colour import COLOUR_FEATURES
 
 
 class DenseClassifier(nn.Module):
-    """Dense layers on the standardised embedding, ``hidden`` sizes between them (``()``: one linear layer,
+    """Dense layers on the standardised input, ``hidden`` sizes between them (``()``: one linear layer,
     i.e. logistic regression); one sigmoid output for binary tasks, softmax logits otherwise.
+
+    The input is the ``(N, embedding_dim)`` embedding, or with ``colour_inputs`` the ``(N, embedding_dim + 66)``
+    embedding followed by the image's colour statistics: the embedder may take colour as input, but its
+    unit-length output does not keep it, and logistic regression on both beats the embedding alone
+    (``docs/results/isic2020.md``).
 
     ``logit_offset`` (one value per output, see :meth:`set_logit_offset`) is added to the logits before the
     probabilities: the class-prior (logit) adjustment fitted on the validation split. The loss sees the raw
     logits, so the offset changes predictions, never training."""
 
     def __init__(self, embedding_dim: int, n_classes: int, hidden: Sequence[int] = (), dropout: float = 0.3,
-                 logit_offset: Sequence[float] | None = None) -> None:
+                 logit_offset: Sequence[float] | None = None, colour_inputs: bool = False) -> None:
         super().__init__()
         outputs = 1 if n_classes == 2 else n_classes
+        width = embedding_dim + (COLOUR_FEATURES if colour_inputs else 0)
         # Per-dimension centre and scale of the training embeddings (``fit_standardization``), saved with
         # the weights. A briefly trained or untrained embedder packs every image into a small cap of the
         # sphere; standardising re-opens it, where a fixed rescaling left the classifier at chance.
-        self.register_buffer("center", torch.zeros(embedding_dim))
-        self.register_buffer("scale", torch.full((embedding_dim,), embedding_dim ** -0.5))
+        self.register_buffer("center", torch.zeros(width))
+        self.register_buffer("scale", torch.full((width,), width ** -0.5))
         layers: list[nn.Module] = []
-        width = embedding_dim
         for size in hidden:
             layers += [nn.Linear(width, size), nn.ReLU(inplace=True), nn.Dropout(dropout)]
             width = size
         self.layers = nn.Sequential(*layers, nn.Linear(width, outputs))
         self.arch: dict[str, Any] = {"embedding_dim": embedding_dim, "n_classes": n_classes, "hidden": list(hidden)}
+        if colour_inputs:  # absent from checkpoints written before stage 2 could read colour
+            self.arch["colour_inputs"] = True
         self.logit_offset = torch.zeros(outputs)
         if logit_offset is not None:
             self.set_logit_offset(torch.tensor(logit_offset, dtype=torch.float32))
@@ -57,6 +66,15 @@ class DenseClassifier(nn.Module):
     @property
     def binary(self) -> bool:
         return self.arch["n_classes"] == 2
+
+    @property
+    def colour_inputs(self) -> bool:
+        """Whether the input holds the colour statistics after the embedding."""
+        return bool(self.arch.get("colour_inputs", False))
+
+    @property
+    def input_width(self) -> int:
+        return int(self.center.numel())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers((x - self.center) / self.scale)
@@ -80,7 +98,7 @@ class DenseClassifier(nn.Module):
     @classmethod
     def from_arch(cls, arch: dict[str, Any]) -> DenseClassifier:
         return cls(arch["embedding_dim"], arch["n_classes"], tuple(arch["hidden"]),
-                   logit_offset=arch.get("logit_offset"))
+                   logit_offset=arch.get("logit_offset"), colour_inputs=arch.get("colour_inputs", False))
 
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> DenseClassifier:

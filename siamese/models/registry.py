@@ -80,3 +80,6 @@ BACKBONES = tuple(BACKBONE_REGISTRY)
 POOLINGS = ("last", "stages")
 SEG_ENCODERS = ("resnet18", "resnet34", "resnet50", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 """The U-Net encoders of ``segment train`` (segmentation-models-pytorch's names; EfficientNet-Lite through timm)."""
+CLASSIFIER_INPUTS = ("embedding", "embedding+colour")
+"""What the stage-2 classifier reads: the embedding, or the embedding followed by the image's 66 colour
+statistics (:func:`siamese.models.colour.colour_statistics`, the ``colour_baseline``'s features)."""

@@ -55,7 +55,8 @@ def balanced_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 class ClassifierTrainer:
-    """Trains on precomputed embeddings (cheap: no backbone in the loop), one model per weight decay, keeping
+    """Trains on precomputed embeddings (cheap: no backbone in the loop), with ``cfg.inputs ==
+    "embedding+colour"`` each followed by its image's colour statistics, one model per weight decay, keeping
     the best (weight decay, epoch) on the validation split (:meth:`score`). ``embedder_digest``
     (:func:`~siamese.models.checkpoint.state_digest` of the embedder that made the embeddings) is saved in
     ``classifier.pt``, so a run's two checkpoints are known to belong together."""
@@ -75,7 +76,8 @@ class ClassifierTrainer:
         """A freshly initialised model (seeded by its place in the grid) and its optimiser, the penalty on the
         weight matrices alone."""
         torch.manual_seed(self.seed + index)
-        model = DenseClassifier(self.embedding_dim, self.n_classes, self.cfg.hidden, self.cfg.dropout).to(self.device)
+        model = DenseClassifier(self.embedding_dim, self.n_classes, self.cfg.hidden, self.cfg.dropout,
+                                colour_inputs=self.cfg.inputs == "embedding+colour").to(self.device)
         weights = [p for p in model.parameters() if p.ndim > 1]
         biases = [p for p in model.parameters() if p.ndim <= 1]
         optimizer = torch.optim.Adam([{"params": weights, "weight_decay": self.cfg.weight_decays[index]},
@@ -88,9 +90,18 @@ class ClassifierTrainer:
 
     def fit(self, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
             y_val: np.ndarray) -> list[dict[str, Any]]:
-        """Train every weight decay for ``cfg.epochs`` on ``x_train`` ``(N, D)`` / ``y_train`` ``(N,)`` class
+        """Train every weight decay for ``cfg.epochs`` on ``x_train`` ``(N, D)`` (``D``: the model's
+        :attr:`~siamese.models.classifier.DenseClassifier.input_width`) / ``y_train`` ``(N,)`` class
         indices, scoring each epoch on the validation split; returns the history (one row per epoch and
-        weight decay). ``classifier.pt`` holds the best model; :meth:`load_best` returns it."""
+        weight decay). ``classifier.pt`` holds the best model; :meth:`load_best` returns it.
+
+        Raises:
+            ValueError: the inputs are not as wide as ``cfg.inputs`` makes the model's.
+        """
+        for name, part in (("training", x_train), ("validation", x_val)):
+            if part.ndim != 2 or part.shape[1] != self.model.input_width:
+                raise ValueError(f"stage 2 reads {self.model.input_width} values per image ({self.cfg.inputs}); "
+                                 f"the {name} inputs have shape {part.shape}")
         weight = None
         if self.cfg.class_weights:
             weight = torch.from_numpy(balanced_weights(y_train, self.n_classes)).to(self.device)

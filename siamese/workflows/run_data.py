@@ -25,6 +25,7 @@ from siamese.data.duplicates import drop_conflicts, read_pairs_for
 from siamese.data.images import ImageDataset, PixelRows, build_transform, channel_stats, pixel_source
 from siamese.data.splits import SPLITS, apply_manifest, read_manifest, split_table, write_manifest
 from siamese.data.table import DataError
+from siamese.evaluation.reference_scores import colour_split_features
 from siamese.inference.lesion_masks import crop_boxes
 from siamese.inference.preprocess import Preprocessing
 from siamese.models import EmbeddingNet
@@ -190,3 +191,28 @@ def embedder_sha256(run_dir: Path) -> str | None:
     a checkpoint copied in from another run never meets the embeddings of this one."""
     path = Path(run_dir) / "embedder.pt"
     return file_sha256(path) if path.is_file() else None
+
+
+def shared_features(config: RunConfig, data: RunData) -> tuple[str, str, dict[str, np.ndarray]] | None:
+    """Where the reference features of this run's images are kept for other runs (its ``--cache-dir``), what
+    their pixels depend on, and each split's image keys (resolved file paths; ids for in-memory data)."""
+    d = config.data
+    if not d.cache_dir:
+        return None
+    pixels = f"{d.dataset}|{d.image_size}px|{d.crop}|{d.crop_margin}|{d.seg_run}"
+    keys = {s: (data.parts[s]["path"].map(lambda p: str(Path(p).resolve())) if "path" in data.parts[s].columns
+                else data.parts[s]["image_id"].astype(str)).to_numpy() for s in data.splits}
+    return d.cache_dir, pixels, keys
+
+
+def classifier_inputs(run_dir: Path, data: RunData, embeddings: dict[str, np.ndarray],
+                      config: RunConfig) -> dict[str, np.ndarray]:
+    """What the stage-2 classifier reads, per split: the ``(N, D)`` embeddings, or with
+    ``classifier.inputs == "embedding+colour"`` the ``(N, D + 66)`` embeddings followed by each image's colour
+    statistics (the ``colour_baseline``'s, computed once and shared with it)."""
+    if config.classifier.inputs == "embedding":
+        return embeddings
+    shared = shared_features(config, data)
+    return {s: np.hstack([e, colour_split_features(run_dir, s, data.parts[s]["image_id"].to_numpy(), data.sources[s],
+                                                   shared, config.model.backbone)]).astype(np.float32)
+            for s, e in embeddings.items()}

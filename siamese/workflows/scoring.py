@@ -23,7 +23,7 @@ from siamese.models import DenseClassifier, EmbeddingNet, check_trained_on, load
 from siamese.runtime.device import machine_description, resolve_device
 from siamese.training.classify import classifier_choice, knn_proba, predict_proba
 from siamese.training.finetune import finetune_reference
-from siamese.workflows.run_data import RunData, build_run_data, split_embeddings
+from siamese.workflows.run_data import RunData, build_run_data, classifier_inputs, shared_features, split_embeddings
 from siamese.workflows.run_report import FINAL_MODEL_NOTE, predictions_path, write_evaluation_plots, write_report
 
 
@@ -88,19 +88,20 @@ def evaluate_run(run_dir: Path, data: RunData, embeddings: dict[str, np.ndarray]
     classes, targets, scored = data.prep.classes, data.targets, data.scored
     if scored != "test":
         warnings.warn(FINAL_MODEL_NOTE, stacklevel=2)
-    proba = {"classifier": predict_proba(classifier, embeddings[scored], device),
+    inputs = classifier_inputs(run_dir, data, embeddings, config)
+    proba = {"classifier": predict_proba(classifier, inputs[scored], device),
              "knn": knn_proba(embeddings["train"], targets["train"], embeddings[scored], len(classes),
                               config.classifier.knn_k)}
     extra: dict[str, Any] = {}
     if config.classifier.patient_context:
-        proba["patient_context"], extra["patient_context_signal"] = _patient_context(data, embeddings, classifier,
-                                                                              proba["classifier"], device, config)
+        proba["patient_context"], extra["patient_context_signal"] = _patient_context(
+            data, embeddings, predict_proba(classifier, inputs["val"], device), proba["classifier"], config)
     ids = {s: data.parts[s]["image_id"].to_numpy() for s in data.splits}
     references, notes = reference_probabilities(run_dir, sources=data.sources, ids=ids, targets=targets,
                                                 embeddings=embeddings, n_classes=len(classes),
                                                 names=config.references, backbone=config.model.backbone,
                                                 seed=config.seed, scored=scored,
-                                                shared=_shared_features(config, data))
+                                                shared=shared_features(config, data))
     reference_seconds = {}
     if "finetune" in config.references:
         datasets = {"train": data.dataset("train", config.data.augment), "val": data.dataset("val"),
@@ -129,25 +130,13 @@ def evaluate_run(run_dir: Path, data: RunData, embeddings: dict[str, np.ndarray]
     return results
 
 
-def _shared_features(config: RunConfig, data: RunData) -> tuple[str, str, dict[str, np.ndarray]] | None:
-    """Where the reference features of this run's images are kept for other runs (its ``--cache-dir``), what
-    their pixels depend on, and each split's image keys (resolved file paths; ids for in-memory data)."""
-    d = config.data
-    if not d.cache_dir:
-        return None
-    pixels = f"{d.dataset}|{d.image_size}px|{d.crop}|{d.crop_margin}|{d.seg_run}"
-    keys = {s: (data.parts[s]["path"].map(lambda p: str(Path(p).resolve())) if "path" in data.parts[s].columns
-                else data.parts[s]["image_id"].astype(str)).to_numpy() for s in data.splits}
-    return d.cache_dir, pixels, keys
-
-
-def _patient_context(data: RunData, embeddings: dict[str, np.ndarray], classifier: Any, test_proba: np.ndarray,
-                     device: Any, config: RunConfig) -> tuple[np.ndarray, dict[str, Any]]:
+def _patient_context(data: RunData, embeddings: dict[str, np.ndarray], val_proba: np.ndarray, test_proba: np.ndarray,
+                     config: RunConfig) -> tuple[np.ndarray, dict[str, Any]]:
     """The classifier with the ugly-duckling signal (fitted on the validation split), and what the signal
     says on its own: the test ROC-AUC of each distance among lesions with context (binary tasks), and the
     control (the same refit on the classifier's output alone), so a gain can be told from a recalibration."""
     patients = {s: data.parts[s]["group"].astype(str).to_numpy() for s in ("val", "test")}
-    val = (predict_proba(classifier, embeddings["val"], device), embeddings["val"], patients["val"],
+    val = (val_proba, embeddings["val"], patients["val"],
            data.targets["val"])
     test = (test_proba, embeddings["test"], patients["test"])
     n_classes = len(data.prep.classes)

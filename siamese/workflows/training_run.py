@@ -33,7 +33,7 @@ from siamese.training.classify import ClassifierTrainer, check_classifier_settin
 from siamese.training.losses import resolve_objective
 from siamese.training.metric_learning import MetricData, MetricTrainer
 from siamese.training.selfsup import SelfSupervisedTrainer
-from siamese.workflows.run_data import RunData, build_run_data, split_embeddings
+from siamese.workflows.run_data import RunData, build_run_data, classifier_inputs, split_embeddings
 from siamese.workflows.run_folder import discard_setup, prepare_run_dir
 from siamese.workflows.run_report import write_evaluation_plots, write_report
 from siamese.workflows.scoring import evaluate_run
@@ -149,11 +149,12 @@ def _train(config: RunConfig, resume: str | Path | None, changes: dict[str, Any]
         stage2.resume()
         picks = oversample(pd.DataFrame({"row": np.arange(len(targets["train"])), "label": targets["train"]}),
                            config.seed)["row"].to_numpy()
-        x_train, y_train = embeddings["train"][picks], targets["train"][picks]
-        classifier_history = stage2.fit(x_train, y_train, embeddings["val"], targets["val"])
+        inputs = classifier_inputs(run_dir, data, embeddings, config)
+        x_train, y_train = inputs["train"][picks], targets["train"][picks]
+        classifier_history = stage2.fit(x_train, y_train, inputs["val"], targets["val"])
         classifier = stage2.load_best()
         if config.classifier.logit_adjustment:
-            stage2.adjust_logits(classifier, embeddings["val"], targets["val"], targets["train"])
+            stage2.adjust_logits(classifier, inputs["val"], targets["val"], targets["train"])
 
         history = pd.DataFrame(ssl_history + embed_history + classifier_history)
         history.to_csv(run_dir / "history.csv", index=False)

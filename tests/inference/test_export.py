@@ -104,8 +104,10 @@ def test_export_names_a_folder_that_is_not_a_finished_run(run_copy, tmp_path, ca
 def test_missing_onnxruntime_falls_back_to_torch(run_dir, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     assert onnx_problem(run_dir) == "onnxruntime is not installed"
-    with pytest.warns(UserWarning, match="onnxruntime"):
+    with pytest.warns(UserWarning, match=r"not installed: using torch.*\(`pip install onnxruntime` adds it\)"):
         assert Predictor(run_dir).engine.name == "torch"
+    with pytest.raises(EngineError, match="`pip install onnxruntime` adds it"):
+        Predictor(run_dir, engine="onnx")
 
 
 def test_a_failed_or_disagreeing_export_leaves_no_file_behind(run_copy, monkeypatch):
