@@ -248,7 +248,7 @@ VARIANTS: dict[str, tuple[tuple[str, ...], Callable[..., dict[str, Outputs]]]] =
 }
 """Every read-out tried: the features it reads and how it is fitted (``_last``: the same training without
 model selection)."""
-TTA_VARIANTS = ("dense", "linear_wd", "colour_embedding")
+TTA_VARIANTS = ("dense", "dense_colour", "linear_wd", "colour_embedding")
 
 
 def score(run: RunArrays, proba: np.ndarray, split: str = "test") -> dict[str, float]:
