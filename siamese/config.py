@@ -492,7 +492,6 @@ def _ham_leakage() -> RunConfig:
     config.preset = "ham_leakage"
     config.data.full_dataset = False
     config.embed.epochs = 2
-    config.classifier.inputs = "embedding"  # as the leakage figures were measured (docs/results/dedup-leakage.md)
     return config
 
 
