@@ -22,10 +22,9 @@ from siamese.config import RunConfig
 from siamese.data.duplicates import read_pairs
 from siamese.data.table import DataError
 from siamese.diagnostics.page import THUMBNAIL_PX, group_noun, thumbnail_uri, write_page
-from siamese.evaluation.reference_scores import colour_split_features
 from siamese.models.classifier import DenseClassifier
 from siamese.training.classify import predict_proba
-from siamese.workflows.run_data import shared_features
+from siamese.workflows.run_data import colour_features
 
 NEIGHBOURS = 5
 MAX_CATEGORIES = 30
@@ -183,9 +182,7 @@ def write_run_explorer(run_dir: Path, points: pd.DataFrame, coords: dict[str, np
 
 def _colour_of(run_dir: Path, points: pd.DataFrame, data: Any, config: RunConfig) -> np.ndarray:
     """``(N, 66)`` colour statistics of the drawn ``points`` (``split``, ``row``), from the run's cache."""
-    shared = shared_features(config, data)
-    colour = {s: colour_split_features(run_dir, s, data.parts[s]["image_id"].to_numpy(), data.sources[s], shared,
-                                       config.model.backbone) for s in points["split"].unique()}
+    colour = colour_features(run_dir, data, config, list(points["split"].unique()))
     return np.stack([colour[s][r] for s, r in zip(points["split"], points["row"], strict=True)])
 
 

@@ -212,7 +212,13 @@ def classifier_inputs(run_dir: Path, data: RunData, embeddings: dict[str, np.nda
     statistics (the ``colour_baseline``'s, computed once and shared with it)."""
     if config.classifier.inputs == "embedding":
         return embeddings
+    colour = colour_features(run_dir, data, config, list(embeddings))
+    return {s: np.hstack([e, colour[s]]).astype(np.float32) for s, e in embeddings.items()}
+
+
+def colour_features(run_dir: Path, data: RunData, config: RunConfig, splits: list[str]) -> dict[str, np.ndarray]:
+    """Each split's ``(N, 66)`` colour statistics, in the split's row order: the ``colour_baseline``'s, cached
+    once in ``RUN_DIR/references/`` (and the ``--cache-dir`` store) for both."""
     shared = shared_features(config, data)
-    return {s: np.hstack([e, colour_split_features(run_dir, s, data.parts[s]["image_id"].to_numpy(), data.sources[s],
-                                                   shared, config.model.backbone)]).astype(np.float32)
-            for s, e in embeddings.items()}
+    return {s: colour_split_features(run_dir, s, data.parts[s]["image_id"].to_numpy(), data.sources[s], shared,
+                                     config.model.backbone) for s in splits}
