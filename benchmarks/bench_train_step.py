@@ -3,7 +3,8 @@ logging, the memory format and precision of ``--compute``) against the fastest b
 same model, data and batch with a plain cross-entropy loss, measured in the same run.
 
     python -m benchmarks.bench_train_step [--preset ham_cpu] [--backbone inception_v3] [--weights none]
-                                          [--size 256] [--batch 16] [--steps 6] [--workers 0] [--compute auto]
+                                          [--size 256] [--batch 16] [--steps 6] [--repeats 1] [--workers 0]
+                                          [--compute auto]
                                           [--breakdown] [--json] [--dataset ham10000 --data-dir DIR]
 
 The bare loop runs in every memory format and precision the device computes natively (contiguous fp32,
@@ -12,6 +13,8 @@ project's step against the fastest of them and against the contiguous fp32 loop,
 once more in contiguous fp32 (the CPU's layout before ``--compute``), so one run shows both the speed-up and
 the distance to the best plain loop. ``--preset`` takes backbone, weights, size, batch and the colour
 branch from a training preset (explicit flags win). ``--json`` prints one JSON object instead of the table.
+``--repeats R`` runs every loop R times in interleaved rounds and reports medians, with the project's ratio to
+the fastest bare loop round by round: on a shared machine one round's ratio moves by more than the gap.
 
 By default both loops train on ``batch * steps`` random images already at ``--size`` in 8 classes (no
 decoding). With ``--dataset`` they train on the first ``batch * steps`` rows of that dataset's table as the
@@ -208,6 +211,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int)
     parser.add_argument("--colour-stats", action="store_true", help="the colour branch beside the backbone")
     parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="rounds of every loop, interleaved; the table gives each loop's median")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers, the same for all loops")
     parser.add_argument("--compute", choices=COMPUTE_CHOICES, default="auto", help="the project step's setting")
     parser.add_argument("--breakdown", action="store_true", help="also time each phase of the project's step")
@@ -215,6 +220,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dataset", help="train on this dataset's images (e.g. ham10000), not random pixels")
     parser.add_argument("--data-dir", help="the dataset's folder, as for training")
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     if args.dataset and not args.data_dir:
         parser.error("--dataset needs --data-dir")
     chosen = preset(args.preset) if args.preset else None
@@ -226,6 +233,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if not getattr(args, name):
             setattr(args, name, value)
     return args
+
+
+def interleaved(cases: list[tuple], settings: tuple, colour_stats: bool, repeats: int) -> list[dict]:
+    """Each case (name, compute name, loop, compute choice) run ``repeats`` times, each time in a fresh
+    process, in rounds whose order turns by one case per round, so that a slow spell of a shared machine
+    falls on every case alike. A row holds the median images/s, each round's figure (``rounds``) and the
+    median of the other fields."""
+    runs: dict[str, list[dict]] = {name: [] for name, *_ in cases}
+    for round_ in range(repeats):
+        shift = round_ % len(cases)
+        for name, _, loop, choice in cases[shift:] + cases[:shift]:
+            runs[name].append(isolated(loop, *settings, choice, colour_stats))
+    rows = []
+    for name, compute, *_ in cases:
+        results = runs[name]
+        row = {"case": name, "compute": compute,
+               **{key: float(np.median([r[key] for r in results])) for key in results[0]}}
+        row["rounds"] = [r["images_per_s"] for r in results]
+        rows.append(row)
+    return rows
+
+
+def round_ratios(project_row: dict, bare_rows: list[dict]) -> list[float]:
+    """The project's images/s over the fastest bare loop of the same round, round by round."""
+    return [p / max(row["rounds"][i] for row in bare_rows) for i, p in enumerate(project_row["rounds"])]
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -242,13 +274,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     settings = (args.backbone, args.size, args.batch, args.steps, args.workers, args.weights, images)
     device = resolve_device("auto")
     project_compute = compute_of(args.compute).name
-    rows = [{"case": f"bare loop, {choice}", "compute": choice,
-             **isolated(bare, *settings, choice, args.colour_stats)} for choice in bare_choices(device)]
-    rows.append({"case": f"project stage-1 step, {project_compute}", "compute": project_compute,
-                 **isolated(project, *settings, args.compute, args.colour_stats)})
+    cases = [(f"bare loop, {choice}", choice, bare, choice) for choice in bare_choices(device)]
+    cases.append((f"project stage-1 step, {project_compute}", project_compute, project, args.compute))
     if project_compute != "fp32":
-        rows.append({"case": "project stage-1 step, fp32 (contiguous)", "compute": "fp32",
-                     **isolated(project, *settings, "fp32", args.colour_stats)})
+        cases.append(("project stage-1 step, fp32 (contiguous)", "fp32", project, "fp32"))
+    rows = interleaved(cases, settings, args.colour_stats, args.repeats)
     best_bare = max((r for r in rows if r["case"].startswith("bare")), key=lambda r: r["images_per_s"])
     fp32_bare = rows[0]
     figures = summary(args, rows, best_bare, fp32_bare, source)
@@ -265,6 +295,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
           f"{figures['project_vs_fp32_bare']:.2f}x; vs the project in contiguous fp32: "
           f"{figures['project_vs_project_fp32']:.2f}x   (waiting for data: project "
           f"{rows[len(bare_choices(device))]['data_wait'] * 100:.1f} % of the epoch)")
+    if args.repeats > 1:
+        by_round = figures["project_vs_best_bare_by_round"]
+        print(f"medians of {args.repeats} interleaved rounds; project vs the round's fastest bare loop, round by "
+              f"round: {', '.join(f'{r:.2f}' for r in by_round)} (median {np.median(by_round):.2f})")
     if args.breakdown:
         phases = figures["breakdown_ms"]
         step = sum(phases[name] for name in PHASES)
@@ -286,7 +320,10 @@ def summary(args: argparse.Namespace, rows: list[dict], best_bare: dict, fp32_ba
             "project_compute": project_row["compute"], "best_bare_compute": best_bare["compute"],
             "project_vs_best_bare": project_row["images_per_s"] / best_bare["images_per_s"],
             "project_vs_fp32_bare": project_row["images_per_s"] / fp32_bare["images_per_s"],
-            "project_vs_project_fp32": project_row["images_per_s"] / project_fp32["images_per_s"]}
+            "project_vs_project_fp32": project_row["images_per_s"] / project_fp32["images_per_s"],
+            "repeats": args.repeats, "rounds_images_per_s": {r["case"]: r["rounds"] for r in rows},
+            "project_vs_best_bare_by_round": round_ratios(project_row,
+                                                          [r for r in rows if r["case"].startswith("bare")])}
 
 
 if __name__ == "__main__":

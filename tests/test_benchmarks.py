@@ -153,3 +153,35 @@ def test_explorer_benchmark_reads_the_pages_marks_and_main_thread_time(tmp_path)
         assert [m for m in MARKS if m in opened["marks"]] == list(MARKS), page.name
         assert opened["marks"][MARKS[0]] <= opened["marks"][MARKS[1]] <= opened["marks"][MARKS[2]]
         assert opened["cpu_ms"] > 0 and len(opened["kinds"]) == 3
+
+
+def test_training_step_benchmark_repeats_interleave_rounds_and_report_medians(monkeypatch, capsys):
+    """Every loop runs once a round, the order turning each round; each figure is the median of its rounds
+    and the project's ratio is also given round by round against that round's fastest bare loop."""
+    speeds = {("bare", "fp32"): [10.0, 14.0, 18.0], ("bare", "channels_last"): [20.0, 12.0, 40.0],
+              ("project", "auto"): [30.0, 24.0, 16.0], ("project", "fp32"): [5.0, 6.0, 7.0]}
+    calls = []
+
+    def fake(fn, *args):
+        case = (fn.__name__, args[-2])
+        calls.append(case)
+        return {"images_per_s": speeds[case][calls.count(case) - 1], "data_wait": 0.0}
+
+    monkeypatch.setattr(bench_train_step, "isolated", fake)
+    monkeypatch.setattr(bench_train_step, "bare_choices", lambda device: ["fp32", "channels_last"])
+    bench_train_step.main(["--preset", "tiny", "--steps", "2", "--batch", "16", "--repeats", "3", "--json"])
+    figures = json.loads(capsys.readouterr().out)
+    cases = [("bare", "fp32"), ("bare", "channels_last"), ("project", "auto"), ("project", "fp32")]
+    assert calls == cases + cases[1:] + cases[:1] + cases[2:] + cases[:2]
+    rounds = figures["rounds_images_per_s"]
+    assert rounds["bare loop, fp32"] == [10.0, 14.0, 18.0]
+    assert rounds["bare loop, channels_last"] == [20.0, 12.0, 40.0]
+    assert rounds["project stage-1 step, channels_last"] == [30.0, 24.0, 16.0]
+    assert figures["images_per_s"]["project stage-1 step, channels_last"] == 24.0
+    assert figures["project_vs_best_bare"] == pytest.approx(24.0 / 20.0)
+    assert figures["project_vs_best_bare_by_round"] == pytest.approx([30 / 20, 24 / 14, 16 / 40])
+
+
+def test_training_step_benchmark_refuses_no_rounds():
+    with pytest.raises(SystemExit):
+        bench_train_step.main(["--repeats", "0"])
