@@ -4,6 +4,7 @@ embeddings, scored on their test splits and paired run by run.
 Usage (from the repository root, on run folders written by ``train.py``, ``cv`` or ``compare``)::
 
     python experiments/readout.py RUN [RUN ...] --out DIR [--seeds 0 1 2] [--tta 4 8] [--work DIR]
+                                  [--references OUT/compare_runs.csv]
 
 The variants (:data:`VARIANTS`): ``dense`` (stage 2 as it was: hidden layers 64 and 32, dropout 0.3, Adam at
 1e-3 for 50 epochs, the epoch with the best validation balanced accuracy), ``dense_select_loss`` (the epoch by
@@ -30,6 +31,11 @@ pixels, features and the variants' checkpoints are kept. Writes ``readout_table.
 variant), ``readout_paired.csv`` (each variant minus each baseline, paired by (run, seed): mean, sd, 95 % interval,
 pairs ahead) and ``readout.md`` to ``--out``; the table also holds each variant's validation figures
 (``val_*``) where it kept the validation split out of its fit, so a read-out can be chosen on them.
+
+With ``--references`` (the ``compare_runs.csv`` of the ``compare`` that trained the runs, which lie under
+``OUT/RECIPE/seedS[/foldF]``), each variant of each recipe is also paired with the reference models scored on
+the same held-out images (the same seed and fold), as ``compare`` pairs its own classifier:
+``readout_references.csv`` and a section of ``readout.md``. Only the runs' own stage-2 seed pairs there.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ from siamese.config import ClassifierConfig, RunConfig
 from siamese.data.balance import oversample
 from siamese.evaluation.metrics import classification_metrics
 from siamese.evaluation.reference_features import colour_feature_matrix
+from siamese.evaluation.reference_models import REFERENCE_MODELS
 from siamese.evaluation.seeds import paired_difference
 from siamese.evaluation.tables import markdown_table
 from siamese.models import EmbeddingNet
@@ -315,7 +322,40 @@ def paired(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write(table: pd.DataFrame, out: Path) -> None:
+def compare_key(run: str) -> tuple[str, int, int]:
+    """(recipe, seed, fold) of a run folder that ``compare`` wrote: ``OUT/RECIPE/seedS/foldF`` (``cv``) or
+    ``OUT/RECIPE/seedS`` (``train`` runs, fold 0). Raises ValueError for any other folder."""
+    parts = Path(run).parts
+    if len(parts) >= 3 and parts[-1].startswith("fold") and parts[-2].startswith("seed"):
+        return parts[-3], int(parts[-2][4:]), int(parts[-1][4:])
+    if len(parts) >= 2 and parts[-1].startswith("seed"):
+        return parts[-2], int(parts[-1][4:]), 0
+    raise ValueError(f"{run}: not a run folder of `compare` (OUT/RECIPE/seedS[/foldF])")
+
+
+def versus_references(table: pd.DataFrame, compare_runs: pd.DataFrame) -> pd.DataFrame:
+    """Each recipe's variants minus each reference model of ``compare_runs`` (columns ``seed``, ``fold``,
+    ``model``, the metrics), paired by (seed, fold), with the variant's mean and sd over those runs."""
+    own_seed = table.copy()
+    keys = [compare_key(run) for run in own_seed["run"]]
+    own_seed["recipe"] = [k[0] for k in keys]
+    own_seed["run_seed"], own_seed["fold"] = [k[1] for k in keys], [k[2] for k in keys]
+    own_seed = own_seed[own_seed["seed"] == own_seed["run_seed"]]
+    references = [m for m in dict.fromkeys(compare_runs["model"]) if m in REFERENCE_MODELS]
+    rows = []
+    for (recipe, variant), mine in own_seed.groupby(["recipe", "variant"], sort=False):
+        mine = mine.set_index(["run_seed", "fold"])
+        for reference in references:
+            # a probe is scored in every recipe's runs, on the same images: one row per (seed, fold)
+            theirs = compare_runs[compare_runs["model"] == reference].groupby(["seed", "fold"]).first()
+            for metric in METRICS:
+                rows.append({"recipe": recipe, "variant": variant, "reference": reference, "metric": metric,
+                             "mean": mine[metric].mean(), "sd": mine[metric].std(),
+                             **paired_difference(mine[metric], theirs[metric])})
+    return pd.DataFrame(rows)
+
+
+def write(table: pd.DataFrame, out: Path, compare_runs: pd.DataFrame | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "readout_table.csv", index=False)
     differences = paired(table)
@@ -333,6 +373,11 @@ def write(table: pd.DataFrame, out: Path) -> None:
              markdown_table(means.reset_index().round(4)), "", "## Paired differences from `dense`", "",
              markdown_table(versus.reset_index().round(4)), "",
              "## All paired differences", "", markdown_table(differences.round(4)), ""]
+    if compare_runs is not None:
+        references = versus_references(table, compare_runs)
+        references.to_csv(out / "readout_references.csv", index=False)
+        lines += ["## Each recipe's read-outs minus the reference models (same seed and fold)", "",
+                  markdown_table(references.round(4)), ""]
     (out / "readout.md").write_text("\n".join(lines))
 
 
@@ -347,7 +392,19 @@ def main(argv: list[str] | None = None) -> None:
                         help="stage-2 seeds per run, each (run, seed) one pair (default: the run's own seed)")
     parser.add_argument("--variants", nargs="*", choices=list(VARIANTS), default=list(VARIANTS),
                         help="the read-outs to fit (default: all)")
+    parser.add_argument("--references", type=Path, default=None,
+                        help="compare_runs.csv of the compare that trained the runs: pair with its references")
     args = parser.parse_args(argv)
+    compare_runs = None
+    if args.references is not None:
+        if not args.references.is_file():
+            parser.error(f"--references {args.references}: no such file (a compare's compare_runs.csv)")
+        compare_runs = pd.read_csv(args.references)
+        try:
+            for run_dir in args.runs:
+                compare_key(str(run_dir))
+        except ValueError as exc:
+            parser.error(str(exc))
     torch.set_num_threads(1)  # tiny models: more threads only contend
     work = args.work or args.out / "work"
     rows = []
@@ -359,7 +416,7 @@ def main(argv: list[str] | None = None) -> None:
         for seed in args.seeds if args.seeds is not None else [run.config.seed]:
             run.config.seed = seed
             rows += evaluate(run, work, tuple(args.tta), args.variants)
-            write(pd.DataFrame(rows), args.out)  # after every seed: a long call's tables grow as it goes
+            write(pd.DataFrame(rows), args.out, compare_runs)  # after every seed: a long call's tables grow as it goes
     print(f"wrote {args.out / 'readout.md'}")
 
 
