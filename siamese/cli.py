@@ -47,6 +47,7 @@ from siamese.runtime.errors import (
     SubmissionError,
     WeightsUnavailableError,
 )
+from siamese.runtime.json_files import read_json
 from siamese.settings import FULL_MODEL, fold_config, read_config_file, resume_changes, run_config, segment_config
 
 # Each command imports what it needs when it runs: `predict` starts without loading the training stack.
@@ -137,7 +138,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_dir = run_training(run_config(asked, defaults), resume=args.resume, changes=changes)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun workers leave reporting to rank 0
         return 0
-    print_scores(json.loads((run_dir / "metrics.json").read_text()))
+    print_scores(read_json(run_dir / "metrics.json"))
     print(f"results in {run_dir}")
     return 0
 

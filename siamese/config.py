@@ -18,6 +18,7 @@ from siamese.data.registry import AUGMENTATIONS, CROPS, DATASETS  # noqa: F401  
 from siamese.models.registry import BACKBONES, CLASSIFIER_INPUTS, POOLINGS, SEG_ENCODERS  # noqa: F401
 from siamese.options import AT_LEAST_0, AT_LEAST_1, POSITIVE, PROBABILITY, SHARE, check_settings, option
 from siamese.runtime.compute_choices import COMPUTE_CHOICES
+from siamese.runtime.json_files import read_json
 
 REFERENCES = ("colour_baseline", "imagenet_probe", "colour_embedding", "finetune")
 """The reference models a run scores beside the two stages by default, fitted on its training and validation
@@ -276,7 +277,7 @@ class RunConfig:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: not found; is {path.parent} a run folder written by train.py?")
-        return cls.from_dict(json.loads(path.read_text()))
+        return cls.from_dict(read_json(path))
 
 
 def check_miner(loss: str, miner: str | None) -> None:
@@ -573,7 +574,7 @@ class SegmentConfig:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: not found; is {path.parent} a folder written by segment train?")
-        return _from_dict(cls, json.loads(path.read_text()))
+        return _from_dict(cls, read_json(path))
 
 
 def _segment_cpu() -> SegmentConfig:

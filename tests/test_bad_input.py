@@ -31,6 +31,9 @@ def files(tmp_path):
     Image.fromarray(np.zeros((24, 24), np.uint8)).save(tmp_path / "pred" / "img_0_segmentation.png")
     (tmp_path / "masks" / "img_0_segmentation.png").write_text("not a png")
     (tmp_path / "run").mkdir()
+    (tmp_path / "broken").mkdir()  # a run whose JSON files were cut short (interrupted while written, or edited)
+    for name in ("config.json", "segment_config.json", "metrics.json"):
+        (tmp_path / "broken" / name).write_text('{"model": {"backbone": ')
     return tmp_path
 
 
@@ -48,6 +51,11 @@ CASES = {
     "external: not a run": (["external", "{d}/run", "--dataset", "csv", "--metadata", "{d}/not_image.csv",
                              "--out", "{d}/e"], "run"),
     "segment predict: not a run": (["segment", "predict", "{d}/run", "{d}/img_0.jpg", "--out", "{d}/o"], "run"),
+    "predict: a damaged config.json": (["predict", "--run", "{d}/broken", "{d}/img_0.jpg"], "broken/config.json"),
+    "rescore: a damaged config.json": (["rescore", "{d}/broken"], "broken/config.json"),
+    "summarize: a damaged metrics.json": (["summarize", "{d}/broken", "--out", "{d}/s"], "broken/metrics.json"),
+    "segment predict: a damaged config": (["segment", "predict", "{d}/broken", "{d}/img_0.jpg", "--out", "{d}/o"],
+                                          "broken/"),
     "segment evaluate: not a mask": (["segment", "evaluate", "--pred", "{d}/pred", "--masks", "{d}/masks", "--out",
                                       "{d}/ev"],
                                      "img_0_segmentation.png"),
@@ -127,3 +135,15 @@ def test_a_table_too_small_to_split_names_its_unreadable_image_first(files, bad,
     assert main([arg.format(d=files) for arg in argv]) == 2
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1].startswith(f"error: {files / bad}: unreadable image"), err
+
+
+def test_a_run_file_that_is_missing_not_text_or_not_json_is_named(tmp_path):
+    from siamese.runtime.json_files import read_json
+
+    (tmp_path / "cut.json").write_text('{"a": [1, 2')
+    (tmp_path / "binary.json").write_bytes(bytes(range(128, 256)))
+    (tmp_path / "good.json").write_text('{"a": [1, 2]}')
+    assert read_json(tmp_path / "good.json") == {"a": [1, 2]}
+    for name, error in (("cut.json", ValueError), ("binary.json", ValueError), ("absent.json", FileNotFoundError)):
+        with pytest.raises(error, match=f"{name}: "):
+            read_json(tmp_path / name)

@@ -8,7 +8,6 @@ images) removes the spread the two share. Intervals are Student-t over the seeds
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from scipy import stats
 
 from siamese.config import RunConfig
 from siamese.evaluation.tables import markdown_table
+from siamese.runtime.json_files import read_json
 
 PAIRED_METRICS = ("balanced_accuracy", "roc_auc", "accuracy", "macro_f1")
 
@@ -35,7 +35,7 @@ def seed_table(run_dirs: Sequence[str | Path]) -> pd.DataFrame:
         path = run_dir / "metrics.json"
         if not path.is_file():
             raise FileNotFoundError(f"{run_dir}: no metrics.json; is it a finished run folder?")
-        metrics = json.loads(path.read_text())
+        metrics = read_json(path)
         if metrics.get("scored_on", "test") != "test":
             raise ValueError(f"{run_dir} is a final model scored on its {metrics['scored_on']} split (optimistic "
                              f"figures): summarise runs with a test split")

@@ -10,7 +10,6 @@ Nothing here imports torch at module level.
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 
 from siamese.runtime.digest import file_sha256
 from siamese.runtime.errors import CheckpointError, EngineError
+from siamese.runtime.json_files import read_json
 
 ONNX_FILE = "model.onnx"
 ONNX_INFO = "model.onnx.json"
@@ -55,7 +55,7 @@ def onnx_problem(run_dir: str | Path, checkpoints: Sequence[str] = CHECKPOINTS) 
     run_dir = Path(run_dir)
     if not (run_dir / ONNX_FILE).is_file() or not (run_dir / ONNX_INFO).is_file():
         return f"{run_dir} has no {ONNX_FILE}"
-    recorded = json.loads((run_dir / ONNX_INFO).read_text()).get("checkpoints")
+    recorded = read_json(run_dir / ONNX_INFO).get("checkpoints")
     if recorded != checkpoint_digests(run_dir, checkpoints):
         return f"{run_dir / ONNX_FILE} was exported from other checkpoints than the run's current ones"
     try:

@@ -6,7 +6,6 @@ import the other.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from siamese.models.checkpoint import check_trained_on
 from siamese.models.classifier import DenseClassifier
 from siamese.models.colour import colour_statistics
 from siamese.models.embedder import EmbeddingNet
+from siamese.runtime.json_files import read_json
 
 
 class InferenceGraph(nn.Module):
@@ -73,7 +73,7 @@ def check_embedder_fits(embedder: EmbeddingNet, prep: Preprocessing, run_dir: Pa
                         f"not this run's checkpoint")
     config = run_dir / "config.json"
     if config.is_file():
-        backbone = json.loads(config.read_text()).get("model", {}).get("backbone")
+        backbone = read_json(config).get("model", {}).get("backbone")
         if backbone is not None and backbone != embedder.arch["backbone"]:
             raise DataError(f"{path}: a {embedder.arch['backbone']} checkpoint, but config.json trains a {backbone}: "
                             f"not this run's checkpoint")

@@ -14,6 +14,7 @@ from siamese.data.decode import load_image
 from siamese.data.table import DataError
 from siamese.inference.contract import pipeline
 from siamese.inference.lesion_masks import predicted_box
+from siamese.runtime.json_files import read_json
 
 
 @dataclass
@@ -54,6 +55,6 @@ class Preprocessing:
     def load(cls, path: Path) -> Preprocessing:
         if not path.is_file():
             raise DataError(f"{path}: not found; is this a finished run folder?")
-        values = json.loads(path.read_text())
+        values = read_json(path)
         return cls(values["image_size"], tuple(values["mean"]), tuple(values["std"]), values["classes"],
                    values.get("crop", "none"), values.get("crop_margin", 0.15), values.get("seg_run"))

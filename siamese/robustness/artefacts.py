@@ -25,6 +25,7 @@ from siamese.config import ARTEFACT_TYPES
 from siamese.data.crops import lesion_box
 from siamese.data.decode import decode
 from siamese.data.table import DataError
+from siamese.runtime.json_files import read_json
 
 SOURCE_WIDTH = 600
 """Width of the HAM10000 images the templates were cut from."""
@@ -83,7 +84,7 @@ class ArtefactLibrary:
         if not meta_path.is_file():
             raise DataError(f"{meta_path}: artefact index not found (a templates folder holds meta.json and src/)")
         try:
-            entries = json.loads(meta_path.read_text())["artefacts"]
+            entries = read_json(meta_path)["artefacts"]
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise DataError(f"{meta_path}: malformed artefact index ({type(exc).__name__}: {exc}); it needs a list "
                             "under 'artefacts'") from exc

@@ -39,6 +39,7 @@ from siamese.runtime.device import (
     to_device,
 )
 from siamese.runtime.errors import ExportError
+from siamese.runtime.json_files import read_json
 from siamese.runtime.tracking import Tracker
 from siamese.segmentation.data import SegmentationDataset, joint_transform, load_pairs, with_masks
 from siamese.segmentation.evaluate import evaluate_masks
@@ -90,7 +91,7 @@ def train_segmentation(config: SegmentConfig, resume: str | Path | None = None,
 def _claim(out: Path, config: SegmentConfig, resuming: bool) -> None:
     """A folder holds one segmentation experiment: the same settings continue it, others are refused."""
     saved = out / CONFIG_FILE
-    changed = (sorted(differing_settings(json.loads(saved.read_text()), json.loads(json.dumps(asdict(config)))))
+    changed = (sorted(differing_settings(read_json(saved), json.loads(json.dumps(asdict(config)))))
                if saved.is_file() else [])
     if changed and not resuming:
         raise DataError(f"{out} holds a segmentation run with other settings ({', '.join(changed)}); pass "
@@ -159,7 +160,7 @@ def train_one(config: SegmentConfig, table: DatasetTable, run_dir: Path) -> dict
     own size. A run whose ``summary.json`` exists is finished and only read back."""
     done = run_dir / "summary.json"
     if done.is_file():
-        return json.loads(done.read_text())
+        return read_json(done)
     seed_everything(config.seed)
     device = resolve_device(config.device)
     frame = table.frame

@@ -20,6 +20,7 @@ from siamese.data.duplicates import read_pairs_for
 from siamese.evaluation.figures import confusion_matrix_panels
 from siamese.evaluation.seeds import paired_interval
 from siamese.evaluation.tables import markdown_table
+from siamese.runtime.json_files import read_json
 from siamese.workflows.run_data import load_run_table
 from siamese.workflows.training_run import run_training
 
@@ -73,7 +74,7 @@ def run_leakage_experiment(config: RunConfig, out_dir: str | Path, duplicates: s
                 run_config.data.duplicates = duplicates  # the split is given: only its audit reads the pairs
                 run_config.seed, run_config.references = seed, ()
                 run_training(run_config)
-            metrics = json.loads((run / "metrics.json").read_text())
+            metrics = read_json(run / "metrics.json")
             for model in MODELS:
                 rows.append({"seed": seed, "split": name, "model": model, **{c: metrics[model][c] for c in COLUMNS},
                              "leaking_groups": audit["leaking_groups"],

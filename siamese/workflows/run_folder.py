@@ -7,7 +7,6 @@ there, and ``resume`` needs nothing else.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from siamese.config import RunConfig, resumed
 from siamese.data.table import DataError
+from siamese.runtime.json_files import read_json
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -115,5 +115,5 @@ def load_run(run_dir: str | Path) -> Run:
     if not (run_dir / "split.csv").is_file():
         raise FileNotFoundError(f"{run_dir / 'split.csv'}: not found; the run stopped before its split was made")
     metrics_path = run_dir / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    metrics = read_json(metrics_path) if metrics_path.is_file() else {}
     return Run(run_dir, config, metrics, read_manifest(run_dir / "split.csv"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import pandas as pd
 from siamese.data.images import PixelSource
 from siamese.evaluation.figures import confusion_matrices, image_grid, per_class_bars, roc_curves
 from siamese.evaluation.tables import markdown_table
+from siamese.runtime.json_files import read_json
 
 EVALUATION_PLOTS = ("confusion_matrix.png", "roc.png", "per_class.png", "confident_errors.png")
 FINAL_MODEL_NOTE = ("no test split (a final model): the figures are on the validation split, which picked both "
@@ -27,7 +27,7 @@ def predictions_path(run_dir: Path, split: str) -> Path:
 
 
 def scored_predictions(run_dir: Path, split: str) -> tuple[pd.DataFrame, list[str]]:
-    classes = json.loads((run_dir / "preprocess.json").read_text())["classes"]
+    classes = read_json(run_dir / "preprocess.json")["classes"]
     return pd.read_csv(predictions_path(run_dir, split), dtype={"image_id": str, "label": str,
                                                                  "classifier_pred": str, "knn_pred": str}), classes
 
@@ -95,7 +95,7 @@ def _robustness_lines(run_dir: Path) -> list[str]:
     pointer = run_dir / "robustness.json"
     if not pointer.is_file():
         return []
-    info = json.loads(pointer.read_text())
+    info = read_json(pointer)
     out = Path(info["out"])
     if not (out / "robustness_summary.csv").is_file():
         return []
@@ -108,11 +108,11 @@ def _robustness_lines(run_dir: Path) -> list[str]:
 def write_report(run_dir: Path) -> Path:
     """``report.md``: metrics, per-class table, data summary and every figure the run folder holds; a final
     model's validation figures are headed as such, with :data:`FINAL_MODEL_NOTE`."""
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = read_json(run_dir / "metrics.json")
     scored = metrics.get("scored_on", "test")  # runs written before final models were scored on test
     heading = ["## Test metrics", ""] if scored == "test" else [
         "## Validation metrics (a final model)", "", f"Warning: {FINAL_MODEL_NOTE}.", ""]
-    config = json.loads((run_dir / "config.json").read_text())
+    config = read_json(run_dir / "config.json")
     per_class = pd.read_csv(run_dir / "per_class.csv")
     lines = [
         f"# Run report: {run_dir.name}",

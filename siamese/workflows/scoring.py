@@ -21,6 +21,7 @@ from siamese.evaluation.reference_models import check_references
 from siamese.evaluation.reference_scores import reference_probabilities
 from siamese.models import DenseClassifier, EmbeddingNet, check_trained_on, load_checkpoint
 from siamese.runtime.device import machine_description, resolve_device
+from siamese.runtime.json_files import read_json
 from siamese.training.classify import classifier_choice, knn_proba, predict_proba
 from siamese.training.finetune import finetune_reference
 from siamese.workflows.run_data import RunData, build_run_data, classifier_inputs, shared_features, split_embeddings
@@ -63,7 +64,7 @@ def rescore_run(run_dir: str | Path, references: tuple[str, ...] | None = None, 
     classifier = DenseClassifier.from_checkpoint(run_dir / "classifier.pt").to(torch_device).eval()
     best_epochs = {"embed": load_checkpoint(run_dir / "embedder.pt")["epoch"],
                    "classifier": load_checkpoint(run_dir / "classifier.pt")["epoch"]}
-    trained = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
+    trained = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
     results = evaluate_run(run_dir, data, embeddings, classifier, config, torch_device, best_epochs,
                            trained.get("wall_seconds"), trained.get("machine"))
     write_evaluation_plots(run_dir, data.sources[data.scored], data.scored)

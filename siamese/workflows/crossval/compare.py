@@ -27,6 +27,7 @@ from siamese.data.table import DataError
 from siamese.evaluation.reference_models import REFERENCE_MODELS, check_references
 from siamese.evaluation.seeds import paired_interval, seed_table
 from siamese.evaluation.tables import markdown_table
+from siamese.runtime.json_files import read_json
 from siamese.training.losses import check_objective, default_miner
 from siamese.workflows.crossval.runner import FREE_SETTINGS, run_cv
 from siamese.workflows.training_run import run_training
@@ -117,7 +118,7 @@ def _seed_run(config: RunConfig, run_dir: Path, seed: int) -> Path:
         return run_training(config)
     # both through RunConfig and JSON: a saved config names the compute it resolved ``auto`` to, holds lists
     # for tuples and lacks settings added since; none of that makes its figures another recipe's
-    ran = json.loads(json.dumps(RunConfig.from_dict(json.loads(saved.read_text())).to_dict()))
+    ran = json.loads(json.dumps(RunConfig.from_dict(read_json(saved)).to_dict()))
     asked = json.loads(json.dumps(config.to_dict()))
     free = {name.removeprefix("run.") for name in FREE_SETTINGS} | {"out"}  # the folder read, however spelled
     changed = sorted(name for name in differing_settings(ran, asked)

@@ -30,6 +30,7 @@ from siamese.evaluation.reference_models import REFERENCE_MODELS, check_referenc
 from siamese.inference.lesion_masks import crop_boxes
 from siamese.models import check_input_size
 from siamese.runtime.device import machine_description
+from siamese.runtime.json_files import read_json
 from siamese.training.embeddings import cached_arrays
 from siamese.training.losses import resolve_objective
 from siamese.workflows.crossval.summary import fold_rows, summarize, write_cv_figures, write_cv_report
@@ -144,7 +145,7 @@ def _claim(out: Path, config: RunConfig, cv: CVConfig) -> CVConfig:
     settings = json.loads(json.dumps({"run": replace(config, out=None).to_dict(), "cv": asdict(cv)}))
     path = out / "cv_config.json"
     if path.is_file() and any(out.glob("seed*/fold*")):
-        saved = json.loads(path.read_text())
+        saved = read_json(path)
         # a CV saved before a setting existed: RunConfig fills it in (and json makes its tuples lists again)
         saved["run"] = json.loads(json.dumps(RunConfig.from_dict(saved["run"]).to_dict()))
         changed = sorted(set(differing_settings(saved, settings)) - FREE_SETTINGS)
@@ -203,7 +204,7 @@ def _train_fold(config: RunConfig, manifest: pd.DataFrame, fold_dir: Path, seed:
     """Train one fold unless it already finished; returns its training time (read back when resumed)."""
     timing = fold_dir / "cv_seconds.json"
     if (fold_dir / "metrics.json").is_file() and timing.is_file():
-        return float(json.loads(timing.read_text())["seconds"])
+        return float(read_json(timing)["seconds"])
     split_path = fold_dir.parent / f"{fold_dir.name}_split.csv"
     write_manifest(manifest, split_path)
     fold_config = RunConfig.from_dict(config.to_dict())
@@ -218,7 +219,7 @@ def _train_fold(config: RunConfig, manifest: pd.DataFrame, fold_dir: Path, seed:
 
 def _model_seconds(fold_dir: Path) -> dict[str, float]:
     """A finished fold's own training times: the two stages' (``wall_seconds``) and each trained reference's."""
-    metrics = json.loads((fold_dir / "metrics.json").read_text())
+    metrics = read_json(fold_dir / "metrics.json")
     stages = metrics.get("wall_seconds")
     return {**({"classifier": stages, "knn": stages} if stages is not None else {}),
             **metrics.get("reference_seconds", {})}
