@@ -24,7 +24,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from benchmarks.harness import common_size, describe_images, isolated, print_table, real_images
+from benchmarks.harness import common_size, describe_images, isolated, non_negative, positive, print_table, real_images
 from siamese.data import ImageDataset, build_transform, load_dataset, make_synthetic, pixel_source
 from siamese.data.images import LESION_NOISE
 from siamese.models import InputNormalization
@@ -98,9 +98,9 @@ def project(root: Path, size: int, workers: int, cache: Path | None, augment: st
 def main(argv: list[str] | None = None) -> list[dict]:
     """Runs every case, prints the images used and the table, and returns the table's rows."""
     parser = argparse.ArgumentParser()
-    parser.add_argument("--images", type=int, default=300)
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--images", type=positive, default=300)
+    parser.add_argument("--size", type=positive, default=256)
+    parser.add_argument("--workers", type=non_negative, default=0)
     parser.add_argument("--dataset", help="measure on this dataset's images (e.g. ham10000), not synthetic ones")
     parser.add_argument("--data-dir", help="the dataset's folder, as for training")
     args = parser.parse_args(argv)

@@ -14,7 +14,7 @@ import time
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
-from benchmarks.harness import isolated, print_table
+from benchmarks.harness import isolated, positive, print_table
 from siamese.config import DEFAULT_PHASH_THRESHOLD
 from siamese.dedup.features import HASH_SIZE, VARIANTS
 from siamese.dedup.search import cosine_pairs, hamming_pairs
@@ -55,8 +55,8 @@ def phash(n: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--dim", type=int, default=2048)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10015, 33126])
+    parser.add_argument("--dim", type=positive, default=2048)
+    parser.add_argument("--sizes", type=positive, nargs="+", default=[10015, 33126])
     args = parser.parse_args()
     for n in args.sizes:
         rows = [{"case": "sklearn radius_neighbors (cosine)", **isolated(sklearn_baseline, n, args.dim)},

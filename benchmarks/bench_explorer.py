@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmarks.harness import machine
+from benchmarks.harness import machine, non_negative, positive
 from siamese.diagnostics.explorer import explorer_payload, write_explorer
 from siamese.diagnostics.page import MARKS, thumbnail_uri, write_page
 
@@ -227,9 +227,9 @@ def open_page(browser: str, page: Path, top: int = 0) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--points", type=int, nargs="+", default=[1000, 5000, 10015])
-    parser.add_argument("--repeat", type=int, default=3, help="fresh browsers per page; the median is printed")
-    parser.add_argument("--trace", type=int, default=0, metavar="TOP",
+    parser.add_argument("--points", type=positive, nargs="+", default=[1000, 5000, 10015])
+    parser.add_argument("--repeat", type=positive, default=3, help="fresh browsers per page; the median is printed")
+    parser.add_argument("--trace", type=non_negative, default=0, metavar="TOP",
                         help="also print the TOP kinds of main-thread work before the first drawing")
     args = parser.parse_args()
     browser = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)

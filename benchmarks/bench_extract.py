@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from benchmarks.bench_train_step import bare_choices, compute_of, dataset
-from benchmarks.harness import isolated, machine_facts, print_table
+from benchmarks.harness import isolated, machine_facts, non_negative, positive, print_table
 from siamese.config import ClassifierConfig
 from siamese.models import DenseClassifier, EmbeddingNet
 from siamese.runtime.compute_choices import COMPUTE_CHOICES
@@ -100,10 +100,11 @@ def main(argv: list[str] | None = None) -> dict:
     """Runs every case, prints the two tables (or, with ``--json``, one object) and returns the figures."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--backbone", default="inception_v3")
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--images", type=int, default=256)
-    parser.add_argument("--embeddings", type=int, default=10015)
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the project's extraction")
+    parser.add_argument("--size", type=positive, default=256)
+    parser.add_argument("--images", type=positive, default=256)
+    parser.add_argument("--embeddings", type=positive, default=10015)
+    parser.add_argument("--workers", type=non_negative, default=0,
+                        help="DataLoader workers of the project's extraction")
     parser.add_argument("--compute", choices=COMPUTE_CHOICES, default="auto", help="the project's setting")
     parser.add_argument("--json", action="store_true", help="print one JSON object of the figures, no tables")
     args = parser.parse_args(argv)

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from benchmarks.harness import isolated, print_table
+from benchmarks.harness import isolated, positive, print_table
 from siamese.config import preset
 from siamese.data import make_synthetic
 from siamese.inference.predictor import Predictor
@@ -82,8 +82,8 @@ def warm_bare(backbone: str, size: int, count: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--backbone", default="inception_v3")
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--images", type=int, default=20)
+    parser.add_argument("--size", type=positive, default=256)
+    parser.add_argument("--images", type=positive, default=20)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         run = make_run(Path(tmp), args.backbone, args.size)

@@ -12,13 +12,14 @@ import time
 import numpy as np
 from sklearn.decomposition import PCA
 
+from benchmarks.harness import positive
 from siamese.diagnostics.projection import project
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--points", type=int, default=10015)
-    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--points", type=positive, default=10015)
+    parser.add_argument("--dim", type=positive, default=128)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(7, args.dim))

@@ -41,8 +41,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from benchmarks.harness import describe_images, isolated, machine_facts, print_table, real_images
-from siamese.config import EmbedTrainConfig, preset
+from benchmarks.harness import (
+    describe_images,
+    isolated,
+    machine_facts,
+    non_negative,
+    positive,
+    print_table,
+    real_images,
+)
+from siamese.config import PRESETS, EmbedTrainConfig, preset
 from siamese.data import ImageDataset, build_transform
 from siamese.data.images import ArrayPixels, FilePixels
 from siamese.models import EmbeddingNet
@@ -204,16 +212,17 @@ def bare_choices(device: torch.device) -> list[str]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--preset", help="take backbone, weights, size, batch and colour branch from this preset")
+    parser.add_argument("--preset", choices=sorted(PRESETS),
+                        help="take backbone, weights, size, batch and colour branch from this preset")
     parser.add_argument("--backbone")
     parser.add_argument("--weights", help="none | imagenet | PATH, as for training")
-    parser.add_argument("--size", type=int)
-    parser.add_argument("--batch", type=int)
+    parser.add_argument("--size", type=positive)
+    parser.add_argument("--batch", type=positive)
     parser.add_argument("--colour-stats", action="store_true", help="the colour branch beside the backbone")
-    parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--repeats", type=int, default=1,
+    parser.add_argument("--steps", type=positive, default=6)
+    parser.add_argument("--repeats", type=positive, default=1,
                         help="rounds of every loop, interleaved; the table gives each loop's median")
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers, the same for all loops")
+    parser.add_argument("--workers", type=non_negative, default=0, help="DataLoader workers, the same for all loops")
     parser.add_argument("--compute", choices=COMPUTE_CHOICES, default="auto", help="the project step's setting")
     parser.add_argument("--breakdown", action="store_true", help="also time each phase of the project's step")
     parser.add_argument("--json", action="store_true", help="print one JSON object of the figures, no table")
@@ -297,8 +306,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
           f"{rows[len(bare_choices(device))]['data_wait'] * 100:.1f} % of the epoch)")
     if args.repeats > 1:
         by_round = figures["project_vs_best_bare_by_round"]
-        print(f"medians of {args.repeats} interleaved rounds; project vs the round's fastest bare loop, round by "
-              f"round: {', '.join(f'{r:.2f}' for r in by_round)} (median {np.median(by_round):.2f})")
+        print(f"each figure above is the median of {args.repeats} interleaved rounds, and the ratios are ratios of "
+              f"those medians; the project against the same round's fastest bare loop, round by round: "
+              f"{', '.join(f'{r:.2f}' for r in by_round)} (their median {np.median(by_round):.2f})")
     if args.breakdown:
         phases = figures["breakdown_ms"]
         step = sum(phases[name] for name in PHASES)

@@ -4,6 +4,7 @@ table of figures with the ratio to the baseline measured in the same run, and pi
 
 from __future__ import annotations
 
+import argparse
 import multiprocessing
 import os
 import platform
@@ -18,6 +19,26 @@ from typing import Any
 import pandas as pd
 import torch
 from PIL import Image
+
+
+def positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (a size, a count, a batch)."""
+    return _at_least(text, 1)
+
+
+def non_negative(text: str) -> int:
+    """An argparse type: a whole number of at least 0 (workers)."""
+    return _at_least(text, 0)
+
+
+def _at_least(text: str, low: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"{value} is below {low}")
+    return value
 
 
 def peak_rss_mb() -> float:
@@ -86,7 +107,8 @@ def print_table(title: str, rows: list[dict[str, Any]], value: str, baseline_cas
                 higher_is_better: bool = True) -> None:
     """Rows need 'case' and ``value``; the ratio is against the row named ``baseline_case``."""
     base = next(r[value] for r in rows if r["case"] == baseline_case)
-    print(f"\n{title}\n{machine()}")
+    print(f"\n{title}\n{machine()}\n(x baseline: each case's {value} "
+          f"{'over' if higher_is_better else 'into'} that of {baseline_case!r})")
     width = max(len(r["case"]) for r in rows)
     print(f"{'case':{width}s} {value:>16s} {'x baseline':>11s} {'peak RSS MB':>12s} {'CUDA MB':>9s}")
     for row in rows:

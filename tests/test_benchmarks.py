@@ -185,3 +185,11 @@ def test_training_step_benchmark_repeats_interleave_rounds_and_report_medians(mo
 def test_training_step_benchmark_refuses_no_rounds():
     with pytest.raises(SystemExit):
         bench_train_step.main(["--repeats", "0"])
+
+
+@pytest.mark.parametrize("argv", [["--steps", "0"], ["--batch", "0"], ["--size", "-1"], ["--workers", "-1"],
+                                  ["--batch", "x"], ["--preset", "nosuch"]])
+def test_training_step_benchmark_refuses_sizes_it_cannot_run_by_name(argv, capsys):
+    with pytest.raises(SystemExit):
+        bench_train_step.main(argv)
+    assert argv[0] in capsys.readouterr().err
