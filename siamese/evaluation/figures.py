@@ -64,10 +64,11 @@ def new_figure(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float], 
 
 
 def save_figure(fig: Figure, path: Path) -> Path:
-    """Tight layout (unless the figure lays itself out), 110 dpi."""
+    """Tight layout (unless the figure lays itself out), 110 dpi, cropped to what was drawn: equal-aspect panels
+    (confusion matrices) keep their titles and axis labels, which the layout alone can push off the canvas."""
     if fig.get_layout_engine() is None:
         fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     return path
 
 
