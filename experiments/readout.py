@@ -335,7 +335,8 @@ def compare_key(run: str) -> tuple[str, int, int]:
 
 def versus_references(table: pd.DataFrame, compare_runs: pd.DataFrame) -> pd.DataFrame:
     """Each recipe's variants minus each reference model of ``compare_runs`` (columns ``seed``, ``fold``,
-    ``model``, the metrics), paired by (seed, fold), with the variant's mean and sd over those runs."""
+    ``model``, the metrics), paired by (seed, fold): the variant's own ``variant_mean`` and ``variant_sd`` over
+    those runs, then the difference's (``mean_difference``, ``sd``, the interval, runs ahead)."""
     own_seed = table.copy()
     keys = [compare_key(run) for run in own_seed["run"]]
     own_seed["recipe"] = [k[0] for k in keys]
@@ -350,7 +351,7 @@ def versus_references(table: pd.DataFrame, compare_runs: pd.DataFrame) -> pd.Dat
             theirs = compare_runs[compare_runs["model"] == reference].groupby(["seed", "fold"]).first()
             for metric in METRICS:
                 rows.append({"recipe": recipe, "variant": variant, "reference": reference, "metric": metric,
-                             "mean": mine[metric].mean(), "sd": mine[metric].std(),
+                             "variant_mean": mine[metric].mean(), "variant_sd": mine[metric].std(),
                              **paired_difference(mine[metric], theirs[metric])})
     return pd.DataFrame(rows)
 

@@ -57,7 +57,7 @@ def test_read_outs_pair_with_the_references_of_the_same_seed_and_fold_only(reado
                & (paired["metric"] == "roc_auc")].iloc[0]
     assert a["runs"] == 4 and a["runs_ahead"] == 2
     assert a["mean_difference"] == pytest.approx(((0.9 - 0.5) + (0.8 - 0.9) + (0.7 - 0.6) + (0.6 - 0.6)) / 4)
-    assert a["mean"] == pytest.approx(0.75)
+    assert a["variant_mean"] == pytest.approx(0.75) and a["sd"] == pytest.approx(pd.Series([0.4, -0.1, 0.1, 0.0]).std())
     b = paired[(paired["recipe"] == "b-none") & (paired["reference"] == "finetune")
                & (paired["metric"] == "roc_auc")].iloc[0]
     assert b["mean_difference"] == pytest.approx((0.0 - 0.4 - 0.1 - 0.1) / 4) and b["runs_ahead"] == 0
