@@ -12,7 +12,6 @@ seeded, keeps the image's size and dtype, and, given a lesion mask, keeps the ar
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,7 +84,7 @@ class ArtefactLibrary:
             raise DataError(f"{meta_path}: artefact index not found (a templates folder holds meta.json and src/)")
         try:
             entries = read_json(meta_path)["artefacts"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError) as exc:  # ValueError: read_json on a file that is not JSON
             raise DataError(f"{meta_path}: malformed artefact index ({type(exc).__name__}: {exc}); it needs a list "
                             "under 'artefacts'") from exc
         library = cls(folder, {kind: [] for kind in ARTEFACT_TYPES})
