@@ -229,8 +229,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dataset", help="train on this dataset's images (e.g. ham10000), not random pixels")
     parser.add_argument("--data-dir", help="the dataset's folder, as for training")
     args = parser.parse_args(argv)
-    if args.repeats < 1:
-        parser.error("--repeats must be at least 1")
     if args.dataset and not args.data_dir:
         parser.error("--dataset needs --data-dir")
     chosen = preset(args.preset) if args.preset else None
