@@ -44,6 +44,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -325,11 +326,9 @@ def paired(table: pd.DataFrame) -> pd.DataFrame:
 def compare_key(run: str) -> tuple[str, int, int]:
     """(recipe, seed, fold) of a run folder that ``compare`` wrote: ``OUT/RECIPE/seedS/foldF`` (``cv``) or
     ``OUT/RECIPE/seedS`` (``train`` runs, fold 0). Raises ValueError for any other folder."""
-    parts = Path(run).parts
-    if len(parts) >= 3 and parts[-1].startswith("fold") and parts[-2].startswith("seed"):
-        return parts[-3], int(parts[-2][4:]), int(parts[-1][4:])
-    if len(parts) >= 2 and parts[-1].startswith("seed"):
-        return parts[-2], int(parts[-1][4:]), 0
+    match = re.search(r"([^/]+)/seed(\d+)(?:/fold(\d+))?$", Path(run).as_posix())
+    if match:
+        return match[1], int(match[2]), int(match[3] or 0)
     raise ValueError(f"{run}: not a run folder of `compare` (OUT/RECIPE/seedS[/foldF])")
 
 

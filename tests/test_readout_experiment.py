@@ -28,7 +28,8 @@ def test_compare_run_folders_name_their_recipe_seed_and_fold(readout, run, key):
     assert readout.compare_key(run) == key
 
 
-@pytest.mark.parametrize("run", ["runs/digits-20261205", "runs/cmp/triplet/fold0", "seed0x"])
+@pytest.mark.parametrize("run", ["runs/digits-20261205", "runs/cmp/triplet/fold0", "seed0x",
+                                 "runs/cmp/triplet/seed0x", "runs/cmp/triplet/seed1/fold"])
 def test_other_folders_are_refused_by_name(readout, run):
     with pytest.raises(ValueError, match="not a run folder of `compare`"):
         readout.compare_key(run)
