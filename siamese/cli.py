@@ -479,7 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="classify images with a run (also: python predict.py)")
     add_run_argument(predict, images=True)
-    predict.add_argument("--top-k", type=int, default=3)
+    predict.add_argument("--top-k", type=int, default=3,
+                         help="how many classes to name per image, highest first (at most the run's classes; 3)")
     predict.add_argument("--format", choices=("table", "json", "csv", *SUBMISSION_FORMATS), default="table",
                          help="isic2018 / isic2019 / isic2020: the challenge's submission CSV (see the README)")
     add_device_argument(predict, "cpu")
