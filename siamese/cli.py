@@ -15,7 +15,7 @@ import time
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from siamese.config import (
     ARTEFACT_TYPES,
@@ -450,8 +450,16 @@ def add_segment_commands(commands: argparse._SubParsersAction) -> None:
     export.set_defaults(func=cmd_segment_export)
 
 
+class ShortErrorParser(argparse.ArgumentParser):
+    """An argument parser that reports a bad command line in one line, like the checks after parsing do,
+    instead of printing the whole usage block first (``--help`` still shows it)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="siamese", description=__doc__)
+    parser = ShortErrorParser(prog="siamese", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     split = commands.add_parser("split", help="write a leakage-free train/val/test (or k-fold) manifest")
@@ -482,7 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top-k", type=int, default=3,
                          help="how many classes to name per image, highest first (at most the run's classes; 3)")
     predict.add_argument("--format", choices=("table", "json", "csv", *SUBMISSION_FORMATS), default="table",
-                         help="isic2018 / isic2019 / isic2020: the challenge's submission CSV (see the README)")
+                         help="isic2018 / isic2019 / isic2020 / isic2024: the challenge's submission CSV "
+                              "(docs/prediction.md)")
     add_device_argument(predict, "cpu")
     predict.add_argument("--masks", help="folder of lesion masks (STEM_lesion.*, STEM_segmentation.*) for a run "
                                          "trained with --crop lesion-mask; PH2's own layout is found without it")

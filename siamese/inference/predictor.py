@@ -148,8 +148,10 @@ class Predictor:
             ValueError: ``top_k`` or ``neighbours`` below 1.
             ImageError: a file that is not a readable image.
         """
-        if top_k < 1 or neighbours < 1:
-            raise ValueError(f"--top-k and the neighbour count must be at least 1; got {top_k} and {neighbours}")
+        if top_k < 1:
+            raise ValueError(f"--top-k must be at least 1; got {top_k}")
+        if neighbours < 1:
+            raise ValueError(f"neighbours must be at least 1; got {neighbours}")
         results = []
         for path in paths:
             start = time.perf_counter()

@@ -354,4 +354,4 @@ def test_numbers_out_of_range_are_refused_by_option_before_a_folder_is_claimed(t
 def test_predict_refuses_a_top_k_below_one(run_dir, capsys, top_k):
     code = main(["predict", "--run", str(run_dir), str(REPO / "assets" / "samples"), "--top-k", top_k])
     err = capsys.readouterr().err
-    assert code == 2 and "--top-k and the neighbour count must be at least 1" in err and "Traceback" not in err
+    assert code == 2 and f"--top-k must be at least 1; got {top_k}" in err and "Traceback" not in err
