@@ -139,18 +139,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun workers leave reporting to rank 0
         return 0
     print_scores(read_json(run_dir / "metrics.json"))
-    print(f"results in {run_dir}")
+    print(f"results in {run_dir} (read {run_dir / 'report.md'} first)")
     return 0
 
 
 def print_scores(metrics: dict[str, Any]) -> None:
-    """One line per model, named by the split scored: ``test``, or ``val`` for a final model (optimistic)."""
+    """One line per model, named by the split scored: ``test``, or ``val`` for a final model (optimistic);
+    the run's own models (the dense classifier, the k-NN vote) first, then the reference models."""
     split = metrics.get("scored_on", "test")
     for name in metrics.get("models", ("classifier", "knn")):
         m = metrics[name]
         auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"
+        role = "" if name in ("classifier", "knn", "patient_context") else "  (reference)"
         print(f"{split} {name:16s} accuracy {m['accuracy']:.3f}  balanced {m['balanced_accuracy']:.3f}  "
-              f"macro-F1 {m['macro_f1']:.3f}  AUC {auc}")
+              f"macro-F1 {m['macro_f1']:.3f}  AUC {auc}{role}")
 
 
 def cmd_summarize(args: argparse.Namespace) -> int:
@@ -681,7 +683,10 @@ def resolve_run(args: argparse.Namespace) -> str | None:
         return None
     if hasattr(args, "inputs"):
         args.run, args.images = (args.run_flag, args.inputs) if args.run_flag else (args.inputs[0], args.inputs[1:])
-        return None if args.images else f"{args.command} needs RUN and at least one image file or folder"
+        if args.images:
+            return None
+        taken = "" if args.run_flag else f"; {args.run} was taken as RUN (give the run folder first, or --run RUN)"
+        return f"{args.command} needs RUN and at least one image file or folder{taken}"
     if args.run_flag and args.run_folder and args.run_flag != args.run_folder:
         return f"two run folders given ({args.run_folder} and --run {args.run_flag}); give one"
     args.run = args.run_flag or args.run_folder

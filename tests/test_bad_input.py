@@ -123,6 +123,30 @@ def test_predict_on_a_folder_goes_past_unreadable_images_and_accounts_for_every_
     assert errors[-1] == "error: none of the 2 image(s) could be read (named above)"
 
 
+def test_a_command_line_mistake_is_one_line_that_says_what_was_taken_for_what(run_dir, files, capsys):
+    for argv, message in (
+        (["predict", str(files / "img_0.jpg")],
+         f"needs RUN and at least one image file or folder; {files / 'img_0.jpg'} was taken as RUN"),
+        (["train", "--preset", "nosuch"], "argument --preset: invalid choice: 'nosuch'"),
+        (["predict", "--run", str(run_dir), str(files / "img_0.jpg"), "--top-k", "0"], "--top-k must be at least 1"),
+    ):
+        try:
+            code = main(argv)
+        except SystemExit as parser_exit:  # argparse's own checks end the process, as on a command line
+            code = parser_exit.code
+        assert code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], (argv, err)
+
+
+def test_the_run_report_lists_its_settings_in_words_and_only_files_the_run_has(run_dir):
+    head = (run_dir / "report.md").read_text().split("## ")[0]
+    assert "Best epochs: embed " in head and "Split sizes: train " in head and "{" not in head
+    files = (run_dir / "report.md").read_text().split("## Files")[1]
+    named = [name.strip("`. \n") for name in files.split(",")]
+    assert "config.json" in named and all((run_dir / name).exists() for name in named)
+
+
 @pytest.mark.parametrize("bad", ["text.jpg", "cut.jpg"])
 @pytest.mark.parametrize("command", [["split", "--out", "{d}/m.csv"], ["cv", "--folds", "5", "--out", "{d}/cv"],
                                      ["train", "--preset", "tiny", "--out", "{d}/run"]])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,16 @@ FINAL_MODEL_NOTE = ("no test split (a final model): the figures are on the valid
                     "were fitted on the training split alone and did not choose on it. For an estimate of "
                     "performance train with a test split, or run `python -m siamese cv`")
 """What a final model's scores mean, said where they are shown (training's warning, ``report.md``)."""
+
+
+def _listed(counts: dict[str, Any]) -> str:
+    """``{'embed': 5, 'classifier': 36}`` as ``embed 5, classifier 36``."""
+    return ", ".join(f"{key} {value}" for key, value in counts.items())
+
+
+def _crop_text(crop: dict[str, Any] | None) -> str:
+    """A run's lesion-crop settings in words: ``none``, or its settings listed."""
+    return "none" if not crop or crop.get("mode") == "none" else _listed(crop)
 
 
 def predictions_path(run_dir: Path, split: str) -> Path:
@@ -120,9 +131,9 @@ def write_report(run_dir: Path) -> Path:
         f"Dataset `{config['data']['dataset']}`, backbone `{config['model']['backbone']}` "
         f"(weights `{config['model']['weights']}`), {config['data']['image_size']} px, "
         f"embedding {config['model']['embedding_dim']}-d, seed {config['seed']}. "
-        f"Best epochs: {metrics['best_epochs']}. Split sizes: {metrics['split_sizes']}.",
+        f"Best epochs: {_listed(metrics['best_epochs'])}. Split sizes: {_listed(metrics['split_sizes'])}.",
         "",
-        f"Excluded images: {metrics['excluded'] or 'none'}. Lesion crop: {metrics.get('crop', {'mode': 'none'})}.",
+        f"Excluded images: {metrics['excluded'] or 'none'}. Lesion crop: {_crop_text(metrics.get('crop'))}.",
         "",
         *heading,
         _metrics_table(metrics),
@@ -142,8 +153,10 @@ def write_report(run_dir: Path) -> Path:
     for figure in figures:
         lines += [f"### {figure.stem.replace('_', ' ')}", "", f"![{figure.stem}]({figure.as_posix()})", ""]
     lines += _robustness_lines(run_dir)
-    lines += ["## Files", "", f"`metrics.json`, `per_class.csv`, `{scored}_predictions.csv`, `history.csv`, "
-              "`split.csv`, `config.json`."]
+    files = ["metrics.json", "per_class.csv", f"{scored}_predictions.csv", "history.csv", "split.csv",
+             "split_audit.json", "config.json", "preprocess.json", "embedder.pt", "classifier.pt", "model.onnx",
+             "embeddings", "references"]
+    lines += ["## Files", "", ", ".join(f"`{name}`" for name in files if (run_dir / name).exists()) + "."]
     path = run_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
