@@ -56,4 +56,7 @@ def test_ham_leakage_preset_is_the_main_model_on_a_smaller_stage_one_budget():
     assert not leak["data"].pop("full_dataset") and main_job["data"].pop("full_dataset")
     assert leak["embed"].pop("epochs") < main_job["embed"].pop("epochs")
     assert leak.pop("preset") == "ham_leakage" and main_job.pop("preset") == "ham_cpu"
+    # the experiment keeps the stage-1 loss it was measured with when ham_cpu moved to supervised contrastive
+    assert (leak["embed"].pop("loss"), leak["embed"].pop("miner")) == ("triplet", "semihard")
+    assert (main_job["embed"].pop("loss"), main_job["embed"].pop("miner")) == ("supcon", None)
     assert leak == main_job
