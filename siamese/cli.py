@@ -146,11 +146,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 def print_scores(metrics: dict[str, Any]) -> None:
     """One line per model, named by the split scored: ``test``, or ``val`` for a final model (optimistic);
     the run's own models (the dense classifier, the k-NN vote) first, then the reference models."""
+    from siamese.evaluation.reference_models import REFERENCE_MODELS
+
     split = metrics.get("scored_on", "test")
     for name in metrics.get("models", ("classifier", "knn")):
         m = metrics[name]
         auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"
-        role = "" if name in ("classifier", "knn", "patient_context") else "  (reference)"
+        role = "  (reference)" if name in REFERENCE_MODELS else ""
         print(f"{split} {name:16s} accuracy {m['accuracy']:.3f}  balanced {m['balanced_accuracy']:.3f}  "
               f"macro-F1 {m['macro_f1']:.3f}  AUC {auc}{role}")
 
