@@ -5,4 +5,4 @@ import sys
 from siamese.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(["predict", *sys.argv[1:]]))
+    sys.exit(main(["predict", *sys.argv[1:]], script="predict.py"))

@@ -452,6 +452,14 @@ def add_segment_commands(commands: argparse._SubParsersAction) -> None:
     export = verbs.add_parser("export", help="write a segmentation run's model.onnx")
     add_run_argument(export, "a segment train run folder")
     export.set_defaults(func=cmd_segment_export)
+    name_progs(verbs)
+
+
+def name_progs(commands: argparse._SubParsersAction) -> None:
+    """Each command's parser records its own name (``siamese segment train``, ``python train.py``), so that an
+    unrecognised argument points to that command's ``--help``, not the top level's."""
+    for parser in commands.choices.values():
+        parser.set_defaults(command_prog=parser.prog)
 
 
 class ShortErrorParser(argparse.ArgumentParser):
@@ -462,7 +470,9 @@ class ShortErrorParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(script: str | None = None) -> argparse.ArgumentParser:
+    """The ``siamese`` command line. ``script`` is the name a wrapper script (``train.py``, ``predict.py``)
+    was started as: its command's usage and errors then name the script, not ``siamese COMMAND``."""
     parser = ShortErrorParser(prog="siamese", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -485,11 +495,13 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--out", help="also write the JSON report here")
     audit.set_defaults(func=cmd_audit)
 
-    train = commands.add_parser("train", help="train both stages and evaluate (also: python train.py)")
+    train = commands.add_parser("train", help="train both stages and evaluate (also: python train.py)",
+                                prog=script_prog(script, "train.py"))
     add_train_arguments(train)
     train.set_defaults(func=cmd_train)
 
-    predict = commands.add_parser("predict", help="classify images with a run (also: python predict.py)")
+    predict = commands.add_parser("predict", help="classify images with a run (also: python predict.py)",
+                                  prog=script_prog(script, "predict.py"))
     add_run_argument(predict, images=True)
     predict.add_argument("--top-k", type=int, default=3,
                          help="how many classes to name per image, highest first (at most the run's classes; 3)")
@@ -626,6 +638,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_options(leakage, CVConfig, only=("seeds",), groups=groups, helps={
         "seeds": "train both splits once per seed and report the paired difference (default: --seed)"})
     leakage.set_defaults(func=cmd_leakage)
+    name_progs(commands)
     return parser
 
 
@@ -706,10 +719,19 @@ def one_line_warning(message: Warning | str, category: type[Warning], *_: object
     return f"warning: {message}\n"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def script_prog(script: str | None, name: str) -> str | None:
+    """``python NAME`` when the command line came through that wrapper script, else None (argparse's
+    ``siamese COMMAND``)."""
+    return f"python {name}" if script == name else None
+
+
+def main(argv: Sequence[str] | None = None, script: str | None = None) -> int:
+    """Run one ``siamese`` command line (``argv`` without the program name; default ``sys.argv[1:]``).
+    ``script``: the wrapper script's file name (``train.py``, ``predict.py``), for usage lines. Returns the
+    exit status: 0, 1 (an audit found leakage, a check failed) or 2 (a bad command line or input)."""
     formatwarning, warnings.formatwarning = warnings.formatwarning, one_line_warning
     try:
-        return run_command(argv)
+        return run_command(argv, script)
     finally:
         warnings.formatwarning = formatwarning
 
@@ -718,8 +740,11 @@ TORCH_FREE_COMMANDS = ("predict", "split", "audit", "summarize", "compare-pairs"
 """Commands that start without torch (predict's ONNX engine; its torch engine sets the threads itself)."""
 
 
-def run_command(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_command(argv: Sequence[str] | None = None, script: str | None = None) -> int:
+    parser = build_parser(script)
+    args, unrecognised = parser.parse_known_args(argv)
+    if unrecognised:
+        parser.exit(2, f"error: unrecognized arguments: {' '.join(unrecognised)} (see {args.command_prog} --help)\n")
     if args.command not in TORCH_FREE_COMMANDS:
         from siamese.runtime.device import configure_threads
 

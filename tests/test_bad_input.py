@@ -139,6 +139,25 @@ def test_a_command_line_mistake_is_one_line_that_says_what_was_taken_for_what(ru
         assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], (argv, err)
 
 
+@pytest.mark.parametrize("argv, script, hint", [
+    (["train", "--bogus"], "train.py", "see python train.py --help"),
+    (["predict", "--run", "r", "x.jpg", "--bogus", "1"], "predict.py", "see python predict.py --help"),
+    (["segment", "train", "--bogus"], None, "see siamese segment train --help"),
+    (["audit", "manifest.csv", "--bogus"], None, "see siamese audit --help"),
+])
+def test_an_unknown_argument_points_to_the_help_of_the_command_or_script_it_was_given_to(argv, script, hint, capsys):
+    with pytest.raises(SystemExit) as parser_exit:
+        main(argv, script=script)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert parser_exit.value.code == 2 and len(err) == 1 and "--bogus" in err[0] and err[0].endswith(f"({hint})")
+
+
+def test_a_wrapper_scripts_usage_names_the_script(capsys):
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"], script="predict.py")
+    assert capsys.readouterr().out.startswith("usage: python predict.py ")
+
+
 def test_the_run_report_lists_its_settings_in_words_and_only_files_the_run_has(run_dir):
     head = (run_dir / "report.md").read_text().split("## ")[0]
     assert "Best epochs: embed " in head and "Split sizes: train " in head and "{" not in head
