@@ -134,6 +134,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from siamese.workflows.training_run import run_training
 
     asked, defaults = asked_settings(args), file_settings(args)
+    if args.print_config and args.resume:
+        raise ValueError(f"--print-config shows a new run's settings; a resumed run's are in {args.resume}/config.json")
+    if args.print_config:
+        from siamese.workflows.training_run import checked_config
+
+        print(json.dumps(checked_config(run_config(asked, defaults)).to_dict(), indent=2, sort_keys=True))
+        return 0
     changes = resume_changes({**defaults, **asked}, args.resume) if args.resume else None
     run_dir = run_training(run_config(asked, defaults), resume=args.resume, changes=changes)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun workers leave reporting to rank 0
@@ -497,7 +504,7 @@ def build_parser(script: str | None = None) -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train both stages and evaluate (also: python train.py)",
                                 prog=script_prog(script, "train.py"))
-    add_train_arguments(train)
+    add_print_config_argument(train, add_train_arguments(train))
     train.set_defaults(func=cmd_train)
 
     predict = commands.add_parser("predict", help="classify images with a run (also: python predict.py)",
@@ -658,6 +665,12 @@ def add_train_arguments(parser: argparse.ArgumentParser, reference_help: str | N
                                help="the full preset's ResNet50 backbone instead of InceptionV3")
     groups[RUN].add_argument("--resume", help="continue an interrupted run folder")
     return groups
+
+
+def add_print_config_argument(parser: argparse.ArgumentParser, groups: dict[str, Any]) -> None:
+    groups[RUN].add_argument("--print-config", action="store_true",
+                             help="print the settings this command line resolves to (preset, --config file, flags) "
+                                  "as config.json would hold them, and stop without training")
 
 
 def reference_choices() -> tuple[str, ...]:

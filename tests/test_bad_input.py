@@ -152,6 +152,16 @@ def test_an_unknown_argument_points_to_the_help_of_the_command_or_script_it_was_
     assert parser_exit.value.code == 2 and len(err) == 1 and "--bogus" in err[0] and err[0].endswith(f"({hint})")
 
 
+def test_print_config_shows_the_resolved_settings_and_refuses_what_a_run_would_refuse(tmp_path, capsys):
+    assert main(["train", "--preset", "ph2", "--loss", "triplet", "--seed", "7", "--print-config",
+                 "--out", str(tmp_path / "run")]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["embed"]["miner"] == "semihard" and printed["seed"] == 7 and printed["preset"] == "ph2"
+    assert not (tmp_path / "run").exists()
+    assert main(["train", "--preset", "ph2", "--loss", "supcon", "--miner", "hard", "--print-config"]) == 2
+    assert "takes no miner" in capsys.readouterr().err
+
+
 def test_a_wrapper_scripts_usage_names_the_script(capsys):
     with pytest.raises(SystemExit):
         main(["predict", "--help"], script="predict.py")

@@ -82,13 +82,20 @@ def _resolved_compute(config: RunConfig, changes: dict[str, Any] | None, device:
     return config, changes
 
 
-def _train(config: RunConfig, resume: str | Path | None, changes: dict[str, Any] | None, device: torch.device,
-           dist: DistContext) -> Path:
-    started = time.perf_counter()
+def checked_config(config: RunConfig) -> RunConfig:
+    """``config`` checked the way a run checks it before it claims a folder, with the miner its loss implies
+    named (so ``config.json`` records it). Raises ValueError naming the setting at fault."""
     config.validate()
     check_references(config.references)
     check_classifier_settings(config.classifier)
-    resolve_objective(config.embed)  # before a folder is claimed, and config.json names the miner
+    resolve_objective(config.embed)
+    return config
+
+
+def _train(config: RunConfig, resume: str | Path | None, changes: dict[str, Any] | None, device: torch.device,
+           dist: DistContext) -> Path:
+    started = time.perf_counter()
+    config = checked_config(config)
     prepared = prepare_run_dir(config, resume, changes) if dist.is_main else None
     config_dict, run_dir = dist.broadcast(None if prepared is None else (prepared[0].to_dict(), str(prepared[1])))
     config, run_dir = RunConfig.from_dict(config_dict), Path(run_dir)
