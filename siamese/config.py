@@ -284,8 +284,9 @@ def check_miner(loss: str, miner: str | None) -> None:
     """Raises ValueError when ``miner`` is given to a loss that takes none (None and ``none`` are always fine)."""
     if miner not in (None, "none") and loss not in PAIR_LOSSES:
         kind = "every pair of the batch" if loss in ALL_PAIRS_LOSSES else "learned class proxies"
-        raise ValueError(f"--loss {loss} compares {kind} and takes no miner; drop --miner {miner} "
-                         f"(miners go with {', '.join(PAIR_LOSSES)})")
+        raise ValueError(f"loss {loss} compares {kind} and takes no miner, but miner is {miner}: drop --miner "
+                         f"(embed.miner in a config file) or set it to none; miners go with "
+                         f"{', '.join(PAIR_LOSSES)}")
 
 
 def upgrade(values: dict[str, Any]) -> dict[str, Any]:

@@ -126,7 +126,8 @@ def test_a_json_settings_file_with_a_quoted_number_or_bad_choice_names_the_file_
     ("references: [finetune, knn]\n", "unknown reference model(s) ['knn']"),
     ("embed:\n  margin: -0.1\n", "bad.yaml: embed.margin must be 0 or positive; got -0.1"),
     ("data:\n  augment_artefacts: 1.5\n", "bad.yaml: data.augment_artefacts must be between 0 and 1; got 1.5"),
-    ("embed:\n  loss: supcon\n  miner: hard\n", "--loss supcon compares every pair of the batch and takes no miner"),
+    ("embed:\n  loss: supcon\n  miner: hard\n",
+     "loss supcon compares every pair of the batch and takes no miner, but miner is hard"),
 ])
 def test_validate_refuses_a_bad_choice_or_number_from_a_file_before_a_folder_exists(tmp_path, capsys, text, message):
     path = tmp_path / "bad.yaml"

@@ -64,8 +64,9 @@ def test_a_loss_keeps_its_default_miner_and_a_miner_it_cannot_use_is_one_clear_e
     out = tmp_path / "run"
     code = main(["train", "--dataset", "synthetic", "--loss", "supcon", "--miner", "semihard", "--out", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and err == ["error: --loss supcon compares every pair of the batch and takes no miner; drop "
-                                 "--miner semihard (miners go with triplet, contrastive, multi_similarity)"]
+    assert code == 2 and err == ["error: loss supcon compares every pair of the batch and takes no miner, but miner "
+                                 "is semihard: drop --miner (embed.miner in a config file) or set it to none; "
+                                 "miners go with triplet, contrastive, multi_similarity"]
     assert not out.exists()
 
 

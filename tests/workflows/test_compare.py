@@ -19,7 +19,7 @@ def test_recipes_parse_with_the_losss_own_miner_and_bad_ones_fail_by_name():
     assert parse_recipe("supcon:none:0.5") == Recipe("supcon", "none", 0.5)
     assert parse_recipe("contrastive:hard").name == "contrastive-hard"
     assert parse_recipe("supcon:none:0.5").name == "supcon-none-ce0.5"
-    with pytest.raises(ValueError, match="recipe 'arcface:semihard': --loss arcface .* takes no miner"):
+    with pytest.raises(ValueError, match="recipe 'arcface:semihard': loss arcface .* takes no miner"):
         parse_recipe("arcface:semihard")
     with pytest.raises(ValueError, match="recipe 'triplet:semihard:x'"):
         parse_recipe("triplet:semihard:x")
