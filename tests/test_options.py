@@ -13,7 +13,7 @@ from siamese.options import settings_of
 from siamese.settings import fold_config, read_config_file, run_config, segment_config
 
 TRAINING_COMMANDS = ("train", "cv", "compare", "leakage")
-COMMAND_EXTRAS = {"help", "config", "full_model", "resume", "recipes"}
+COMMAND_EXTRAS = {"help", "config", "full_model", "resume", "recipes", "print_config"}
 """What a training command adds beside the fields' options: no setting of its own."""
 
 
