@@ -134,14 +134,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     from siamese.workflows.training_run import run_training
 
     asked, defaults = asked_settings(args), file_settings(args)
-    if args.print_config and args.resume:
-        raise ValueError(f"--print-config shows a new run's settings; a resumed run's are in {args.resume}/config.json")
+    changes = resume_changes({**defaults, **asked}, args.resume) if args.resume else None
     if args.print_config:
+        from siamese.workflows.run_folder import new_run_dir, resumed_config
         from siamese.workflows.training_run import checked_config
 
-        print(json.dumps(checked_config(run_config(asked, defaults)).to_dict(), indent=2, sort_keys=True))
+        config = resumed_config(args.resume, changes) if args.resume else run_config(asked, defaults)
+        if not args.resume:
+            new_run_dir(config)
+        print(json.dumps(checked_config(config).to_dict(), indent=2, sort_keys=True))
         return 0
-    changes = resume_changes({**defaults, **asked}, args.resume) if args.resume else None
     run_dir = run_training(run_config(asked, defaults), resume=args.resume, changes=changes)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun workers leave reporting to rank 0
         return 0
@@ -662,7 +664,8 @@ def add_train_arguments(parser: argparse.ArgumentParser, reference_help: str | N
                                   "embed.lr); a run's own config.json repeats its run; they are the defaults, the "
                                   "flags given here win; settings without a flag (embed.margin, ...) are set here")
     groups[MODEL].add_argument("--full-model", action="store_true",
-                               help="the full preset's ResNet50 backbone instead of InceptionV3")
+                               help="the full model: the `full` preset (ResNet50 at 256 px) instead of the "
+                                    "dataset's own; with --preset, that preset with a ResNet50 backbone")
     groups[RUN].add_argument("--resume", help="continue an interrupted run folder")
     return groups
 

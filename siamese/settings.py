@@ -37,15 +37,16 @@ def read_config_file(path: str | Path, kind: type = RunConfig) -> dict[str, Any]
 
 
 def run_config(asked: Mapping[str, Any] | None = None, defaults: Mapping[str, Any] | None = None) -> RunConfig:
-    """The :class:`RunConfig` of ``asked`` over ``defaults`` over their preset (the one named as ``preset``, else
-    the dataset's registered one (:func:`siamese.data.registry.dataset_entry`), digits when none
-    is named). Settings are coerced to their types
-    (``references: ["none"]`` is none); :meth:`RunConfig.validate` checks the values when the run starts.
-    Raises ValueError for an unknown setting or preset."""
+    """The :class:`RunConfig` of ``asked`` over ``defaults`` over their preset: the one named as ``preset``
+    (with its own dataset unless one is named), else the named dataset's registered one
+    (:func:`siamese.data.registry.dataset_entry`), else digits'. A preset's miner belongs to its loss: a loss
+    named without a miner takes its own default miner (:func:`siamese.training.losses.resolve_objective`).
+    Settings are coerced to their types (``references: ["none"]`` is none); :meth:`RunConfig.validate` checks
+    the values when the run starts. Raises ValueError for an unknown setting or preset."""
     settings = {**(defaults or {}), **flatten(asked or {}, RunConfig, "settings")}
-    dataset = settings.get("data.dataset", "digits")
-    config = preset(settings.get("preset") or dataset_entry(dataset).preset)
-    config.data.dataset = dataset
+    config = preset(settings.get("preset") or dataset_entry(settings.get("data.dataset", "digits")).preset)
+    if "embed.loss" in settings and "embed.miner" not in settings:
+        config.embed.miner = None
     for name, value in settings.items():
         set_setting(config, name, value)
     return config

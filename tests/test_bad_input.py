@@ -162,6 +162,15 @@ def test_print_config_shows_the_resolved_settings_and_refuses_what_a_run_would_r
     assert "takes no miner" in capsys.readouterr().err
 
 
+def test_print_config_with_resume_shows_the_runs_config_and_a_new_run_may_not_take_a_runs_folder(run_dir, capsys):
+    assert main(["train", "--resume", str(run_dir), "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads((run_dir / "config.json").read_text())
+    assert main(["train", "--resume", str(run_dir), "--print-config", "--lr", "0.5"]) == 2
+    assert "embed.lr is" in capsys.readouterr().err
+    assert main(["train", "--dataset", "synthetic", "--out", str(run_dir), "--print-config"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
 def test_a_wrapper_scripts_usage_names_the_script(capsys):
     with pytest.raises(SystemExit):
         main(["predict", "--help"], script="predict.py")

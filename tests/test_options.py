@@ -243,3 +243,40 @@ def test_a_section_given_something_other_than_a_mapping_is_named_as_a_section(tm
     section = text.split(":")[0]
     with pytest.raises(ValueError, match=rf"bad.yaml: {section} is a section of settings and takes a mapping"):
         read_config_file(path)
+
+
+@pytest.mark.parametrize("name", ["ham_cpu", "isic_cpu", "ph2", "ham_leakage"])
+def test_a_preset_named_without_a_dataset_keeps_its_own_dataset(name):
+    assert run_config({"preset": name, "data.data_dir": "somewhere"}).data.dataset == preset(name).data.dataset
+    assert run_config({"preset": name, "data.dataset": "synthetic"}).data.dataset == "synthetic"
+
+
+@pytest.mark.parametrize(("name", "loss", "miner"), [
+    ("isic_cpu", "supcon", "none"), ("isic_cpu", "arcface", "none"), ("isic_cpu", "contrastive", "none"),
+    ("ham_cpu", "triplet", "semihard"), ("ph2", "multi_similarity", "multi_similarity"),
+])
+def test_a_loss_named_over_a_preset_takes_its_own_miner_unless_one_is_named(tmp_path, capsys, name, loss, miner):
+    from siamese.training.losses import resolve_objective
+
+    config = run_config({"preset": name, "embed.loss": loss})
+    resolve_objective(config.embed)
+    assert config.embed.miner == miner
+    path = tmp_path / "loss.yaml"
+    path.write_text(f"preset: {name}\nembed:\n  loss: {loss}\n")
+    assert main(["train", "-c", str(path), "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["embed"]["miner"] == miner
+    assert run_config({"preset": name, "embed.loss": loss, "embed.miner": "hard"}).embed.miner == "hard"
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--test-fraction", "0.3"], "the test fraction (--test-fraction, split --test) must be close to 1/n"),
+    (["--val-fraction", "0.95"], "the val fraction (--val-fraction, split --val) over what the test split leaves"),
+    (["--val-fraction", "0.3", "--test-fraction", "0.5"], "got 0.6"),
+    (["--references", "none", "finetune"], "references none means no reference model and stands alone"),
+])
+def test_a_setting_the_run_would_refuse_is_refused_before_a_folder_exists(tmp_path, capsys, flags, message):
+    for extra in (["--print-config"], ["--out", str(tmp_path / "run")]):
+        assert main(["train", "--dataset", "synthetic", *flags, *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "run").exists()

@@ -44,10 +44,25 @@ def linked_components(frame: pd.DataFrame, pairs: pd.DataFrame | None = None) ->
     return labels
 
 
+def grouped_parts(val_fraction: float, test_fraction: float) -> tuple[int, int]:
+    """How many stratified folds a grouped split draws its test split from, and its validation split from what
+    the test split leaves: ``(test folds, val folds)``; 0 test folds for no test split. Each split is one fold,
+    so each fraction must be close to 1/n. Raises ValueError naming the fraction (with its flags) that is not."""
+    if not 0 <= test_fraction < 1:
+        raise ValueError(f"test_fraction must be at least 0 (0: no test split) and below 1; got {test_fraction}")
+    test_folds = _folds_for(test_fraction, "the test fraction (--test-fraction, split --test)") if test_fraction else 0
+    val_of_rest = val_fraction / (1 - test_fraction)
+    name = "the val fraction (--val-fraction, split --val)"
+    if test_fraction:
+        name += f" over what the test split leaves ({val_fraction} / (1 - {test_fraction}))"
+    return test_folds, _folds_for(val_of_rest, name)
+
+
 def _folds_for(fraction: float, name: str) -> int:
-    folds = int(round(1 / fraction))
+    folds = int(round(1 / fraction)) if fraction > 0 else 0
     if folds < 2 or abs(1 / folds - fraction) > 0.011:
-        raise ValueError(f"{name} must be close to 1/n for an integer n >= 2 (e.g. 0.2, 0.1); got {fraction}")
+        raise ValueError(f"{name} must be close to 1/n for an integer n >= 2 (e.g. 0.2, 0.1), since a grouped "
+                         f"split holds out one of n stratified folds; got {fraction:.3g}")
     return folds
 
 
@@ -114,11 +129,11 @@ def _split(frame: pd.DataFrame, pairs: pd.DataFrame | None, val_fraction: float,
     test = np.zeros(len(frame), dtype=bool)
     if strategy == "grouped":
         components = linked_components(frame, pairs)
-        if test_fraction > 0:
-            test = _one_fold(labels, components, _folds_for(test_fraction, "test_fraction"), seed)
+        test_folds, val_folds = grouped_parts(val_fraction, test_fraction)
+        if test_folds:
+            test = _one_fold(labels, components, test_folds, seed)
         rest = np.flatnonzero(~test)
-        val_of_rest = val_fraction / (1 - test_fraction)
-        val = _one_fold(labels[rest], components[rest], _folds_for(val_of_rest, "val_fraction/(1-test)"), seed)
+        val = _one_fold(labels[rest], components[rest], val_folds, seed)
         split[rest[val]] = "val"
     elif strategy == "random":
         rest = np.arange(len(frame))

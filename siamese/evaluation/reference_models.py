@@ -78,6 +78,8 @@ REFERENCE_MODELS: dict[str, ReferenceModel] = {m.name: m for m in (
 def check_references(names: Sequence[str]) -> None:
     """Raises ValueError naming any reference model that is not in :data:`REFERENCE_MODELS`."""
     unknown = sorted(set(names) - set(REFERENCE_MODELS))
+    if "none" in unknown:
+        raise ValueError(f"references none means no reference model and stands alone; got {list(names)}")
     if unknown:
         raise ValueError(f"unknown reference model(s) {unknown}; choose from {list(REFERENCE_MODELS)}")
 

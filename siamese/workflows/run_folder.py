@@ -27,6 +27,26 @@ def default_run_dir(config: RunConfig) -> Path:
     return Path("runs") / f"{config.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def resumed_config(run_dir: str | Path, changes: dict[str, Any] | None = None) -> RunConfig:
+    """The config a run resumed in ``run_dir`` continues with: its saved ``config.json`` with the ``changes``
+    (dotted settings) it may make. Raises DataError when the folder holds no run, ValueError naming a change
+    a resumed run cannot make (:func:`siamese.config.resumed`)."""
+    saved_path = Path(run_dir) / "config.json"
+    if not saved_path.is_file():
+        raise DataError(f"{run_dir}: no config.json, so nothing to resume")
+    return resumed(RunConfig.load(saved_path), changes or {}, saved_path)
+
+
+def new_run_dir(config: RunConfig) -> Path:
+    """The folder a new run of ``config`` writes to (``config.out``, else a dated one under ``runs/``). Raises
+    DataError when it already holds a run."""
+    run_dir = Path(config.out) if config.out else default_run_dir(config)
+    if (run_dir / "config.json").is_file():
+        raise DataError(f"{run_dir} already holds a run; continue it (train --resume {run_dir}, or "
+                        f"run_training(config, resume='{run_dir}') from Python) or give another out folder")
+    return run_dir
+
+
 def prepare_run_dir(config: RunConfig, resume: str | Path | None, changes: dict[str, Any] | None = None
                     ) -> tuple[RunConfig, Path, list[Path]]:
     """The run folder and its config; for a new run also what it created, to undo if setup fails.
@@ -35,18 +55,11 @@ def prepare_run_dir(config: RunConfig, resume: str | Path | None, changes: dict[
     and saved where they are safe (:data:`siamese.config.RESUMABLE`), and refused by name otherwise."""
     if resume is not None:
         run_dir = Path(resume)
-        saved_path = run_dir / "config.json"
-        if not saved_path.is_file():
-            raise DataError(f"{run_dir}: no config.json, so nothing to resume")
-        saved = RunConfig.load(saved_path)
-        config = resumed(saved, changes or {}, saved_path)
-        if config != saved:
-            config.save(saved_path)
+        config = resumed_config(run_dir, changes)
+        if config != RunConfig.load(run_dir / "config.json"):
+            config.save(run_dir / "config.json")
         return config, run_dir, []
-    run_dir = Path(config.out) if config.out else default_run_dir(config)
-    if (run_dir / "config.json").is_file():
-        raise DataError(f"{run_dir} already holds a run; continue it (train --resume {run_dir}, or "
-                        f"run_training(config, resume='{run_dir}') from Python) or give another out folder")
+    run_dir = new_run_dir(config)
     created = [] if run_dir.is_dir() else [run_dir]
     run_dir.mkdir(parents=True, exist_ok=True)
     config.out = str(run_dir)

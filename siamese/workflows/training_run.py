@@ -18,6 +18,7 @@ import torch
 from siamese.config import RunConfig
 from siamese.data.balance import check_batches, oversample
 from siamese.data.images import LESION_NOISE, ImageDataset, PixelRows
+from siamese.data.splits import grouped_parts
 from siamese.evaluation.figures import training_curves
 from siamese.evaluation.patient_context import check_patient_context
 from siamese.evaluation.reference_models import check_references
@@ -86,6 +87,8 @@ def checked_config(config: RunConfig) -> RunConfig:
     """``config`` checked the way a run checks it before it claims a folder, with the miner its loss implies
     named (so ``config.json`` records it). Raises ValueError naming the setting at fault."""
     config.validate()
+    if config.data.split is None:
+        grouped_parts(config.data.val_fraction, config.data.test_fraction)
     check_references(config.references)
     check_classifier_settings(config.classifier)
     resolve_objective(config.embed)
