@@ -209,3 +209,16 @@ def test_a_run_file_that_is_missing_not_text_or_not_json_is_named(tmp_path):
     for name, error in (("cut.json", ValueError), ("binary.json", ValueError), ("absent.json", FileNotFoundError)):
         with pytest.raises(error, match=f"{name}: "):
             read_json(tmp_path / name)
+
+
+def test_predict_warns_when_images_are_ones_the_run_was_fitted_or_selected_on(run_dir, tmp_path, recwarn):
+    split = pd.read_csv(run_dir / "split.csv", dtype=str)
+    named = {s: split.loc[split["split"] == s, "image_id"].iloc[0] for s in ("train", "val", "test")}
+    for image_id in named.values():
+        Image.fromarray(np.full((24, 24, 3), 90, np.uint8)).save(tmp_path / f"{image_id}.png")
+    assert main(["predict", "--run", str(run_dir), str(tmp_path)]) == 0
+    seen = [str(w.message) for w in recwarn if "train or val split" in str(w.message)]
+    assert len(seen) == 1 and seen[0].startswith("2 of the 3 image(s)"), seen
+    recwarn.clear()
+    assert main(["predict", "--run", str(run_dir), str(tmp_path / f"{named['test']}.png")]) == 0
+    assert not [w for w in recwarn if "train or val split" in str(w.message)]

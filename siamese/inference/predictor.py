@@ -122,6 +122,12 @@ class Predictor:
         self.reference_ids = reference["image_id"]
         self.reference_labels = _reference_labels(run_dir, self.reference_ids)
         self.reference = reference["embedding"].astype(np.float32)
+        self.fitted_on = _fitted_on(run_dir)
+
+    def fitted_split(self, path: str | Path) -> str | None:
+        """``train`` or ``val`` when the run was fitted or selected on an image of this file's name (its stem
+        is an ``image_id`` of those splits of ``split.csv``), else None: its prediction tests nothing."""
+        return self.fitted_on.get(Path(path).stem)
 
     def embed(self, paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings and class probabilities of the images at ``paths``."""
@@ -171,7 +177,14 @@ class Predictor:
                      ) -> tuple[list[Prediction], list[ImageError]]:
         """:meth:`predict` over ``paths`` that goes past an image (or its mask) that cannot be read: the
         predictions of the others, in order, and the errors, each naming its file, so that every path is
-        accounted for in one or the other."""
+        accounted for in one or the other. Warns when some images are ones the run was fitted on
+        (:meth:`fitted_split`)."""
+        seen = [(path, self.fitted_split(path)) for path in paths if self.fitted_split(path)]
+        if seen:
+            path, split = seen[0]
+            warnings.warn(f"{len(seen)} of the {len(paths)} image(s) have the name of an image of the run's "
+                          f"train or val split (first: {path} in {split}): their predictions and neighbours "
+                          "say nothing about new lesions", stacklevel=2)
         predictions: list[Prediction] = []
         unreadable: list[ImageError] = []
         for path in paths:
@@ -186,6 +199,12 @@ def _classification_graph(run_dir: Path) -> Any:
     from siamese.inference.graph import InferenceGraph
 
     return InferenceGraph.from_run(run_dir)
+
+
+def _fitted_on(run_dir: Path) -> dict[str, str]:
+    split = pd.read_csv(run_dir / "split.csv", dtype=str)
+    fitted = split[split["split"].isin(("train", "val"))]
+    return dict(zip(fitted["image_id"], fitted["split"], strict=True))
 
 
 def _reference_labels(run_dir: Path, ids: np.ndarray) -> np.ndarray:
