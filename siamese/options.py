@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
 import math
 import re
@@ -211,6 +212,8 @@ def read_settings_file(path: str | Path) -> dict[str, Any]:
             values = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}: not readable as JSON (YAML files end in .yaml or .yml): {exc}") from None
+    if values is None:
+        raise ValueError(f"{path}: empty; a settings file holds a mapping such as `embed: {{epochs: 3}}`")
     if not isinstance(values, dict):
         raise ValueError(f"{path}: expected a mapping of settings, got {type(values).__name__}")
     return values
@@ -247,11 +250,17 @@ def flatten(values: Mapping[str, Any], cls: type, source: str) -> dict[str, Any]
             elif name in sections:
                 raise ValueError(f"{source}: {name} is a section of settings and takes a mapping (such as "
                                  f"{name}: {{...}}); got {type(value).__name__} {value!r}")
+            elif name in flat:
+                raise ValueError(f"{source}: {name} is set twice ({flat[name]!r}, then {value!r}), nested and "
+                                 f"dotted; keep one")
             else:
                 flat[name] = value
 
     walk(values, "")
     unknown = sorted(set(flat) - set(known))
     if unknown:
-        raise ValueError(f"{source}: unknown setting(s) {unknown}; settings are named as in a run's config.json")
+        guesses = {name: difflib.get_close_matches(name, known, n=1) for name in unknown}
+        hints = "".join(f"; {name}: did you mean {guess[0]}?" for name, guess in guesses.items() if guess)
+        raise ValueError(f"{source}: unknown setting(s) {unknown}{hints}; settings are named as in a run's "
+                         f"config.json")
     return {name: known[name].coerce(value, source) for name, value in flat.items()}

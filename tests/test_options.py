@@ -87,6 +87,11 @@ def test_a_json_file_and_a_runs_own_config_json_repeat_a_run(tmp_path):
     ("embed:\n  loss: circle\n", "embed.loss must be one of "),
     ("model:\n  depth: 3\n", "unknown setting(s) ['model.depth']"),
     ("- a list\n", "expected a mapping of settings"),
+    ("", "empty; a settings file holds a mapping"),
+    ("# nothing but a comment\n", "empty; a settings file holds a mapping"),
+    ("embed:\n  epochs: 3\nembed.epochs: 4\n", "embed.epochs is set twice (3, then 4)"),
+    ("embed:\n  epoch: 3\n", "unknown setting(s) ['embed.epoch']; embed.epoch: did you mean embed.epochs?"),
+    ("data.image_sise: 96\n", "unknown setting(s) ['data.image_sise']; data.image_sise: did you mean data.image_size?"),
 ])
 def test_a_settings_file_with_an_unknown_or_mistyped_setting_is_refused_by_file_and_key(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
