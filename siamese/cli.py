@@ -492,15 +492,18 @@ def build_parser(script: str | None = None) -> argparse.ArgumentParser:
     split.add_argument("--folds", type=int, help="k-fold manifest (split = fold0..fold{k-1}) instead")
     split.add_argument("--strategy", choices=("grouped", "random"), default="grouped",
                        help="'random' is the naive image-level split, for showing leakage")
-    split.add_argument("--val", type=float, default=0.1)
-    split.add_argument("--test", type=float, default=0.2)
-    split.add_argument("--seed", type=int, default=0)
-    split.add_argument("--out", required=True)
+    split.add_argument("--val", type=float, default=0.1,
+                       help="share of the images for validation (grouped: 1/n of what the test split leaves; 0.1)")
+    split.add_argument("--test", type=float, default=0.2,
+                       help="share of the images for the test split (grouped: close to 1/n, e.g. 0.2; 0: none)")
+    split.add_argument("--seed", type=int, default=0, help="the draw of the folds (0)")
+    split.add_argument("--out", required=True, help="the manifest CSV to write (image_id, label, group, split)")
     split.set_defaults(func=cmd_split)
 
     audit = commands.add_parser("audit", help="check any split manifest for leakage (exit 1 if it leaks)")
-    audit.add_argument("manifest")
-    audit.add_argument("--duplicates", action="append")
+    audit.add_argument("manifest", help="a split manifest CSV (image_id, label, group, split), e.g. a run's split.csv")
+    audit.add_argument("--duplicates", action="append",
+                       help="near-duplicate pair CSV (repeatable): pairs across splits count as leaks")
     audit.add_argument("--out", help="also write the JSON report here")
     audit.set_defaults(func=cmd_audit)
 

@@ -8,6 +8,7 @@ thing training reads, and the same seed writes the same bytes.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -66,10 +67,26 @@ def _folds_for(fraction: float, name: str) -> int:
     return folds
 
 
-def _one_fold(labels: np.ndarray, components: np.ndarray, folds: int, seed: int) -> np.ndarray:
+def _held_out_folds(labels: np.ndarray, components: np.ndarray, folds: int, seed: int, what: str
+                    ) -> list[np.ndarray]:
+    """The held-out rows of each of ``folds`` stratified folds that keep every component in one fold; warns,
+    in lesions (the unit that is split), about classes too scarce to be in every fold. Raises sklearn's
+    ValueError when there are too few components."""
+    groups = pd.DataFrame({"label": labels, "group": components}).groupby("label")["group"].nunique()
+    scarce = groups[groups < folds]
+    if len(scarce):
+        listed = ", ".join(f"{label} ({n})" for label, n in scarce.items())
+        warnings.warn(f"{what} {folds} stratified folds, and some classes have fewer lesions (groups of linked "
+                      f"images) than that: {listed}; they cannot be in every fold", stacklevel=4)
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():  # said above in lesions; sklearn counts images
+        warnings.filterwarnings("ignore", message="The least populated class in y")
+        return [held_out for _, held_out in splitter.split(np.zeros(len(labels)), labels, components)]
+
+
+def _one_fold(labels: np.ndarray, components: np.ndarray, folds: int, seed: int, part: str) -> np.ndarray:
     try:
-        _, held_out = next(splitter.split(np.zeros(len(labels)), labels, components))
+        held_out = _held_out_folds(labels, components, folds, seed, f"the {part} split is one of")[0]
     except ValueError as exc:
         counts = {str(label): int(n) for label, n in zip(*np.unique(labels, return_counts=True), strict=True)}
         raise DataError(f"too few images for a grouped split into {folds} parts (images per class: {counts}): "
@@ -131,9 +148,9 @@ def _split(frame: pd.DataFrame, pairs: pd.DataFrame | None, val_fraction: float,
         components = linked_components(frame, pairs)
         test_folds, val_folds = grouped_parts(val_fraction, test_fraction)
         if test_folds:
-            test = _one_fold(labels, components, test_folds, seed)
+            test = _one_fold(labels, components, test_folds, seed, "test")
         rest = np.flatnonzero(~test)
-        val = _one_fold(labels[rest], components[rest], val_folds, seed)
+        val = _one_fold(labels[rest], components[rest], val_folds, seed, "val")
         split[rest[val]] = "val"
     elif strategy == "random":
         rest = np.arange(len(frame))
@@ -156,10 +173,10 @@ def kfold_table(frame: pd.DataFrame, pairs: pd.DataFrame | None = None, folds: i
     if folds < 2:
         raise ValueError(f"folds must be at least 2; got {folds}")
     components = linked_components(frame, pairs)
-    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     split = np.empty(len(frame), dtype=object)
     try:
-        for k, (_, held_out) in enumerate(splitter.split(np.zeros(len(frame)), frame["label"], components)):
+        for k, held_out in enumerate(_held_out_folds(frame["label"].to_numpy(), components, folds, seed,
+                                                     "the manifest has")):
             split[held_out] = f"fold{k}"
     except ValueError as exc:
         _refuse_unreadable_images(frame)
@@ -178,7 +195,7 @@ def fold_manifest(folds: pd.DataFrame, fold: int, pairs: pd.DataFrame | None = N
     rest = np.flatnonzero(~held_out)
     others = folds.iloc[rest].reset_index(drop=True)
     val = _one_fold(others["label"].to_numpy(), linked_components(others, pairs),
-                    _folds_for(val_fraction, "val_fraction"), seed)
+                    _folds_for(val_fraction, "the val fraction (--val-fraction)"), seed, "val")
     split = np.full(len(folds), "train", dtype=object)
     split[held_out] = "test"
     split[rest[val]] = "val"

@@ -1,4 +1,5 @@
 import json
+import warnings
 
 import pandas as pd
 import pytest
@@ -231,3 +232,15 @@ def test_no_test_fraction_gives_a_train_val_manifest_stratified_with_groups_whol
         assert report["leaking_groups"] == 0 and report["straddling_duplicate_pairs"] == 0
     with pytest.raises(ValueError, match="test_fraction must be at least 0"):
         split_table(lesions.frame, pairs, test_fraction=-0.2, strategy=strategy)
+
+
+def test_a_class_with_fewer_lesions_than_folds_is_named_in_lesions_not_in_sklearns_image_count():
+    frame = pd.DataFrame({"image_id": [f"i{k}" for k in range(40)],
+                          "group": [f"l{k}" for k in range(36)] + ["rare"] * 4,
+                          "label": ["common"] * 36 + ["rare"] * 4})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        split_table(frame, val_fraction=0.1, test_fraction=0.2, seed=0)
+    messages = [str(w.message) for w in caught]
+    assert any("the test split is one of 5 stratified folds" in m and "rare (1)" in m for m in messages), messages
+    assert not any("least populated class" in m for m in messages), messages
