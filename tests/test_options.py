@@ -277,7 +277,7 @@ def test_a_loss_named_over_a_preset_takes_its_own_miner_unless_one_is_named(tmp_
     (["--test-fraction", "0.3"], "the test fraction (--test-fraction, split --test) must be close to 1/n"),
     (["--val-fraction", "0.95"], "the val fraction (--val-fraction, split --val) over what the test split leaves"),
     (["--val-fraction", "0.3", "--test-fraction", "0.5"], "got 0.6"),
-    (["--references", "none", "finetune"], "references none means no reference model and stands alone"),
+    (["--references", "none", "finetune"], "--references none (references: [none] in a file) means no reference model"),
 ])
 def test_a_setting_the_run_would_refuse_is_refused_before_a_folder_exists(tmp_path, capsys, flags, message):
     for extra in (["--print-config"], ["--out", str(tmp_path / "run")]):

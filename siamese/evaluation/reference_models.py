@@ -79,7 +79,8 @@ def check_references(names: Sequence[str]) -> None:
     """Raises ValueError naming any reference model that is not in :data:`REFERENCE_MODELS`."""
     unknown = sorted(set(names) - set(REFERENCE_MODELS))
     if "none" in unknown:
-        raise ValueError(f"references none means no reference model and stands alone; got {list(names)}")
+        raise ValueError(f"--references none (references: [none] in a file) means no reference model and stands "
+                         f"alone; got {list(names)}")
     if unknown:
         raise ValueError(f"unknown reference model(s) {unknown}; choose from {list(REFERENCE_MODELS)}")
 
