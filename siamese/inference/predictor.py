@@ -179,7 +179,7 @@ class Predictor:
         predictions of the others, in order, and the errors, each naming its file, so that every path is
         accounted for in one or the other. Warns when some images are ones the run was fitted on
         (:meth:`fitted_split`)."""
-        seen = [(path, self.fitted_split(path)) for path in paths if self.fitted_split(path)]
+        seen = [(path, split) for path in paths if (split := self.fitted_split(path))]
         if seen:
             path, split = seen[0]
             warnings.warn(f"{len(seen)} of the {len(paths)} image(s) have the name of an image of the run's "
