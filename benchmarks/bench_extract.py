@@ -1,7 +1,7 @@
 """Embedding extraction and stage-2 classifier training throughput, each against a bare loop.
 
-    python -m benchmarks.bench_extract [--backbone inception_v3] [--size 256] [--images 256] [--workers 0]
-                                       [--compute auto] [--json]
+    python -m benchmarks.bench_extract [--backbone inception_v3] [--size 256] [--images 256] [--batch 64]
+                                       [--workers 0] [--compute auto] [--json]
 
 Extraction baseline: ``model(x)`` under ``no_grad`` over the same batches, preloaded, in every memory format
 and precision the device computes natively (as in ``bench_train_step``); the project's extraction is given
@@ -34,23 +34,24 @@ from siamese.training.embeddings import compute_embeddings
 EPOCHS = 20
 
 
-def extract_project(backbone: str, size: int, images: int, workers: int = 0, compute: str = "auto") -> dict:
+def extract_project(backbone: str, size: int, images: int, batch: int, workers: int = 0, compute: str = "auto"
+                    ) -> dict:
     device = resolve_device("auto")
     chosen = compute_of(compute)
     model = EmbeddingNet(backbone, "none").to(device)
     data = dataset(size, images)
-    compute_embeddings(model, data, device, 64, workers, amp=chosen.bf16, channels_last=chosen.channels_last)
+    compute_embeddings(model, data, device, batch, workers, amp=chosen.bf16, channels_last=chosen.channels_last)
     start = time.perf_counter()
-    compute_embeddings(model, data, device, 64, workers, amp=chosen.bf16, channels_last=chosen.channels_last)
+    compute_embeddings(model, data, device, batch, workers, amp=chosen.bf16, channels_last=chosen.channels_last)
     return {"per_s": images / (time.perf_counter() - start)}
 
 
-def extract_bare(backbone: str, size: int, images: int, compute: str = "auto") -> dict:
+def extract_bare(backbone: str, size: int, images: int, batch: int, compute: str = "auto") -> dict:
     device = resolve_device("auto")
     chosen = compute_of(compute)
     model = prepare_model(EmbeddingNet(backbone, "none"), device, chosen).eval()
     data = dataset(size, images)
-    batches = [torch.stack([data[i][0] for i in range(s, min(s + 64, images))]) for s in range(0, images, 64)]
+    batches = [torch.stack([data[i][0] for i in range(s, min(s + batch, images))]) for s in range(0, images, batch)]
 
     def run() -> None:
         with torch.no_grad(), autocast(device, chosen.bf16):
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--backbone", default="inception_v3")
     parser.add_argument("--size", type=positive, default=256)
     parser.add_argument("--images", type=positive, default=256)
+    parser.add_argument("--batch", type=positive, default=64, help="extraction batch, the same for all loops")
     parser.add_argument("--embeddings", type=positive, default=10015)
     parser.add_argument("--workers", type=non_negative, default=0,
                         help="DataLoader workers of the project's extraction")
@@ -110,18 +112,19 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     chosen = compute_of(args.compute).name
     extraction = [{"case": f"bare no_grad loop, {choice}", "compute": choice,
-                   **isolated(extract_bare, args.backbone, args.size, args.images, choice)}
+                   **isolated(extract_bare, args.backbone, args.size, args.images, args.batch, choice)}
                   for choice in bare_choices(resolve_device("auto"))]
     best = max(extraction, key=lambda r: r["per_s"])
     extraction.append({"case": f"project compute_embeddings, {chosen}", "compute": chosen,
-                       **isolated(extract_project, args.backbone, args.size, args.images, args.workers,
-                                  args.compute)})
+                       **isolated(extract_project, args.backbone, args.size, args.images, args.batch,
+                                  args.workers, args.compute)})
     stage2 = [{"case": "bare MLP loop", **isolated(classifier_bare, args.embeddings)},
               {"case": "project ClassifierTrainer", **isolated(classifier_project, args.embeddings)}]
     figures = {"benchmark": "embedding extraction and stage-2 training", **machine_facts(),
-               "backbone": args.backbone, "size": args.size, "batch": 64, "images": args.images,
+               "backbone": args.backbone, "size": args.size, "batch": args.batch, "images": args.images,
                "workers": args.workers, "project_compute": chosen, "best_bare_compute": best["compute"],
                "extraction_images_per_s": {r["case"]: r["per_s"] for r in extraction},
+               "extraction_cuda_max_mb": {r["case"]: r.get("cuda_max_mb") for r in extraction},
                "extraction_vs_best_bare": extraction[-1]["per_s"] / best["per_s"],
                "extraction_vs_fp32_bare": extraction[-1]["per_s"] / extraction[0]["per_s"],
                "stage2_embeddings_per_s": {r["case"]: r["per_s"] for r in stage2},
@@ -129,8 +132,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.json:
         print(json.dumps(figures, indent=2))
         return figures
-    print_table(f"embedding extraction: {args.backbone} {args.size}px, {args.images} images, batch 64 (images/s)",
-                extraction, "per_s", best["case"])
+    print_table(f"embedding extraction: {args.backbone} {args.size}px, {args.images} images, batch {args.batch} "
+                "(images/s)", extraction, "per_s", best["case"])
     print(f"project ({chosen}) vs the fastest bare loop ({best['compute']}): {figures['extraction_vs_best_bare']:.2f}x;"
           f" vs the contiguous fp32 bare loop: {figures['extraction_vs_fp32_bare']:.2f}x")
     print_table(f"stage-2 training: {args.embeddings} embeddings x {EPOCHS} epochs (embeddings/s)", stage2, "per_s",

@@ -325,6 +325,7 @@ def summary(args: argparse.Namespace, rows: list[dict], best_bare: dict, fp32_ba
             "steps": args.steps, "workers": args.workers, "images": source,
             "images_per_s": {r["case"]: r["images_per_s"] for r in rows},
             "peak_rss_mb": {r["case"]: r.get("peak_rss_mb") for r in rows},
+            "cuda_max_mb": {r["case"]: r.get("cuda_max_mb") for r in rows},
             "project_compute": project_row["compute"], "best_bare_compute": best_bare["compute"],
             "project_vs_best_bare": project_row["images_per_s"] / best_bare["images_per_s"],
             "project_vs_fp32_bare": project_row["images_per_s"] / fp32_bare["images_per_s"],

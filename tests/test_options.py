@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from siamese.cli import build_parser, config_from_args, main
-from siamese.config import PRESETS, CVConfig, RunConfig, SegmentConfig, preset
+from siamese.config import PRESETS, CVConfig, RunConfig, SegmentConfig, differing_settings, preset
 from siamese.options import settings_of
 from siamese.settings import fold_config, read_config_file, run_config, segment_config
 
@@ -250,7 +250,16 @@ def test_a_section_given_something_other_than_a_mapping_is_named_as_a_section(tm
         read_config_file(path)
 
 
-@pytest.mark.parametrize("name", ["ham_cpu", "isic_cpu", "ph2", "ham_leakage"])
+@pytest.mark.parametrize(("gpu", "cpu"), [("ham_gpu", "ham_cpu"), ("isic_gpu", "isic_cpu"), ("ph2_gpu", "ph2")])
+def test_a_gpu_preset_is_its_cpu_recipe_at_gpu_sizes(gpu, cpu):
+    on_gpu, on_cpu = preset(gpu).to_dict(), preset(cpu).to_dict()
+    sizes = {"preset", "data.image_size", "data.num_workers", "embed.batch_size", "embed.epochs", "embed.patience"}
+    assert set(differing_settings(on_gpu, on_cpu)) <= sizes
+    assert on_gpu["data"]["image_size"] == 224 and on_gpu["compute"] == "auto"
+    assert on_gpu["embed"]["epochs"] > on_cpu["embed"]["epochs"]
+
+
+@pytest.mark.parametrize("name", ["ham_cpu", "isic_cpu", "ph2", "ham_leakage", "ham_gpu", "isic_gpu", "ph2_gpu"])
 def test_a_preset_named_without_a_dataset_keeps_its_own_dataset(name):
     assert run_config({"preset": name, "data.data_dir": "somewhere"}).data.dataset == preset(name).data.dataset
     assert run_config({"preset": name, "data.dataset": "synthetic"}).data.dataset == "synthetic"

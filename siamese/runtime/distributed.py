@@ -1,7 +1,9 @@
 """torchrun support: one process per device, rank 0 writes, everyone agrees on what was written.
 
-``torchrun --nproc_per_node=N train.py ...`` sets RANK/WORLD_SIZE/LOCAL_RANK; without them everything
-here degrades to a single process and no collective call is made.
+``torchrun --nproc_per_node=N train.py ...`` sets RANK/WORLD_SIZE/LOCAL_RANK and every process joins the
+group, N = 1 included (so one GPU runs the NCCL path: DDP, the library's distributed wrappers and the
+weight-digest check); without them everything here degrades to a single process and no collective call is
+made.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ class DistContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    joined: bool = False  # in a process group: torchrun started this process, even as its only one
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.joined
 
     @property
     def is_main(self) -> bool:
@@ -55,11 +58,12 @@ class DistContext:
 
 
 def init_distributed(device: torch.device) -> DistContext:
-    """Join the process group torchrun describes (NCCL on CUDA, gloo on CPU), or return a 1-process context."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
+    """Join the process group torchrun describes (NCCL on CUDA, gloo on CPU), or, outside torchrun, return a
+    1-process context that makes no collective call."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return DistContext()
-    context = DistContext(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+    context = DistContext(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]),
+                          int(os.environ.get("LOCAL_RANK", "0")), joined=True)
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":

@@ -157,7 +157,9 @@ class MetricTrainer:
         objective's own parameters (proxies, the cross-entropy head) are outside DDP, so they are checked too."""
         digests = self.dist.gather(f"{parameter_digest(self.model)} {parameter_digest(self.objective)}")
         if self.dist.is_main:
-            (self.run_dir / "checkpoints" / "rank_digests.json").write_text(json.dumps(digests, indent=2) + "\n")
+            evidence = {"backend": torch.distributed.get_backend(), "world_size": self.dist.world_size,
+                        "digests": digests}
+            (self.run_dir / "checkpoints" / "rank_digests.json").write_text(json.dumps(evidence, indent=2) + "\n")
         if len(set(digests)) != 1:
             raise RuntimeError(f"ranks disagree on the stage-1 weights after training: {digests}")
 

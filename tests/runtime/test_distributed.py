@@ -38,7 +38,9 @@ def test_torchrun_two_cpu_processes_agree_on_weights(tmp_path):
                "--out", str(out)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    digests = json.loads((out / "checkpoints" / "rank_digests.json").read_text())
+    evidence = json.loads((out / "checkpoints" / "rank_digests.json").read_text())
+    assert evidence["backend"] == "gloo" and evidence["world_size"] == 2
+    digests = evidence["digests"]
     assert len(digests) == 2 and digests[0] == digests[1]
     history = pd.read_csv(out / "history.csv")
     assert list(history.loc[history["stage"] == "embed", "epoch"]) == [1, 2]
@@ -59,6 +61,6 @@ def test_torchrun_keeps_a_proxy_loss_and_its_cross_entropy_head_in_step(tmp_path
                "--loss", "arcface", "--ce-weight", "0.5", "--references", "none", "--out", str(out)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    digests = json.loads((out / "checkpoints" / "rank_digests.json").read_text())
+    digests = json.loads((out / "checkpoints" / "rank_digests.json").read_text())["digests"]
     assert len(digests) == 2 and digests[0] == digests[1]  # the model's and the objective's (arcface's W, the head)
     assert json.loads((out / "config.json").read_text())["embed"]["loss"] == "arcface"
