@@ -102,12 +102,9 @@ class MetricTrainer:
         self.objective = StageOneObjective(cfg, n_classes, model.arch["embedding_dim"], self.dist.enabled).to(device)
         self.optimizer = torch.optim.Adam(parameter_groups(self.model, cfg)
                                           + self.objective.parameter_groups(cfg.lr, cfg.loss_lr_scale), lr=cfg.lr)
-        self.forward = self.model
-        if self.dist.enabled:
-            self.forward = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda"
-                                                   else None)
-        if compile_model:
-            self.forward = torch.compile(self.forward)
+        self.compile_model = compile_model
+        self.forward = torch.compile(self.model) if compile_model and not self.dist.enabled else self.model
+        self.wrapped_frozen: bool | None = None  # the backbone state the DDP wrapper was built for
         self.state: dict[str, Any] = {"epoch": 0, "history": [], "best": None, "best_epoch": None,
                                       "bad_epochs": 0, "done": False}
         self.checkpoint = run_dir / "checkpoints" / LAST
@@ -163,10 +160,23 @@ class MetricTrainer:
         if len(set(digests)) != 1:
             raise RuntimeError(f"ranks disagree on the stage-1 weights after training: {digests}")
 
+    def wrap(self, frozen: bool) -> None:
+        """Under torchrun, wrap the model in DistributedDataParallel for the parameters this epoch trains. DDP
+        registers the parameters that require gradients when it is built and waits for every one of them in
+        each step, so the frozen-backbone warm-up and the epochs after it each need their own wrapper."""
+        if not self.dist.enabled or self.wrapped_frozen == frozen:
+            return
+        ddp = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda"
+                                      else None)
+        self.forward = torch.compile(ddp) if self.compile_model else ddp
+        self.wrapped_frozen = frozen
+
     def train_epoch(self, epoch: int, loader: DataLoader) -> dict[str, float]:
         np.random.seed(self.seed + epoch)  # pml's MPerClassSampler draws from numpy's global RNG
         torch.manual_seed(self.seed + epoch)
-        set_training_mode(self.model, self.cfg, frozen=epoch < self.cfg.frozen_epochs)
+        frozen = epoch < self.cfg.frozen_epochs
+        set_training_mode(self.model, self.cfg, frozen=frozen)
+        self.wrap(frozen)
         losses_, triplets, empty, waiting = [], [], 0, 0.0
         start = ready = time.perf_counter()
         for images, labels in tqdm(loader, desc=f"epoch {epoch + 1}", leave=False,

@@ -30,12 +30,13 @@ def test_distributed_sampler_shards_one_balanced_global_batch():
 
 
 def test_torchrun_two_cpu_processes_agree_on_weights(tmp_path):
+    """With a frozen-backbone warm-up epoch first: DDP then trains the head alone, then the whole network."""
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
                str(REPO / "train.py"), "--dataset", "synthetic", "--image-size", "32", "--epochs-embed", "2",
-               "--epochs-classifier", "2", "--batch-size", "56", "--wandb", "disabled", "--device", "cpu",
-               "--out", str(out)]
+               "--frozen-epochs", "1", "--epochs-classifier", "2", "--batch-size", "56", "--wandb", "disabled",
+               "--device", "cpu", "--out", str(out)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     evidence = json.loads((out / "checkpoints" / "rank_digests.json").read_text())
