@@ -222,3 +222,18 @@ def test_predict_warns_when_images_are_ones_the_run_was_fitted_or_selected_on(ru
     recwarn.clear()
     assert main(["predict", "--run", str(run_dir), str(tmp_path / f"{named['test']}.png")]) == 0
     assert not [w for w in recwarn if "train or val split" in str(w.message)]
+
+
+def test_a_run_folder_given_as_images_is_refused_naming_run(tmp_path):
+    from siamese.data.table import DataError
+    from siamese.inference.predictor import expand_inputs
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    (run / "embedder.pt").write_bytes(b"")
+    Image.new("RGB", (8, 8)).save(run / "confusion_matrix.png")
+    with pytest.raises(DataError, match=r"run is a run folder, not a folder of images .*with --run"):
+        expand_inputs([str(run)])
+    (run / "embedder.pt").unlink()  # a folder of images that happens to hold a config.json is read
+    assert expand_inputs([str(run)]) == [run / "confusion_matrix.png"]

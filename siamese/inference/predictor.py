@@ -36,10 +36,14 @@ def expand_inputs(items: list[str]) -> list[Path]:
     whatever its extension (sorted). The rest of a folder is accounted for in a warning: files that are not
     images (each with why: no decoder for its format, naming the package, or not an image), sub-folders and
     ISIC superpixel maps. An HDF5 archive of encoded images (ISIC 2024's ``test-image.hdf5``) gives every
-    image it stores (sorted by key). A folder with no image, or an unknown path, is an error."""
+    image it stores (sorted by key). A folder with no image, a run folder (its figures are no lesions), or an
+    unknown path is an error."""
     paths: list[Path] = []
     for item in items:
         path = Path(item)
+        if path.is_dir() and (path / "config.json").is_file() and (path / "embedder.pt").is_file():
+            raise DataError(f"{path} is a run folder, not a folder of images (its PNG files are figures): name "
+                            f"it once, with --run, and the images to predict after it")
         if path.is_dir():
             found, unused = image_files(path)
             superpixels = [p for p in found if p.name.endswith(SUPERPIXELS)]
