@@ -75,7 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train-args", default="", help="more train.py options, one string (e.g. tiny "
                                                           "settings for a CPU test)")
     parser.add_argument("--bench", nargs="*", default=list(BACKBONES), metavar="BACKBONE:SIZE",
-                        help="backbones (and input sizes) to benchmark; none: skip the benchmarks")
+                        help="backbones (and input sizes) to benchmark; none (or nothing): skip the benchmarks")
     parser.add_argument("--bench-batch", type=int, default=128)
     parser.add_argument("--bench-steps", type=int, default=20)
     parser.add_argument("--bench-images", type=int, default=2048, help="images bench_extract embeds")
@@ -95,6 +95,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.data_dir = str(args.pack / "data")
     if args.duplicates is None and pack.get("duplicates"):
         args.duplicates = str(args.pack / pack["duplicates"])
+    if args.bench == ["none"]:
+        args.bench = []
     args.preset = args.preset or pack.get("preset") or GPU_PRESETS.get(args.dataset)
     if not args.preset:
         parser.error(f"{args.dataset} has no GPU preset ({', '.join(GPU_PRESETS)} have): name --preset")
