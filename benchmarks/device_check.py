@@ -52,7 +52,7 @@ class Budget:
         self.seconds, self.clock, self.start = seconds, clock, clock()
 
     def left(self) -> float:
-        return self.seconds - (self.clock() - self.start) - RESERVE_S
+        return max(self.seconds - (self.clock() - self.start) - RESERVE_S, 0.0)
 
     def allows(self, estimate_s: float) -> bool:
         """Whether a step expected to take ``estimate_s`` seconds ends before the budget does."""
@@ -87,7 +87,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--work", type=Path, help="folder for run folders and the image cache (default: a "
                                                   "temporary one)")
     args = parser.parse_args(argv)
-    pack = json.loads((args.pack / "pack.json").read_text()) if args.pack else {}
+    pack = {}
+    if args.pack:
+        try:
+            pack = json.loads((args.pack / "pack.json").read_text())
+        except (OSError, ValueError) as exc:
+            parser.error(f"{args.pack / 'pack.json'}: not a pack from benchmarks/device_pack.sh ({exc})")
     args.dataset = args.dataset or pack.get("dataset")
     if not args.dataset:
         parser.error("name --dataset, or --pack a folder from device_pack.sh")
@@ -150,6 +155,10 @@ class Check:
         self.say(f"{name}: {step['status']} in {step['seconds']:.0f} s")
         return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
+    def skip(self, name: str, why: str) -> None:
+        self.summary["steps"].append({"step": name, "status": f"skipped: {why}"})
+        self.say(f"{name}: skipped: {why}")
+
     def _log_output(self, stdout: str, stderr: str) -> None:
         with self.log_path.open("a") as log:
             log.writelines(f"{text}\n" for text in (stdout, stderr) if text)
@@ -194,13 +203,17 @@ class Check:
             self.summary.setdefault("benchmarks", {}).setdefault(script, {})[spec] = figures
 
     def torchrun(self) -> None:
+        """Two stage-1 epochs under ``torchrun``, the first on the frozen backbone, so both of stage 1's DDP
+        wrappers (warm-up, then the whole network) run."""
         out = self.work / "runs" / "torchrun"
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
-                   *self.train_command(out, 0, "--epochs-embed", "1", "--epochs-classifier", "1", "--references",
-                                       "none")[1:]]
-        done = self.run("torchrun, 1 process, 1 epoch", command, estimate_s=45)
+                   *self.train_command(out, 0, "--epochs-embed", "2", "--frozen-epochs", "1", "--epochs-classifier",
+                                       "1", "--references", "none")[1:]]
+        done = self.run("torchrun, 1 process, 2 epochs (1 frozen)", command, estimate_s=45)
+        if done is None:
+            return
         digests = out / "checkpoints" / "rank_digests.json"
-        result: dict[str, Any] = {"finished": done is not None and done.returncode == 0}
+        result: dict[str, Any] = {"finished": done.returncode == 0}
         if digests.is_file():
             result.update(json.loads(digests.read_text()))
         result["digest_check_passed"] = result["finished"] and len(set(result.get("digests", []))) == 1
@@ -238,8 +251,9 @@ class Check:
                            str(self.args.bench_embeddings))
         for seed in seeds[1:]:
             if first is None:
-                break
-            self.train_seed(seed, estimate_s=first * 1.1)
+                self.skip(f"train seed {seed}", f"seed {seeds[0]} did not finish, so its time is unknown")
+            else:
+                self.train_seed(seed, estimate_s=first * 1.1)
         self.summarise()
         return self.summary
 
@@ -309,10 +323,15 @@ def markdown(summary: dict[str, Any], summary_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Runs every step (see the module's docstring) and returns ``summary.json``'s figures."""
-    return Check(parse_args(argv)).all()
+def main(argv: list[str] | None = None) -> int:
+    """Runs every step (see the module's docstring); 1 when a step failed (the others still ran and every
+    figure is written), else 0."""
+    summary = Check(parse_args(argv)).all()
+    failed = [step["step"] for step in summary["steps"] if step["status"] == "failed"]
+    if failed:
+        print(f"failed: {', '.join(failed)} (device_check.log has their output)", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -6,6 +6,8 @@ import os
 import subprocess
 import tarfile
 
+import pandas as pd
+
 from benchmarks.device_check import Budget, markdown
 from tests.conftest import REPO
 
@@ -35,12 +37,38 @@ def test_device_check_runs_every_step_and_writes_its_figures(tmp_path):
     assert torchrun["backend"] == "gloo" and torchrun["world_size"] == 1 and len(torchrun["digests"]) == 1
     with tarfile.open(out / "runs.tar.gz") as tar:
         names = tar.getnames()
-    assert {"seed0/metrics.json", "seed0/config.json", "torchrun/history.csv"} <= set(names)
+        history = pd.read_csv(tar.extractfile("torchrun/history.csv"))
+    assert {"seed0/metrics.json", "seed0/config.json"} <= set(names)
     assert not [n for n in names if n.endswith(".pt") or "checkpoints" in n]
+    assert list(history.loc[history["stage"] == "embed", "epoch"]) == [1, 2]  # a frozen epoch, then the rest
     page = (out / "summary.md").read_text()
     assert "## Stage-1 training step against the bare loop" in page and "| resnet18 | 32 | 8 |" in page
     assert "digest check passed: True" in page
     assert "train seed 0: done" in (out / "device_check.log").read_text()
+
+
+def test_a_failed_first_seed_is_reported_and_the_later_seeds_are_listed_as_skipped(tmp_path):
+    pack, out = tmp_path / "pack", tmp_path / "out"
+    pack.mkdir()
+    (pack / "pack.json").write_text(json.dumps({"dataset": "synthetic", "preset": "tiny"}))
+    command = ["bash", str(REPO / "benchmarks" / "device_check.sh"), str(pack), str(out), "--seeds", "0", "1",
+               "--train-args", "--no-such-option 3", "--bench", "none", "--no-torchrun"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1 and "failed: train seed 0" in done.stderr
+    steps = {s["step"]: s["status"] for s in json.loads((out / "summary.json").read_text())["steps"]}
+    assert steps["train seed 0"] == "failed"
+    assert steps["train seed 1"] == "skipped: seed 0 did not finish, so its time is unknown"
+    assert "--no-such-option" in (out / "device_check.log").read_text()
+
+
+def test_a_folder_without_a_pack_is_refused(tmp_path):
+    done = subprocess.run(["bash", str(REPO / "benchmarks" / "device_check.sh"), str(tmp_path), str(tmp_path / "o")],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "make the pack with benchmarks/device_pack.sh" in done.stderr
+    (tmp_path / "pack.json").write_text("{not json")
+    done = subprocess.run(["bash", str(REPO / "benchmarks" / "device_check.sh"), str(tmp_path), str(tmp_path / "o")],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "not a pack from benchmarks/device_pack.sh" in done.stderr
 
 
 class FakeClock:
