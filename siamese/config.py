@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import functools
 import json
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -263,10 +264,15 @@ class RunConfig:
         """Check every choice and number (:func:`siamese.options.check_settings`: each against its option's
         choices, range and finiteness) and that a miner goes with the loss, before anything is written.
 
-        Raises ValueError naming the first option at fault (its flag, else its dotted name) and its value.
+        Raises ValueError naming the first option at fault (its flag, else its dotted name) and its value; warns
+        when every stage-1 epoch is a frozen-backbone warm-up (the backbone never learns).
         """
         check_settings(self)
         check_miner(self.embed.loss, self.embed.miner)
+        if self.embed.frozen_epochs >= self.embed.epochs and self.embed.backbone_lr_scale > 0:
+            warnings.warn(f"--frozen-epochs {self.embed.frozen_epochs} covers every one of the {self.embed.epochs} "
+                          f"stage-1 epochs (--epochs-embed): the backbone never learns; for a frozen backbone on "
+                          f"purpose say --backbone-lr-scale 0", stacklevel=2)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunConfig:

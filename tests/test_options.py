@@ -3,6 +3,7 @@ under explicit flags, ``validate()`` before a folder exists, and the spellings k
 
 import argparse
 import json
+import warnings
 from collections import Counter
 
 import pytest
@@ -294,3 +295,14 @@ def test_a_setting_the_run_would_refuse_is_refused_before_a_folder_exists(tmp_pa
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_warm_up_as_long_as_stage_1_is_warned_about_unless_the_backbone_is_frozen_on_purpose():
+    config = preset("ham_gpu")
+    config.embed.frozen_epochs, config.embed.epochs = 5, 1
+    with pytest.warns(UserWarning, match=r"--frozen-epochs 5 covers every one of the 1 stage-1 epochs"):
+        config.validate()
+    config.embed.backbone_lr_scale = 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        config.validate()
