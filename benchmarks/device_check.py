@@ -25,6 +25,7 @@ import importlib.metadata
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 BACKBONES = ("efficientnet_lite0:224", "inception_v3:299", "resnet50:256")
@@ -168,8 +171,10 @@ class Check:
         done = self.run("environment", [sys.executable, "-c", code], estimate_s=5)
         if done is not None and done.returncode == 0:
             self.summary["environment"] = json.loads(done.stdout.strip().splitlines()[-1])
-        smi = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True) if _has("nvidia-smi") else None
-        self.summary["nvidia_smi"] = smi.stdout.strip() if smi is not None else "no nvidia-smi"
+        self.summary["nvidia_smi"] = "no nvidia-smi"
+        if shutil.which("nvidia-smi"):
+            self.summary["nvidia_smi"] = subprocess.run(["nvidia-smi", "-L"], capture_output=True,
+                                                        text=True).stdout.strip()
 
     def train_command(self, out: Path, seed: int, *extra: str) -> list[str]:
         args = self.args
@@ -190,13 +195,13 @@ class Check:
         if done is None or done.returncode != 0 or not (out / "metrics.json").is_file():
             return None
         self.summary.setdefault("seed_runs", []).append(str(out))
-        return next(s["seconds"] for s in reversed(self.summary["steps"]) if s["step"] == f"train seed {seed}")
+        return self.summary["steps"][-1]["seconds"]
 
     def benchmark(self, script: str, spec: str, *extra: str) -> None:
         backbone, _, size = spec.partition(":")
         command = [sys.executable, "-m", f"benchmarks.{script}", "--backbone", backbone, "--size", size or "224",
-                   "--batch", str(self.args.bench_batch), "--workers", str(self.args.workers), "--compute",
-                   "bf16" if _has_bf16() else "channels_last", "--json", *extra]
+                   "--batch", str(self.args.bench_batch), "--workers", str(self.args.workers), "--compute", "auto",
+                   "--json", *extra]  # auto: channels_last, and bf16 where the GPU has it
         done = self.run(f"{script} {spec}", command, estimate_s=30)
         if done is not None and done.returncode == 0:
             figures = json.loads(done.stdout[done.stdout.index("{"):])
@@ -224,10 +229,9 @@ class Check:
         if runs:
             self.run("summarize", [sys.executable, "-m", "siamese", "summarize", *runs, "--out",
                                    str(self.work / "runs" / "summary")], estimate_s=5)
-            from siamese.evaluation.seeds import seed_table
-
-            table = seed_table(runs)
-            self.summary["test_metrics"] = json.loads(table.to_json(orient="records"))
+            table = self.work / "runs" / "summary" / "seeds_table.csv"  # summarize's per-run table
+            if table.is_file():
+                self.summary["test_metrics"] = json.loads(pd.read_csv(table).to_json(orient="records"))
         (self.args.out / "summary.json").write_text(json.dumps(self.summary, indent=2, default=str) + "\n")
         (self.args.out / "summary.md").write_text(markdown(self.summary, self.work / "runs" / "summary"))
         with tarfile.open(self.args.out / "runs.tar.gz", "w:gz") as tar:
@@ -270,16 +274,6 @@ def print_environment() -> None:
             return None
 
     print(json.dumps({**machine_facts(), "packages": {name: version(name) for name in PACKAGES}}))
-
-
-def _has(program: str) -> bool:
-    return any((Path(folder) / program).is_file() for folder in os.environ.get("PATH", "").split(os.pathsep))
-
-
-def _has_bf16() -> bool:
-    import torch
-
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
 def markdown(summary: dict[str, Any], summary_dir: Path) -> str:
