@@ -2,7 +2,7 @@
 # Here, before a GPU lease: copy one dataset's folder and the wheels the GPU machine lacks into a git-ignored
 # folder that the device tool carries, and check that it and the repository fit the 64 MiB it carries.
 #   bash benchmarks/device_pack.sh DATASET DATA_DIR [DUPLICATES_CSV] [PACK]      (PACK: .device)
-# DATASET is one with a GPU preset (ham10000, isic2020, ph2); DATA_DIR is the folder train.py's --data-dir
+# DATASET is one with a GPU preset (device_check.GPU_PRESETS); DATA_DIR is the folder train.py's --data-dir
 # takes (HAM10000: the folder with the images and metadata). Folders of lesion masks (*segmentation*) are
 # left out: the GPU presets crop nothing, and the 64 MiB is tight.
 set -euo pipefail
@@ -12,9 +12,11 @@ if [ $# -lt 2 ]; then
 fi
 dataset=$1 data_dir=$2 duplicates=${3:-} pack=${4:-.device}
 limit=$((64 * 1024 * 1024))
-case $dataset in
-    ham10000|isic2020|ph2) ;;
-    *) echo "$dataset: no GPU preset for it; choose ham10000, isic2020 or ph2" >&2; exit 2 ;;
+root=$(git rev-parse --show-toplevel)
+known=$(cd "$root" && python3 -c "from benchmarks.device_check import GPU_PRESETS; print(' '.join(GPU_PRESETS))")
+case " $known " in
+    *" $dataset "*) ;;
+    *) echo "$dataset: no GPU preset for it; choose one of: $known" >&2; exit 2 ;;
 esac
 [ -d "$data_dir" ] || { echo "$data_dir: no such folder" >&2; exit 2; }
 [ -z "$duplicates" ] || [ -f "$duplicates" ] || { echo "$duplicates: no such file" >&2; exit 2; }
@@ -36,7 +38,7 @@ for name in pytorch-metric-learning segmentation-models-pytorch efficientnet-lit
 done
 python3 -m pip download -q --no-deps --only-binary=:all: -d "$pack/wheels" "${wheels[@]}"
 printf '{"dataset": "%s", "duplicates": %s}\n' "$dataset" "$dup_json" > "$pack/pack.json"
-repo=$(cd "$(git rev-parse --show-toplevel)" &&
+repo=$(cd "$root" &&
        git ls-files -z --cached --others --exclude-standard | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1)
 packed=$(du -sb "$pack" | cut -f1)
 total=$((repo + packed))
