@@ -114,7 +114,8 @@ def project(backbone: str, size: int, batch: int, steps: int, workers: int = 0, 
         loader = trainer.loader()
         trainer.train_epoch(0, loader)  # warm-up (cudnn autotune, allocator)
         result = trainer.train_epoch(1, loader)
-    return {"images_per_s": result["images_per_second"], "data_wait": result["data_wait_fraction"]}
+    return {"images_per_s": result["images_per_second"], "data_wait": result["data_wait_fraction"],
+            "empty_batches": result["empty_batch_fraction"]}
 
 
 PHASES = ("data", "host to device", "forward", "miner", "loss", "backward", "optimizer")
@@ -302,6 +303,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
           f"{figures['project_vs_fp32_bare']:.2f}x; vs the project in contiguous fp32: "
           f"{figures['project_vs_project_fp32']:.2f}x   (waiting for data: project "
           f"{rows[len(bare_choices(device))]['data_wait'] * 100:.1f} % of the epoch)")
+    if figures["project_empty_batch_fraction"] > 0:
+        print(f"the miner found nothing to compare in {figures['project_empty_batch_fraction'] * 100:.0f} % of the "
+              "project's batches, whose backward pass it skips: the ratios flatter the project's step")
     if args.repeats > 1:
         by_round = figures["project_vs_best_bare_by_round"]
         print(f"each figure above is the median of {args.repeats} interleaved rounds, and the ratios are ratios of "
@@ -330,6 +334,7 @@ def summary(args: argparse.Namespace, rows: list[dict], best_bare: dict, fp32_ba
             "project_vs_best_bare": project_row["images_per_s"] / best_bare["images_per_s"],
             "project_vs_fp32_bare": project_row["images_per_s"] / fp32_bare["images_per_s"],
             "project_vs_project_fp32": project_row["images_per_s"] / project_fp32["images_per_s"],
+            "project_empty_batch_fraction": project_row["empty_batches"],
             "repeats": args.repeats, "rounds_images_per_s": {r["case"]: r["rounds"] for r in rows},
             "project_vs_best_bare_by_round": round_ratios(project_row,
                                                           [r for r in rows if r["case"].startswith("bare")])}

@@ -16,9 +16,12 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
+
+from siamese.runtime.device import configure_threads, cpu_capability
 
 
 def positive(text: str) -> int:
@@ -59,8 +62,6 @@ def peak_rss_mb() -> float:
 
 
 def _child(fn: Callable[..., dict[str, Any]], args: tuple) -> dict[str, Any]:
-    from siamese.runtime.device import configure_threads
-
     configure_threads(int(os.environ.get("BENCH_THREADS", 0)) or None)
     result = fn(*args)
     result["peak_rss_mb"] = peak_rss_mb()
@@ -92,14 +93,15 @@ def timed(fn: Callable[[], Any], repeat: int = 1) -> float:
 def machine_facts() -> dict[str, Any]:
     """What a figure was measured on, as fields a script can collect: device, torch, threads, date."""
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({platform.machine()})"
-    return {"device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
+    return {"device": device, "cpu_capability": cpu_capability(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
             "interop_threads": torch.get_num_interop_threads(), "cpus": os.cpu_count(),
             "host": platform.node(), "date": time.strftime("%Y-%m-%d")}
 
 
 def machine() -> str:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{platform.node()} | {os.cpu_count()} CPUs | torch {torch.__version__} | {gpu} | "
+    return (f"{platform.node()} | {os.cpu_count()} CPUs ({cpu_capability()}) | torch {torch.__version__} | {gpu} | "
             f"{time.strftime('%Y-%m-%d')}")
 
 
@@ -119,14 +121,19 @@ def print_table(title: str, rows: list[dict[str, Any]], value: str, baseline_cas
 
 
 def real_images(dataset: str, data_dir: str | Path, count: int) -> pd.DataFrame:
-    """The first ``count`` rows (``image_id``, ``path``, ``label``) of a dataset as the package reads it
-    (:func:`siamese.data.load_dataset`), in the order of its table."""
+    """``count`` rows (``image_id``, ``path``, ``label``) of a dataset as the package reads it
+    (:func:`siamese.data.load_dataset`), taken from the classes in turn (each class's first image in table
+    order, then each one's second, ...), so a scarce class is in the sample as in a class-balanced batch.
+    The first rows alone would not do: ISIC 2020's first 384 hold 5 melanomas, too few for the class-balanced
+    sampler and miner to find pairs, and the project's step skips the backward pass of a batch without any."""
     from siamese.data import load_dataset
 
     frame = load_dataset(dataset, data_dir=data_dir).frame
     if len(frame) < count:
         raise SystemExit(f"{dataset} in {data_dir} has {len(frame)} images; the benchmark needs {count}")
-    return frame.head(count)[["image_id", "path", "label"]].reset_index(drop=True)
+    turn = frame.groupby("label", sort=False).cumcount()
+    order = np.lexsort((pd.factorize(frame["label"])[0], turn.to_numpy()))
+    return frame.iloc[order[:count]][["image_id", "path", "label"]].reset_index(drop=True)
 
 
 def describe_images(source: str, paths: list[str], root: str | Path | None = None) -> str:

@@ -131,5 +131,13 @@ def machine_description() -> str:
     threads = torch.get_num_threads()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (f"{platform.machine()} {platform.processor() or platform.system()}, {os.cpu_count()} CPU cores "
-            f"({threads} torch thread{'s' if threads != 1 else ''}), {gpu}, torch {torch.__version__}, "
-            f"Python {platform.python_version()}")
+            f"({cpu_capability()}, {threads} torch thread{'s' if threads != 1 else ''}), {gpu}, "
+            f"torch {torch.__version__}, Python {platform.python_version()}")
+
+
+def cpu_capability() -> str:
+    """The CPU's vector instruction set as torch's kernels use it (``AVX2``, ``AVX512``, ``DEFAULT``...), plus
+    ``+BF16`` where it computes bfloat16 natively (AVX512-BF16 or AMX). Machines of one name differ in it, and
+    CPU speed-ups such as channels_last's depend on it, so every figure names it."""
+    bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return f"{torch.backends.cpu.get_cpu_capability()}{'+BF16' if bf16 else ''}"

@@ -119,3 +119,13 @@ def test_threads_follow_the_usable_cores_unless_the_user_set_them(monkeypatch):
         assert configure_threads() == usable_cores()
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(("avx512_bf16", "amx", "suffix"), [(True, False, "+BF16"), (False, True, "+BF16"),
+                                                            (False, False, "")])
+def test_the_machine_named_in_every_figure_gives_its_vector_capability(monkeypatch, avx512_bf16, amx, suffix):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    capability = f"{torch.backends.cpu.get_cpu_capability()}{suffix}"
+    assert runtime.cpu_capability() == capability
+    assert f"({capability}, " in runtime.machine_description()
