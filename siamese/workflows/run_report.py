@@ -26,6 +26,15 @@ def _listed(counts: dict[str, Any]) -> str:
     return ", ".join(f"{key} {value}" for key, value in counts.items())
 
 
+def _machine_lines(metrics: dict[str, Any]) -> list[str]:
+    """Where and how long the run trained, for runs that recorded it."""
+    if "machine" not in metrics:
+        return []
+    wall = metrics.get("wall_seconds")
+    took = f"; training (both stages, since the last resume) took {wall / 60:.1f} min of wall time" if wall else ""
+    return [f"Trained on {metrics['machine']}{took}.", ""]
+
+
 def _crop_text(crop: dict[str, Any] | None) -> str:
     """A run's lesion-crop settings in words: ``none``, or its settings listed."""
     return "none" if not crop or crop.get("mode") == "none" else _listed(crop)
@@ -135,6 +144,7 @@ def write_report(run_dir: Path) -> Path:
         "",
         f"Excluded images: {metrics['excluded'] or 'none'}. Lesion crop: {_crop_text(metrics.get('crop'))}.",
         "",
+        *_machine_lines(metrics),
         *heading,
         _metrics_table(metrics),
         "",
