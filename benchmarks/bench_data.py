@@ -5,7 +5,7 @@
 Baseline, same images and same run: a plain ``torchvision.datasets.ImageFolder`` with PIL Resize and the
 same augmentation recipe in classic PIL transforms (flips, rotation, jitter, noise). By default full-size
 JPEGs are written at HAM10000's 600x450 from the synthetic lesion generator; with ``--dataset`` the images
-are the first ``--images`` rows of that dataset's table as the package reads it (``load_dataset``), which
+are ``--images`` rows of that dataset's table as the package reads it (``load_dataset``), the classes in turn, which
 the project reads where they lie and the baseline through symlinks in a temporary ImageFolder (by label).
 """
 

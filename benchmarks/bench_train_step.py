@@ -303,9 +303,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
           f"{figures['project_vs_fp32_bare']:.2f}x; vs the project in contiguous fp32: "
           f"{figures['project_vs_project_fp32']:.2f}x   (waiting for data: project "
           f"{rows[len(bare_choices(device))]['data_wait'] * 100:.1f} % of the epoch)")
-    if figures["project_empty_batch_fraction"] > 0:
-        print(f"the miner found nothing to compare in {figures['project_empty_batch_fraction'] * 100:.0f} % of the "
-              "project's batches, whose backward pass it skips: the ratios flatter the project's step")
+    empty = figures["project_empty_batch_fraction"]
+    print(f"batches in which the project's miner found nothing (their backward pass is skipped): {empty * 100:.0f} %"
+          + ("; the ratios above flatter the project's step" if empty > 0 else ""))
     if args.repeats > 1:
         by_round = figures["project_vs_best_bare_by_round"]
         print(f"each figure above is the median of {args.repeats} interleaved rounds, and the ratios are ratios of "

@@ -181,7 +181,7 @@ def test_the_run_report_lists_its_settings_in_words_and_only_files_the_run_has(r
     head = (run_dir / "report.md").read_text().split("## ")[0]
     assert "Best epochs: embed " in head and "Split sizes: train " in head and "{" not in head
     machine = json.loads((run_dir / "metrics.json").read_text())["machine"]
-    assert f"Trained on {machine}; training (both stages" in head and " min of wall time" in head
+    assert f"Trained on {machine}; training its two stages took " in head and " min of wall time" in head
     files = (run_dir / "report.md").read_text().split("## Files")[1]
     named = [name.strip("`. \n") for name in files.split(",")]
     assert "config.json" in named and all((run_dir / name).exists() for name in named)

@@ -31,8 +31,10 @@ def _machine_lines(metrics: dict[str, Any]) -> list[str]:
     if "machine" not in metrics:
         return []
     wall = metrics.get("wall_seconds")
-    took = f"; training (both stages, since the last resume) took {wall / 60:.1f} min of wall time" if wall else ""
-    return [f"Trained on {metrics['machine']}{took}.", ""]
+    took = f"; training its two stages took {wall / 60:.1f} min of wall time" if wall else ""
+    tuned = (metrics.get("reference_seconds") or {}).get("finetune")
+    fitted = f", and the `finetune` reference {tuned / 60:.1f} min more" if tuned else ""
+    return [f"Trained on {metrics['machine']}{took}{fitted} (a resumed run counts from its resumption).", ""]
 
 
 def _crop_text(crop: dict[str, Any] | None) -> str:
