@@ -180,7 +180,8 @@ def test_training_step_benchmark_repeats_interleave_rounds_and_report_medians(mo
     def fake(fn, *args):
         case = (fn.__name__, args[-2])
         calls.append(case)
-        return {"images_per_s": speeds[case][calls.count(case) - 1], "data_wait": 0.0}
+        empty = {"empty_batches": 0.25} if fn.__name__ == "project" else {}
+        return {"images_per_s": speeds[case][calls.count(case) - 1], "data_wait": 0.0, **empty}
 
     monkeypatch.setattr(bench_train_step, "isolated", fake)
     monkeypatch.setattr(bench_train_step, "bare_choices", lambda device: ["fp32", "channels_last"])
@@ -195,6 +196,7 @@ def test_training_step_benchmark_repeats_interleave_rounds_and_report_medians(mo
     assert figures["images_per_s"]["project stage-1 step, channels_last"] == 24.0
     assert figures["project_vs_best_bare"] == pytest.approx(24.0 / 20.0)
     assert figures["project_vs_best_bare_by_round"] == pytest.approx([30 / 20, 24 / 14, 16 / 40])
+    assert figures["project_empty_batch_fraction"] == 0.25
 
 
 def test_training_step_benchmark_refuses_no_rounds():
