@@ -31,10 +31,11 @@ def _machine_lines(metrics: dict[str, Any]) -> list[str]:
     if "machine" not in metrics:
         return []
     wall = metrics.get("wall_seconds")
-    took = f"; training its two stages took {wall / 60:.1f} min of wall time" if wall else ""
     tuned = (metrics.get("reference_seconds") or {}).get("finetune")
     fitted = f", and the `finetune` reference {tuned / 60:.1f} min more" if tuned else ""
-    return [f"Trained on {metrics['machine']}{took}{fitted} (a resumed run counts from its resumption).", ""]
+    took = (f"; training its two stages took {wall / 60:.1f} min of wall time{fitted} (a resumed run counts from "
+            "its resumption)") if wall else ""
+    return [f"Trained on {metrics['machine']}{took}.", ""]
 
 
 def _crop_text(crop: dict[str, Any] | None) -> str:
