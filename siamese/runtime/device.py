@@ -139,5 +139,4 @@ def cpu_capability() -> str:
     """The CPU's vector instruction set as torch's kernels use it (``AVX2``, ``AVX512``, ``DEFAULT``...), plus
     ``+BF16`` where it computes bfloat16 natively (AVX512-BF16 or AMX). Machines of one name differ in it, and
     CPU speed-ups such as channels_last's depend on it, so every figure names it."""
-    bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    return f"{torch.backends.cpu.get_cpu_capability()}{'+BF16' if bf16 else ''}"
+    return f"{torch.backends.cpu.get_cpu_capability()}{'+BF16' if native_bf16(torch.device('cpu')) else ''}"
