@@ -123,6 +123,27 @@ def test_predict_on_a_folder_goes_past_unreadable_images_and_accounts_for_every_
     assert errors[-1] == "error: none of the 2 image(s) could be read (named above)"
 
 
+def test_predict_accounts_for_a_missing_file_like_an_unreadable_one(run_dir, files, capsys):
+    """A path that does not exist, among good images and beside an empty file, is one more image that could
+    not be read: the others are predicted, each bad one is named, and the exit status is 2."""
+    good = files / "good.png"
+    Image.fromarray(np.full((40, 40, 3), 120, np.uint8)).save(good)
+    (files / "empty.jpg").write_bytes(b"")
+    missing = [files / "no_such.jpg", files / "gone" / "lesion.png"]
+    argv = ["predict", "--run", str(run_dir), str(missing[0]), str(good), str(files / "empty.jpg"), str(missing[1]),
+            "--format", "csv"]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert pd.read_csv(io.StringIO(captured.out))["image"].tolist() == [str(good)]
+    errors = [line for line in captured.err.splitlines() if line.startswith("error: ")]
+    assert errors[:3] == [f"error: {missing[0]}: image file not found",
+                          f"error: {files / 'empty.jpg'}: unreadable image: empty file (0 bytes)",
+                          f"error: {missing[1]}: image file not found"], errors
+    assert errors[-1].startswith("error: 3 of 4 image(s) could not be read")
+    assert main(["predict", "--run", str(run_dir), str(missing[0])]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {missing[0]}: image file not found"
+
+
 def test_a_command_line_mistake_is_one_line_that_says_what_was_taken_for_what(run_dir, files, capsys):
     for argv, message in (
         (["predict", str(files / "img_0.jpg")],

@@ -62,8 +62,10 @@ def read_head(path: Path | bytes) -> bytes:
 def unidentified_reason(path: Path | bytes) -> str:
     """Why Pillow could not identify the file at ``path`` (or whose contents start with the bytes given): a
     known format without its plugin (naming the package to install), a damaged image of a format Pillow reads,
-    or not an image at all."""
+    or not an image at all (an empty file said as such)."""
     head = read_head(path)
+    if not head:
+        return "empty file (0 bytes)"
     known = signature_format(head)
     if known is not None:
         return f"no decoder for this format ({known[0]}; needs {known[1]})"

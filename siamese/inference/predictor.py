@@ -36,8 +36,10 @@ def expand_inputs(items: list[str]) -> list[Path]:
     whatever its extension (sorted). The rest of a folder is accounted for in a warning: files that are not
     images (each with why: no decoder for its format, naming the package, or not an image), sub-folders and
     ISIC superpixel maps. An HDF5 archive of encoded images (ISIC 2024's ``test-image.hdf5``) gives every
-    image it stores (sorted by key). A folder with no image, a run folder (its figures are no lesions), or an
-    unknown path is an error."""
+    image it stores (sorted by key). A path that does not exist is kept: reading it raises the same
+    :class:`ImageError` as a corrupt file, so a caller that goes past bad images (``predict``) accounts for a
+    missing one like any other. A folder with no image or a run folder (its figures are no lesions) is an
+    error."""
     paths: list[Path] = []
     for item in items:
         path = Path(item)
@@ -62,10 +64,8 @@ def expand_inputs(items: list[str]) -> list[Path]:
             except OSError as exc:
                 raise DataError(f"{path}: not a readable HDF5 file ({exc})") from exc
             paths += [Path(member(path, key)) for key in keys]
-        elif path.exists():
-            paths.append(path)
         else:
-            raise DataError(f"{path}: no such file or folder")
+            paths.append(path)
     return paths
 
 

@@ -85,7 +85,11 @@ def test_an_unreadable_file_says_why(tmp_path):
     (tmp_path / "cut.png").write_bytes((tmp_path / "whole.png").read_bytes()[:200])
     (tmp_path / "text.jpg").write_text("lesion_id,image_id\n")
     (tmp_path / "next.jxl").write_bytes(b"\x00\x00\x00\x0cJXL \r\n\x87\n" + bytes(20))
-    reasons = {"cut.jpg": "truncated or corrupt JPEG data", "head.jpg": "truncated or corrupt header",
+    for empty in ("empty.jpg", "empty.png", "empty.bmp"):
+        (tmp_path / empty).write_bytes(b"")
+    reasons = {"empty.jpg": "empty file (0 bytes)", "empty.png": "empty file (0 bytes)",
+               "empty.bmp": "empty file (0 bytes)",
+               "cut.jpg": "truncated or corrupt JPEG data", "head.jpg": "truncated or corrupt header",
                "cut.png": "truncated or corrupt PNG data",
                "text.jpg": "not an image (its first bytes b'lesion_id,im' match no format Pillow knows)",
                "next.jxl": "no decoder for this format (JPEG XL; needs pillow-jxl-plugin"}
