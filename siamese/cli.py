@@ -207,7 +207,7 @@ def cmd_rescore(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from siamese.inference.predictor import Predictor, expand_inputs, predictions_table
+    from siamese.inference.predictor import Predictor, expand_inputs, predictions_table, predictions_text
     from siamese.inference.submission import Submission
 
     start = time.perf_counter()
@@ -235,7 +235,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     elif args.format == "csv":
         print(frame.to_csv(index=False), end="")
     else:
-        print(frame.to_string(index=False))
+        print(predictions_text(frame))
     per_image = frame["seconds"].mean()
     print(f"{len(rows)} image(s); {predictor.engine.name} engine, model load {load_seconds:.2f} s, "
           f"{per_image * 1000:.1f} ms per image", file=sys.stderr)

@@ -230,3 +230,9 @@ def predictions_table(predictions: list[Prediction]) -> list[dict[str, Any]]:
             row[f"nn{rank}_distance"] = round(distance, 4)
         rows.append(row)
     return rows
+
+
+def predictions_text(frame: pd.DataFrame) -> str:
+    """:func:`predictions_table`'s rows as an aligned text table, every probability, distance and time with
+    four decimals (pandas alone would print a column that rounds to zero as ``0.0`` beside ``0.5000``)."""
+    return frame.to_string(index=False, float_format=lambda value: f"{value:.4f}")

@@ -200,3 +200,23 @@ def test_both_checkpoints_from_elsewhere_never_meet_the_runs_cached_embeddings(r
 
     assert str(after["embedder_sha256"]) == file_sha256(run_copy / "embedder.pt")
     assert main(["predict", "--run", str(run_copy), str(SAMPLES), "--engine", "torch"]) == 0
+
+
+
+def test_predict_text_prints_every_probability_and_distance_with_four_decimals():
+    """A column whose values all round to zero (the last of a long top-k) keeps the others' width."""
+    import numpy as np
+    import pandas as pd
+
+    from siamese.inference.predictor import Prediction, predictions_table, predictions_text
+
+    predictions = [Prediction(image=name, label="nv", top_k=[("nv", top), ("mel", 1 - top), ("df", 0.0)],
+                              neighbours=[("ISIC_1", "nv", distance)], seconds=0.01, probabilities=np.zeros(3))
+                   for name, top, distance in (("a.jpg", 0.99991, 0.0), ("b.jpg", 0.5, 1.2))]
+    lines = predictions_text(pd.DataFrame(predictions_table(predictions))).splitlines()
+    header = lines[0].split()
+    numeric = [i for i, name in enumerate(header) if name.endswith(("_p", "_distance"))]
+    assert len(numeric) == 4
+    for line in lines[1:]:
+        cells = line.split()
+        assert all(len(cells[i].split(".")[1]) == 4 for i in numeric), line
