@@ -100,9 +100,10 @@ def machine_facts() -> dict[str, Any]:
 
 
 def machine() -> str:
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{platform.node()} | {os.cpu_count()} CPUs ({cpu_capability()}) | torch {torch.__version__} | {gpu} | "
-            f"{time.strftime('%Y-%m-%d')}")
+    """:func:`machine_facts` as the one line a table is headed with."""
+    facts = machine_facts()
+    return (f"{facts['host']} | {facts['device']} | {facts['cpus']} CPUs ({facts['cpu_capability']}), "
+            f"{facts['threads']} torch threads | torch {facts['torch']} | {facts['date']}")
 
 
 def print_table(title: str, rows: list[dict[str, Any]], value: str, baseline_case: str,

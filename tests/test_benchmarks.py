@@ -92,6 +92,7 @@ def test_data_benchmark_main_on_real_images(shared_ham_small, in_process, capsys
     out = capsys.readouterr().out
     assert f"images: 12 ham10000 JPEGs in {shared_ham_small}: HAM10000_images_part_1 (12); sizes 200x150 (12)" in out
     assert "data pipeline: 12 ham10000 JPEGs 200x150 -> 32px" in out
+    assert f"CPUs ({torch.backends.cpu.get_cpu_capability()}" in out and "torch threads" in out  # the machine line
     assert len(rows) == 6 and min(row["images_per_s"] for row in rows) > 0
 
 
