@@ -366,13 +366,15 @@ def write(table: pd.DataFrame, out: Path, compare_runs: pd.DataFrame | None = No
     if differences.empty:  # no baseline among the variants: nothing pairs
         differences = pd.DataFrame(columns=["variant", "baseline", "metric", "mean_difference", "ci95_low",
                                             "ci95_high"])
-    versus = differences[differences["baseline"] == "dense"].pivot(index="variant", columns="metric",
-                                                                 values=["mean_difference", "ci95_low", "ci95_high"])
-    versus.columns = [f"{m} {s}" for s, m in versus.columns]
     lines = [f"# Stage-2 read-outs on {table['run'].nunique()} run(s): test figures", "",
-             markdown_table(means.reset_index().round(4)), "", "## Paired differences from `dense`", "",
-             markdown_table(versus.reset_index().round(4)), "",
-             "## All paired differences", "", markdown_table(differences.round(4)), ""]
+             markdown_table(means.reset_index().round(4)), ""]
+    first = next((b for b in BASELINES if b in set(differences["baseline"])), None)
+    if first is not None:  # the first baseline that was run, its differences side by side
+        versus = differences[differences["baseline"] == first].pivot(
+            index="variant", columns="metric", values=["mean_difference", "ci95_low", "ci95_high"])
+        versus.columns = [f"{m} {s}" for s, m in versus.columns]
+        lines += [f"## Paired differences from `{first}`", "", markdown_table(versus.reset_index().round(4)), ""]
+    lines += ["## All paired differences", "", markdown_table(differences.round(4)), ""]
     if compare_runs is not None:
         references = versus_references(table, compare_runs)
         references.to_csv(out / "readout_references.csv", index=False)

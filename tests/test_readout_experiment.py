@@ -73,3 +73,19 @@ def test_a_missing_references_table_or_a_foreign_run_is_one_clear_error(readout,
     with pytest.raises(SystemExit):
         readout.main(["runs/digits-1", "--out", str(tmp_path), "--references", str(table)])
     assert "runs/digits-1: not a run folder of `compare`" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("variants", "heading"), [(["dense", "dense_colour", "shipped"], "`dense`"),
+                                                   (["dense_colour", "dense_colour+la", "shipped"], "`shipped`"),
+                                                   (["dense_colour", "dense_colour+la"], None)])
+def test_the_side_by_side_section_pairs_with_the_first_baseline_that_was_run(readout, tmp_path, variants, heading):
+    rows = [{"run": f"runs/r{run}", "seed": seed, "variant": variant, "roc_auc": 0.8 + 0.01 * i + 0.001 * seed,
+             "balanced_accuracy": 0.6 + 0.02 * i - 0.001 * run}
+            for run in range(2) for seed in range(2) for i, variant in enumerate(variants)]
+    readout.write(pd.DataFrame(rows), tmp_path)
+    page = (tmp_path / "readout.md").read_text()
+    sections = [line for line in page.splitlines() if line.startswith("## Paired differences from")]
+    assert sections == ([f"## Paired differences from {heading}"] if heading else [])
+    if heading:
+        table = page.split(sections[0])[1].split("## All")[0]
+        assert table.count("\n| ") >= len(variants) - 1 and "roc_auc mean_difference" in table
