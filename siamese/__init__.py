@@ -41,7 +41,8 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+    # the public names and the module's own dunders, not the helpers this file imports
+    return sorted([*_EXPORTS, *(name for name in globals() if name.startswith("__"))])
 
 
 __all__ = ["CVConfig", "Predictor", "Run", "RunConfig", "audit_manifest", "kfold_table", "load_dataset", "load_run",

@@ -210,6 +210,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from siamese.inference.predictor import Predictor, expand_inputs, predictions_table, predictions_text
     from siamese.inference.submission import Submission
 
+    if args.top_k < 1:  # named as the flag here; the library's own check names its argument
+        raise ValueError(f"--top-k must be at least 1; got {args.top_k}")
     start = time.perf_counter()
     predictor = Predictor(args.run, device=args.device, engine=args.engine, masks=args.masks, seg_run=args.seg_run)
     load_seconds = time.perf_counter() - start

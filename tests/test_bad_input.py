@@ -2,6 +2,8 @@
 
 import io
 import json
+import re
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -245,6 +247,31 @@ def test_predict_warns_when_images_are_ones_the_run_was_fitted_or_selected_on(ru
     recwarn.clear()
     assert main(["predict", "--run", str(run_dir), str(tmp_path / f"{named['test']}.png")]) == 0
     assert not [w for w in recwarn if "train or val split" in str(w.message)]
+
+
+@pytest.mark.parametrize("engine", ["onnx", "torch"])
+def test_predict_warns_when_an_image_has_a_training_images_pixels_under_another_name(run_dir, tmp_path, engine):
+    """The check by name misses a renamed copy: the embedding's nearest training neighbour finds it. Here the
+    run's training embeddings are given one more image's, as training would have computed it (``embed``)."""
+    from siamese.inference.predictor import Predictor
+
+    rng = np.random.default_rng(1)
+    pictures = [tmp_path / f"new_{i}.png" for i in range(3)]
+    for path in pictures:
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(path)
+    predictor = Predictor(run_dir, engine=engine)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # new pictures: no warning of any kind
+        predictions, _ = predictor.predict_each(pictures)
+    assert min(p.neighbours[0][2] for p in predictions) > 0.01
+    embedding, _ = predictor.embed([pictures[1]])
+    predictor.reference = np.vstack([predictor.reference, embedding])
+    predictor.reference_ids = np.append(predictor.reference_ids, "SYN_renamed")
+    predictor.reference_labels = np.append(predictor.reference_labels, "nv")
+    with pytest.warns(UserWarning, match=r"1 of the 3 image\(s\) have the pixels of a training image under another "
+                                         rf"name \(first: {re.escape(str(pictures[1]))}, .* from SYN_renamed\)"):
+        predictions, _ = predictor.predict_each(pictures)
+    assert predictions[1].neighbours[0][:2] == ("SYN_renamed", "nv")
 
 
 def test_a_run_folder_given_as_images_is_refused_naming_run(tmp_path):

@@ -50,6 +50,7 @@ def test_the_public_api_is_listed_and_loads_on_first_use():
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
     assert set(siamese.__all__) <= set(dir(siamese))
+    assert not {name for name in dir(siamese) if not name.startswith("__")} - set(siamese.__all__)  # no helpers
     assert all(callable(getattr(siamese, name)) for name in siamese.__all__)
     assert siamese.RunConfig is RunConfig and siamese.preset("tiny").preset == "tiny"
     with pytest.raises(AttributeError, match="no attribute 'train'"):
@@ -62,6 +63,11 @@ def test_load_run_reads_a_finished_run_back(run_dir):
     assert run.metrics == json.loads((run_dir / "metrics.json").read_text())
     assert set(run.split["split"]) == {"train", "val", "test"}
     assert run.predictor().config == run.config
+    shown = repr(run)  # one line for a notebook cell, not the config and metrics.json in full
+    scored = run.metrics["classifier"]["balanced_accuracy"]
+    assert "\n" not in shown and len(shown) < 300 and f"balanced_accuracy {scored:.3f}" in shown, shown
+    counts = run.split["split"].value_counts()
+    assert f"train/val/test={counts['train']}/{counts['val']}/{counts['test']}" in shown
     with pytest.raises(FileNotFoundError, match="config.json"):
         siamese.load_run(run_dir / "missing")
 

@@ -30,6 +30,11 @@ SUPERPIXELS = "_superpixels.png"
 index map, not a photograph. Reading it as an image would also put a second file with the image's number
 in a Task 1 submission, which the official scorer refuses ("Multiple matching submissions")."""
 
+COPY_DISTANCE = 2e-3
+"""Euclidean distance between unit embeddings below which a new image is taken for a copy of a training
+image: the same pixels land within the float rounding of the engines of the run's own embedding, while
+distinct images lie several times further even in a tight space (docs/prediction.md has the figures)."""
+
 
 def expand_inputs(items: list[str]) -> list[Path]:
     """Files as given, folders expanded to every file in them that an installed Pillow plugin identifies,
@@ -159,7 +164,7 @@ class Predictor:
             ImageError: a file that is not a readable image.
         """
         if top_k < 1:
-            raise ValueError(f"--top-k must be at least 1; got {top_k}")
+            raise ValueError(f"top_k must be at least 1; got {top_k}")
         if neighbours < 1:
             raise ValueError(f"neighbours must be at least 1; got {neighbours}")
         results = []
@@ -181,8 +186,9 @@ class Predictor:
                      ) -> tuple[list[Prediction], list[ImageError]]:
         """:meth:`predict` over ``paths`` that goes past an image (or its mask) that cannot be read: the
         predictions of the others, in order, and the errors, each naming its file, so that every path is
-        accounted for in one or the other. Warns when some images are ones the run was fitted on
-        (:meth:`fitted_split`)."""
+        accounted for in one or the other. Warns when some images are ones the run was fitted on: by name
+        (:meth:`fitted_split`), or by pixels under another name (a nearest training image closer than
+        :data:`COPY_DISTANCE`)."""
         seen = [(path, split) for path in paths if (split := self.fitted_split(path))]
         if seen:
             path, split = seen[0]
@@ -196,6 +202,14 @@ class Predictor:
                 predictions += self.predict([path], top_k, neighbours)
             except ImageError as exc:
                 unreadable.append(exc)
+        named = {os.fspath(path) for path, _ in seen}
+        copies = [p for p in predictions if p.image not in named and p.neighbours[0][2] < COPY_DISTANCE]
+        if copies:  # a renamed copy escapes the check by name; its embedding does not
+            first = copies[0]
+            warnings.warn(f"{len(copies)} of the {len(paths)} image(s) have the pixels of a training image under "
+                          f"another name (first: {first.image}, at embedding distance {first.neighbours[0][2]:.4f} "
+                          f"from {first.neighbours[0][0]}): their predictions say nothing about new lesions",
+                          stacklevel=2)
         return predictions, unreadable
 
 

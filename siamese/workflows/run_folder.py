@@ -7,6 +7,7 @@ there, and ``resume`` needs nothing else.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -107,6 +108,17 @@ class Run:
         from siamese.inference.predictor import Predictor
 
         return Predictor(self.path, device=device, engine=engine)
+
+    def __repr__(self) -> str:
+        # the dataclass's own repr prints the whole config and metrics.json, confusion matrices included
+        scored = self.metrics.get("classifier", {})
+        headline = ", ".join(f"{name} {scored[name]:.3f}" for name in ("balanced_accuracy", "roc_auc")
+                             if isinstance(scored.get(name), int | float))
+        counts = self.split["split"].value_counts()
+        sizes = "/".join(str(int(counts.get(name, 0))) for name in ("train", "val", "test"))
+        scores = f"{self.metrics.get('scored_on', 'test')} {headline}" if headline else "not scored"
+        return (f"Run({os.fspath(self.path)!r}, preset={self.config.preset!r}, "
+                f"dataset={self.config.data.dataset!r}, train/val/test={sizes}, {scores})")
 
 
 def load_run(run_dir: str | Path) -> Run:
