@@ -59,4 +59,5 @@ def test_ham_leakage_preset_is_the_main_model_on_a_smaller_stage_one_budget():
     # the experiment keeps the stage-1 loss it was measured with when ham_cpu moved to supervised contrastive
     assert (leak["embed"].pop("loss"), leak["embed"].pop("miner")) == ("triplet", "semihard")
     assert (main_job["embed"].pop("loss"), main_job["embed"].pop("miner")) == ("supcon", None)
+    assert (leak["data"].pop("image_size"), main_job["data"].pop("image_size")) == (128, 192)  # likewise its size
     assert leak == main_job
