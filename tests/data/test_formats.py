@@ -51,7 +51,7 @@ def test_a_folder_gives_every_image_and_names_what_it_leaves_out(tmp_path):
         found = expand_inputs([str(tmp_path)])
     assert [p.name for p in found] == [f"img{i}.{'jpg' if i % 2 else 'photo'}" for i in range(6)]
     message = str(caught[0].message)
-    assert message.startswith(f"{tmp_path}: 3 file(s) not used (not images): empty.jpg (not an image")
+    assert message.startswith(f"{tmp_path}: 3 file(s) not used (not images): empty.jpg (empty file (0 bytes))")
     assert "notes.txt (not an image" in message and "sub/ (a folder" in message
 
 
