@@ -37,6 +37,9 @@ ALL_PAIRS_LOSSES = ("supcon", "ntxent")
 PROXY_LOSSES = ("arcface", "subcenter_arcface", "proxy_anchor")
 LOSSES = (*PAIR_LOSSES, *ALL_PAIRS_LOSSES, *PROXY_LOSSES)
 MINERS = ("semihard", "hard", "multi_similarity", "none")
+LR_SCHEDULES = ("constant", "cosine")
+"""Stage 1's learning rate over its steps (``siamese.training.schedules``): ``constant``, or ``cosine`` decay from
+the base rate towards zero at the last step, without restarts (Loshchilov & Hutter 2017, SGDR)."""
 DEFAULT_PHASH_THRESHOLD = 32 / 256
 """Share of the 256 pHash bits two near-duplicates may differ in (measured in ``siamese.dedup.find``)."""
 
@@ -144,6 +147,9 @@ class EmbedTrainConfig:
     epochs: int = option(20, flags=("--epochs-embed",), group=STAGE1, number=AT_LEAST_1, help="stage-1 epochs")
     batch_size: int = option(128, flags=("--batch-size",), group=STAGE1, number=AT_LEAST_1, help="stage-1 batch")
     lr: float = option(1e-3, flags=("--lr",), group=STAGE1, number=POSITIVE, help="stage 1's learning rate")
+    lr_schedule: str = option("constant", flags=("--lr-schedule",), choices=LR_SCHEDULES, group=STAGE1,
+                              help="stage 1's rate over its steps (the finetune reference follows it): constant, or "
+                                   "cosine decay towards 0 at the last step (default constant)")
     loss: str = option("triplet", flags=("--loss",), choices=LOSSES, group=STAGE1,
                        help="stage 1's pytorch-metric-learning loss (default: triplet, margin 0.4)")
     miner: str | None = option(None, flags=("--miner",), choices=MINERS, group=STAGE1,

@@ -1,14 +1,14 @@
 """The ``finetune`` reference model: the run's backbone fine-tuned end to end with cross-entropy.
 
-It is what a researcher with a pretrained backbone does first (and what two of the studies this project grew
-from did), so the two-stage metric-learning design has to beat it to earn its cost. It gets the run's
-backbone and weights, input size, input statistics and augmentation, and the budget of stage 1: the same
-epochs, batch size and learning rates (the backbone at ``lr * backbone_lr_scale``, the new linear head at
-``lr``: the usual discriminative rates of transfer learning, Howard & Ruder 2018), the same warm-up on a frozen
-backbone and batch-norm policy. Batches are drawn class-balanced (each image with probability inversely
-proportional to its class's size) from the whole training split; the epoch with the best validation balanced
-accuracy is kept (ties: the earlier). Its scored predictions are averaged over the run's test-time views
-(``--tta``), as the embedder's embeddings are. Its wall time is reported beside its figures.
+It is what a researcher with a pretrained backbone does first (and what two of the studies this project grew from
+did), so the two-stage metric-learning design has to beat it to earn its cost. It gets the run's backbone and
+weights, input size, input statistics and augmentation, and the budget of stage 1: the same epochs, batch size,
+learning rates and their schedule (the backbone at ``lr * backbone_lr_scale``, the new linear head at ``lr``: the
+usual discriminative rates of transfer learning, Howard & Ruder 2018), the same warm-up on a frozen backbone and
+batch-norm policy. Batches are drawn class-balanced (each image with probability inversely proportional to its
+class's size) from the whole training split; the epoch with the best validation balanced accuracy is kept (ties:
+the earlier). Its scored predictions are averaged over the run's test-time views (``--tta``), as the embedder's
+embeddings are. Its wall time is reported beside its figures.
 
 Its predictions on the scored split are cached in ``RUN/references/finetune_SPLIT.npz`` (a rescore reuses
 them); an interrupted fine-tuning starts over, since it is one reference among several.
@@ -33,6 +33,7 @@ from siamese.models.embedder import InputNormalization, flip_views
 from siamese.runtime.device import Compute, autocast, prepare_model, resolve_compute, to_device
 from siamese.training.embeddings import cached_arrays
 from siamese.training.metric_learning import set_training_mode
+from siamese.training.schedules import set_scheduled_lr
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -131,7 +132,8 @@ def fit_finetune(train: ImageDataset, val: ImageDataset, n_classes: int, mean: t
         loader = DataLoader(train, batch_size=cfg.batch_size, sampler=balanced_sampler(train.targets,
                                                                                         config.seed + epoch),
                             drop_last=len(train) > cfg.batch_size, num_workers=config.data.num_workers)
-        for images, labels in loader:
+        for step, (images, labels) in enumerate(loader):
+            set_scheduled_lr(optimizer, cfg.lr_schedule, epoch, step, len(loader), cfg.epochs)
             images, labels = to_device(images, device, compute.channels_last), labels.to(device)
             with autocast(device, compute.bf16):
                 logits = model(images)

@@ -28,6 +28,7 @@ from siamese.runtime.distributed import DistContext, parameter_digest
 from siamese.runtime.tracking import Tracker
 from siamese.training.embeddings import compute_embeddings
 from siamese.training.losses import StageOneObjective
+from siamese.training.schedules import set_scheduled_lr
 
 LAST = "embed_last.pt"
 BEST = "embedder.pt"
@@ -179,9 +180,10 @@ class MetricTrainer:
         self.wrap(frozen)
         losses_, triplets, empty, waiting = [], [], 0, 0.0
         start = ready = time.perf_counter()
-        for images, labels in tqdm(loader, desc=f"epoch {epoch + 1}", leave=False,
-                                   disable=None if self.dist.is_main else True):
+        for step, (images, labels) in enumerate(tqdm(loader, desc=f"epoch {epoch + 1}", leave=False,
+                                                     disable=None if self.dist.is_main else True)):
             waiting += time.perf_counter() - ready
+            set_scheduled_lr(self.optimizer, self.cfg.lr_schedule, epoch, step, len(loader), self.cfg.epochs)
             images = to_device(images, self.device, self.channels_last)
             labels = labels.to(self.device, non_blocking=True)
             with autocast(self.device, self.amp):
