@@ -1,9 +1,5 @@
-"""``python -m siamese <command>``: argument parsing only; every command calls the package.
-
-A command that reads a run takes its folder first (RUN) or as --run RUN; --device (auto, cpu, cuda) and --wandb
-(offline, online, disabled) mean the same on every command; train, cv, compare, leakage and segment train take
---config FILE (YAML or JSON), whose settings the flags given override.
-"""
+"""``python -m siamese <command>``: argument parsing only; every command calls the package (:data:`DESCRIPTION`
+is what ``--help`` shows)."""
 
 from __future__ import annotations
 
@@ -481,10 +477,19 @@ class ShortErrorParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
+DESCRIPTION = """Metric learning for dermoscopic skin-lesion images, with leakage-free splits.
+
+A command that reads a run takes its folder first (RUN) or as --run RUN; --device (auto, cpu, cuda) and --wandb
+(offline, online, disabled) mean the same on every command that takes them (each command's --help gives its
+default: predict and segment predict run on the CPU unless told); train, cv, compare, leakage and segment train take
+--config FILE (YAML or JSON), whose settings the flags given override."""
+
+
 def build_parser(script: str | None = None) -> argparse.ArgumentParser:
     """The ``siamese`` command line. ``script`` is the name a wrapper script (``train.py``, ``predict.py``)
     was started as: its command's usage and errors then name the script, not ``siamese COMMAND``."""
-    parser = ShortErrorParser(prog="siamese", description=__doc__)
+    parser = ShortErrorParser(prog="siamese", description=DESCRIPTION,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
     split = commands.add_parser("split", help="write a leakage-free train/val/test (or k-fold) manifest")
@@ -567,10 +572,13 @@ def build_parser(script: str | None = None) -> argparse.ArgumentParser:
 
     visualize = commands.add_parser("visualize", help="t-SNE / UMAP plots and coordinates of a run's embeddings")
     add_run_argument(visualize)
-    visualize.add_argument("--method", choices=("tsne", "umap", "both"), default="both")
-    visualize.add_argument("--split", choices=("train", "val", "test", "all"), default="all")
+    visualize.add_argument("--method", choices=("tsne", "umap", "both"), default="both",
+                           help="the 2-D projection(s) to compute (default both)")
+    visualize.add_argument("--split", choices=("train", "val", "test", "all"), default="all",
+                           help="whose images' embeddings to project (default all)")
     visualize.add_argument("--max-points", type=int, default=5000, help="stratified subsample above this")
-    visualize.add_argument("--seed", type=int, default=0)
+    visualize.add_argument("--seed", type=int, default=0,
+                           help="seed of the subsample and the projections (default 0)")
     visualize.add_argument("--thumbnails", type=int, default=2,
                            help="images drawn per class on the by-class plot (0: points only, e.g. for licensed "
                                 "images that must not leave their folder)")

@@ -203,6 +203,7 @@ def test_a_wrapper_scripts_usage_names_the_script(capsys):
 def test_the_run_report_lists_its_settings_in_words_and_only_files_the_run_has(run_dir):
     head = (run_dir / "report.md").read_text().split("## ")[0]
     assert "Best epochs: embed " in head and "Split sizes: train " in head and "{" not in head
+    assert "Stage 1: `triplet` loss, miner `semihard`, " in head and " (constant; the backbone's x 1)" in head
     machine = json.loads((run_dir / "metrics.json").read_text())["machine"]
     assert f"Trained on {machine}; training its two stages took " in head and " min of wall time" in head
     files = (run_dir / "report.md").read_text().split("## Files")[1]
@@ -222,6 +223,15 @@ def test_a_table_too_small_to_split_names_its_unreadable_image_first(files, bad,
     assert main([arg.format(d=files) for arg in argv]) == 2
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1].startswith(f"error: {files / bad}: unreadable image"), err
+
+
+@pytest.mark.parametrize("command", [["predict", "--run", "{gone}", "{image}"], ["visualize", "{gone}"],
+                                     ["rescore", "{gone}"], ["train", "--resume", "{gone}"]])
+def test_a_run_folder_that_does_not_exist_is_named_as_missing(files, tmp_path, command, capsys):
+    gone = tmp_path / "no_such_run"
+    argv = [arg.format(gone=gone, image=files / "img_1.jpg") for arg in command]
+    assert main(argv) == 2
+    assert f"error: {gone}: no such folder" in capsys.readouterr().err
 
 
 def test_a_run_file_that_is_missing_not_text_or_not_json_is_named(tmp_path):

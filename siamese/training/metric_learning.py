@@ -206,6 +206,7 @@ class MetricTrainer:
         return {"loss": float(np.mean(losses_)) if losses_ else float("nan"),
                 "triplets": int(np.sum(triplets)), "triplets_per_batch": float(np.mean(triplets or [0])),
                 "empty_batch_fraction": empty / batches, "seconds": seconds,
+                "lr": self.optimizer.param_groups[1]["lr"],  # the head's (parameter_groups: backbone, head)
                 "images_per_second": len(triplets) * loader.batch_size * self.dist.world_size / max(seconds, 1e-9),
                 "data_wait_fraction": waiting / max(seconds, 1e-9)}
 

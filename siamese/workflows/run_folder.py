@@ -33,6 +33,8 @@ def resumed_config(run_dir: str | Path, changes: dict[str, Any] | None = None) -
     (dotted settings) it may make. Raises DataError when the folder holds no run, ValueError naming a change
     a resumed run cannot make (:func:`siamese.config.resumed`)."""
     saved_path = Path(run_dir) / "config.json"
+    if not Path(run_dir).is_dir():
+        raise DataError(f"{run_dir}: no such folder, so nothing to resume")
     if not saved_path.is_file():
         raise DataError(f"{run_dir}: no config.json, so nothing to resume")
     return resumed(RunConfig.load(saved_path), changes or {}, saved_path)

@@ -38,6 +38,15 @@ def _machine_lines(metrics: dict[str, Any]) -> list[str]:
     return [f"Trained on {metrics['machine']}{took}.", ""]
 
 
+def _stage_one_text(embed: dict[str, Any]) -> str:
+    """Stage 1's recipe in one line (configs written before the schedule was a choice trained at a constant
+    rate)."""
+    miner = f", miner `{embed['miner']}`" if embed.get("miner") not in (None, "none") else ""
+    return (f"Stage 1: `{embed['loss']}` loss{miner}, {embed['epochs']} epochs, learning rate {embed['lr']:g} "
+            f"({embed.get('lr_schedule', 'constant')}; the backbone's x {embed['backbone_lr_scale']:g}), batch "
+            f"{embed['batch_size']}.")
+
+
 def _crop_text(crop: dict[str, Any] | None) -> str:
     """A run's lesion-crop settings in words: ``none``, or its settings listed."""
     return "none" if not crop or crop.get("mode") == "none" else _listed(crop)
@@ -144,6 +153,8 @@ def write_report(run_dir: Path) -> Path:
         f"(weights `{config['model']['weights']}`), {config['data']['image_size']} px, "
         f"embedding {config['model']['embedding_dim']}-d, seed {config['seed']}. "
         f"Best epochs: {_listed(metrics['best_epochs'])}. Split sizes: {_listed(metrics['split_sizes'])}.",
+        "",
+        _stage_one_text(config["embed"]),
         "",
         f"Excluded images: {metrics['excluded'] or 'none'}. Lesion crop: {_crop_text(metrics.get('crop'))}.",
         "",

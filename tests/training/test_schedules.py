@@ -1,6 +1,7 @@
 """Learning-rate schedules: the cosine curve, groups keeping their ratios, resuming on the same curve, and both
 stage 1 and the finetune reference following the run's choice."""
 
+import pandas as pd
 import pytest
 import torch
 
@@ -70,3 +71,7 @@ def test_stage_one_and_the_finetune_reference_follow_the_runs_schedule(schedule,
     # the last step of the second of two epochs is at least halfway, where cosine has halved the rate
     assert final == pytest.approx([1.0] * len(groups)) if schedule == "constant" else max(final) <= 0.5 + 1e-9
     assert seen and set(seen) == {schedule}
+    rates = pd.read_csv(run_dir / "history.csv").query("stage == 'embed'")["lr"].tolist()  # the head's, per epoch
+    assert len(rates) == 2 and (rates == pytest.approx([config.embed.lr] * 2) if schedule == "constant"
+                                else rates[1] < rates[0] <= config.embed.lr)
+    assert f"learning rate {config.embed.lr:g} ({schedule};" in (run_dir / "report.md").read_text()
