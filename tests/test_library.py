@@ -68,8 +68,11 @@ def test_load_run_reads_a_finished_run_back(run_dir):
     assert "\n" not in shown and len(shown) < 300 and f"balanced_accuracy {scored:.3f}" in shown, shown
     counts = run.split["split"].value_counts()
     assert f"train/val/test={counts['train']}/{counts['val']}/{counts['test']}" in shown
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(FileNotFoundError, match="missing: no such folder"):
         siamese.load_run(run_dir / "missing")
+    (run_dir.parent / "not_a_run").mkdir(exist_ok=True)
+    with pytest.raises(FileNotFoundError, match="config.json: not found"):
+        siamese.load_run(run_dir.parent / "not_a_run")
 
 
 def test_a_dataset_registered_by_decorator_is_loaded_and_listed(monkeypatch):
