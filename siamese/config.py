@@ -288,7 +288,8 @@ class RunConfig:
     def load(cls, path: str | Path) -> RunConfig:
         path = Path(path)
         if not path.parent.is_dir():
-            raise FileNotFoundError(f"{path.parent}: no such folder (a run folder written by train.py was expected)")
+            what = "a file, not a folder" if path.parent.exists() else "no such folder"
+            raise FileNotFoundError(f"{path.parent}: {what} (a run folder written by train.py was expected)")
         if not path.is_file():
             raise FileNotFoundError(f"{path}: not found; is {path.parent} a run folder written by train.py?")
         return cls.from_dict(read_json(path))

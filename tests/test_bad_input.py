@@ -232,6 +232,9 @@ def test_a_run_folder_that_does_not_exist_is_named_as_missing(files, tmp_path, c
     argv = [arg.format(gone=gone, image=files / "img_1.jpg") for arg in command]
     assert main(argv) == 2
     assert f"error: {gone}: no such folder" in capsys.readouterr().err
+    gone.write_text("a file where a run folder was meant")
+    assert main(argv) == 2
+    assert f"error: {gone}: a file, not a" in capsys.readouterr().err
 
 
 def test_a_run_file_that_is_missing_not_text_or_not_json_is_named(tmp_path):

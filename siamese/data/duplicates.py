@@ -36,6 +36,7 @@ def read_pairs(path: str | Path) -> pd.DataFrame:
         frame = frame.rename(columns={"distance": "similarity"})
     else:
         a, b = frame.iloc[:, 0], frame.iloc[:, 1]
+    columns = (str(a.name), str(b.name))
     if "distance" in frame.columns:
         distance = _numbers(frame["distance"], path)
     elif "similarity" in frame.columns:
@@ -46,6 +47,7 @@ def read_pairs(path: str | Path) -> pd.DataFrame:
                           "distance": distance.to_numpy()})
     if "method" in frame.columns:
         pairs["method"] = frame["method"].to_numpy()
+    pairs.attrs["columns"] = columns  # which of the file's columns named the images, for the errors below
     return pairs
 
 
@@ -67,13 +69,19 @@ def read_pairs_for(path: str | Path, image_ids: Iterable[str]) -> pd.DataFrame:
     names = pd.unique(pairs[["from_img", "to_img"]].to_numpy().ravel())
     if any(name in ids for name in names):
         return pairs
-    if all(str(name).isdigit() for name in names):
+    columns = pairs.attrs.get("columns", ("?", "?"))
+    if columns == ("from", "to") and all(str(name).isdigit() for name in names):
         raise DataError(f"{path}: its pairs name images by row number (fastdup's first similarity format), which "
                         f"only fastdup's own file list (atrain_features.dat.csv) turns into images; write the pairs "
                         f"with file names or paths")
-    raise DataError(f"{path}: none of its {len(names)} images ({first_offenders(names, 3)}) is among the {len(ids)} "
-                    f"here ({first_offenders(sorted(ids), 3)}); images are matched by file stem, so the list is for "
-                    f"other images or names them some other way")
+    if {"from_img", "to_img"} <= set(columns) or columns == ("from", "to"):
+        read_from = f"its columns {columns[0]!r} and {columns[1]!r}"
+    else:
+        read_from = (f"its first two columns, {columns[0]!r} and {columns[1]!r}, as it has neither from_img,to_img "
+                     f"nor from,to")
+    raise DataError(f"{path}: none of its {len(names)} images ({first_offenders(names, 3)}), read from {read_from}, "
+                    f"is among the {len(ids)} here ({first_offenders(sorted(ids), 3)}); images are matched by file "
+                    f"stem, so the list is for other images or names them some other way")
 
 
 def known_pairs(pairs: pd.DataFrame, image_ids: pd.Series) -> tuple[pd.DataFrame, int]:

@@ -133,10 +133,12 @@ def split_table(frame: pd.DataFrame, pairs: pd.DataFrame | None = None, val_frac
 def _refuse_unreadable_images(frame: pd.DataFrame) -> None:
     """Decode every image file of a table whose split failed (too few images) and raise the ImageError of
     the first that cannot be read: an unreadable file, not the count, is then what the user has to fix
-    first. Only on this error path, so a normal run decodes each image once, in training."""
+    first. Only on this error path, so a normal run decodes each image once, in training. A table read
+    without its images (``--metadata`` alone) has empty paths: nothing to decode."""
     if "path" in frame.columns:
         for path in frame["path"]:
-            decode(path).close()
+            if path:
+                decode(path).close()
 
 
 def _split(frame: pd.DataFrame, pairs: pd.DataFrame | None, val_fraction: float, test_fraction: float,

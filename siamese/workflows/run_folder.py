@@ -34,7 +34,8 @@ def resumed_config(run_dir: str | Path, changes: dict[str, Any] | None = None) -
     a resumed run cannot make (:func:`siamese.config.resumed`)."""
     saved_path = Path(run_dir) / "config.json"
     if not Path(run_dir).is_dir():
-        raise DataError(f"{run_dir}: no such folder, so nothing to resume")
+        what = "a file, not a run folder" if Path(run_dir).exists() else "no such folder"
+        raise DataError(f"{run_dir}: {what}, so nothing to resume")
     if not saved_path.is_file():
         raise DataError(f"{run_dir}: no config.json, so nothing to resume")
     return resumed(RunConfig.load(saved_path), changes or {}, saved_path)

@@ -140,6 +140,35 @@ def test_too_small_dataset_gets_a_clear_error():
         split_table(frame, seed=0)
 
 
+def test_a_table_read_alone_that_is_too_small_is_refused_for_its_size_not_for_images(tmp_path, capsys):
+    for rows in (3, 6):
+        meta = tmp_path / f"meta{rows}.csv"
+        pd.DataFrame({"lesion_id": [f"HAM_{i:07d}" for i in range(rows)],
+                      "image_id": [f"ISIC_{i:07d}" for i in range(rows)],
+                      "dx": ["nv", "mel", "bkl"] * (rows // 3)}).to_csv(meta, index=False)
+        assert main(["split", "--dataset", "ham10000", "--metadata", str(meta), "--out", str(tmp_path / "s.csv")]) == 2
+        err = capsys.readouterr().err
+        assert "too few images" in err and "not found" not in err, err
+
+
+def test_a_pair_list_that_matches_nothing_is_named_by_the_columns_it_was_read_from(tmp_path, capsys):
+    meta = tmp_path / "meta.csv"
+    pd.DataFrame({"lesion_id": [f"HAM_{i:07d}" for i in range(30)], "image_id": [f"ISIC_{i:07d}" for i in range(30)],
+                  "dx": ["nv", "mel", "bkl"] * 10}).to_csv(meta, index=False)
+    listings = {"junk.csv": ("foo,bar\n1,2\n", "first two columns, 'foo' and 'bar'"),
+                "named.csv": ("image_name_1,image_name_2\nISIC_9000001,ISIC_9000002\n",
+                              "first two columns, 'image_name_1' and 'image_name_2'"),
+                "fastdup_rows.csv": ("from,to,distance\n1,2,0.99\n", "by row number")}
+    for name, (text, message) in listings.items():
+        (tmp_path / name).write_text(text)
+        argv = ["split", "--dataset", "ham10000", "--metadata", str(meta), "--duplicates", str(tmp_path / name),
+                "--out", str(tmp_path / "s.csv")]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err, err
+        assert ("row number" in err) == (name == "fastdup_rows.csv"), err
+
+
 def ham_path(name: str) -> str:
     """Where fastdup, run over the HAM10000 download, names an image: its full path."""
     part = 1 if int(name[5:12]) <= 29305 else 2
