@@ -19,7 +19,7 @@ from siamese.data.registry import AUGMENTATIONS, CROPS, DATASETS  # noqa: F401  
 from siamese.models.registry import BACKBONES, CLASSIFIER_INPUTS, POOLINGS, SEG_ENCODERS  # noqa: F401
 from siamese.options import AT_LEAST_0, AT_LEAST_1, POSITIVE, PROBABILITY, SHARE, check_settings, option
 from siamese.runtime.compute_choices import COMPUTE_CHOICES
-from siamese.runtime.json_files import read_json
+from siamese.runtime.json_files import folder_problem, read_json
 
 REFERENCES = ("colour_baseline", "imagenet_probe", "colour_embedding", "finetune")
 """The reference models a run scores beside the two stages by default, fitted on its training and validation
@@ -287,9 +287,8 @@ class RunConfig:
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
         path = Path(path)
-        if not path.parent.is_dir():
-            what = "a file, not a folder" if path.parent.exists() else "no such folder"
-            raise FileNotFoundError(f"{path.parent}: {what} (a run folder written by train.py was expected)")
+        if problem := folder_problem(path.parent):
+            raise FileNotFoundError(f"{path.parent}: {problem} (a run folder written by train.py was expected)")
         if not path.is_file():
             raise FileNotFoundError(f"{path}: not found; is {path.parent} a run folder written by train.py?")
         return cls.from_dict(read_json(path))

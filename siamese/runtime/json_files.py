@@ -8,6 +8,15 @@ from pathlib import Path
 from typing import Any
 
 
+def folder_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be a run's folder, in words (``no such folder``, ``a file, not a folder``); None
+    when it is a folder."""
+    path = Path(path)
+    if path.is_dir():
+        return None
+    return "a file, not a folder" if path.exists() else "no such folder"
+
+
 def read_json(path: str | Path) -> Any:
     """The parsed contents of ``path``.
 

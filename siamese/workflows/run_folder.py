@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from siamese.config import RunConfig, resumed
 from siamese.data.table import DataError
-from siamese.runtime.json_files import read_json
+from siamese.runtime.json_files import folder_problem, read_json
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,9 +33,8 @@ def resumed_config(run_dir: str | Path, changes: dict[str, Any] | None = None) -
     (dotted settings) it may make. Raises DataError when the folder holds no run, ValueError naming a change
     a resumed run cannot make (:func:`siamese.config.resumed`)."""
     saved_path = Path(run_dir) / "config.json"
-    if not Path(run_dir).is_dir():
-        what = "a file, not a run folder" if Path(run_dir).exists() else "no such folder"
-        raise DataError(f"{run_dir}: {what}, so nothing to resume")
+    if problem := folder_problem(run_dir):
+        raise DataError(f"{run_dir}: {problem}, so nothing to resume")
     if not saved_path.is_file():
         raise DataError(f"{run_dir}: no config.json, so nothing to resume")
     return resumed(RunConfig.load(saved_path), changes or {}, saved_path)
