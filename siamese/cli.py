@@ -523,7 +523,8 @@ def build_parser(script: str | None = None) -> argparse.ArgumentParser:
                                   prog=script_prog(script, "predict.py"))
     add_run_argument(predict, images=True)
     predict.add_argument("--top-k", type=int, default=3,
-                         help="how many classes to name per image, highest first (at most the run's classes; 3)")
+                         help="how many classes to name per image, highest first (default 3; at most the run's "
+                              "classes)")
     predict.add_argument("--format", choices=("table", "json", "csv", *SUBMISSION_FORMATS), default="table",
                          help="isic2018 / isic2019 / isic2020 / isic2024: the challenge's submission CSV "
                               "(docs/prediction.md)")
