@@ -31,12 +31,15 @@ def read_pairs(path: str | Path) -> pd.DataFrame:
     frame = read_csv(path)  # at least two columns
     if {"from_img", "to_img"} <= set(frame.columns):
         a, b = frame["from_img"], frame["to_img"]
+        read_from = "its columns 'from_img' and 'to_img'"
     elif {"from", "to"} <= set(frame.columns):  # fastdup, whose "distance" is a similarity (1: identical)
         a, b = frame["from"], frame["to"]
         frame = frame.rename(columns={"distance": "similarity"})
+        read_from = "its columns 'from' and 'to'"
     else:
         a, b = frame.iloc[:, 0], frame.iloc[:, 1]
-    columns = (str(a.name), str(b.name))
+        read_from = (f"its first two columns, {str(a.name)!r} and {str(b.name)!r}, as it has neither "
+                     f"from_img,to_img nor from,to")
     if "distance" in frame.columns:
         distance = _numbers(frame["distance"], path)
     elif "similarity" in frame.columns:
@@ -47,7 +50,8 @@ def read_pairs(path: str | Path) -> pd.DataFrame:
                           "distance": distance.to_numpy()})
     if "method" in frame.columns:
         pairs["method"] = frame["method"].to_numpy()
-    pairs.attrs["columns"] = columns  # which of the file's columns named the images, for the errors below
+    # which of the file's columns named the images, for read_pairs_for's errors
+    pairs.attrs.update(columns=(str(a.name), str(b.name)), read_from=read_from)
     return pairs
 
 
@@ -69,19 +73,13 @@ def read_pairs_for(path: str | Path, image_ids: Iterable[str]) -> pd.DataFrame:
     names = pd.unique(pairs[["from_img", "to_img"]].to_numpy().ravel())
     if any(name in ids for name in names):
         return pairs
-    columns = pairs.attrs.get("columns", ("?", "?"))
-    if columns == ("from", "to") and all(str(name).isdigit() for name in names):
+    if pairs.attrs["columns"] == ("from", "to") and all(str(name).isdigit() for name in names):
         raise DataError(f"{path}: its pairs name images by row number (fastdup's first similarity format), which "
                         f"only fastdup's own file list (atrain_features.dat.csv) turns into images; write the pairs "
                         f"with file names or paths")
-    if {"from_img", "to_img"} <= set(columns) or columns == ("from", "to"):
-        read_from = f"its columns {columns[0]!r} and {columns[1]!r}"
-    else:
-        read_from = (f"its first two columns, {columns[0]!r} and {columns[1]!r}, as it has neither from_img,to_img "
-                     f"nor from,to")
-    raise DataError(f"{path}: none of its {len(names)} images ({first_offenders(names, 3)}), read from {read_from}, "
-                    f"is among the {len(ids)} here ({first_offenders(sorted(ids), 3)}); images are matched by file "
-                    f"stem, so the list is for other images or names them some other way")
+    raise DataError(f"{path}: none of its {len(names)} images ({first_offenders(names, 3)}), read from "
+                    f"{pairs.attrs['read_from']}, is among the {len(ids)} here ({first_offenders(sorted(ids), 3)}); "
+                    f"images are matched by file stem, so the list is for other images or names them some other way")
 
 
 def known_pairs(pairs: pd.DataFrame, image_ids: pd.Series) -> tuple[pd.DataFrame, int]:
